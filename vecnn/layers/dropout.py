@@ -1,0 +1,42 @@
+"""Inverted dropout: scale at training time so inference is the identity."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register_layer
+from .base import Layer
+
+
+@register_layer
+class Dropout(Layer):
+    """Zero each element with probability ``rate`` during training, scaling the rest by
+    ``1 / (1 - rate)``; the identity when ``training=False``. Any input shape.
+
+    The mask comes from the layer's own ``numpy.random.Generator`` (``self.rng``), seeded by
+    ``seed`` or re-seeded by ``Sequential(seed=...)``: the same seed gives the same masks.
+    """
+
+    def __init__(self, rate=0.5, seed=0):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout: expected 0 <= rate < 1, received rate={rate!r}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng(seed)
+
+    def init_params(self, rng):
+        self.rng = rng
+
+    def forward(self, x, training=False):
+        self._check(x)
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._mask = keep * np.asarray(1 / (1 - self.rate), dtype=x.dtype)   # 0 or 1/(1-p)
+        return x * self._mask
+
+    def backward(self, grad_y):
+        return grad_y if self._mask is None else grad_y * self._mask
+
+    def config(self):
+        return {"rate": self.rate}

@@ -1,0 +1,341 @@
+"""Sequential: layers in a row, trained on whole mini-batches.
+
+All parameters live in one contiguous float32 buffer and all gradients in another; each
+layer's ``params[k]`` / ``grads[k]`` is a view into them. An optimizer step is therefore a
+few whole-buffer operations, a gradient clip one dot product, and a distributed gradient sum
+one Allreduce.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import losses as _losses
+from . import optim as _optim
+from .backend import DTYPE
+from .callbacks import Callback, History, ProgressBar
+from .errors import check_finite, fmt_shape
+from .layers.base import Layer
+
+_ALIGN = 16  # floats: every parameter view starts on a 64-byte boundary of the flat buffer
+
+
+class Sequential:
+    """A stack of layers applied in order.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    seed : int, default 0
+        Re-initializes every layer from its own generator (spawned from this seed), and seeds
+        the epoch shuffles of ``fit`` unless ``fit`` gets its own seed.
+
+    Examples
+    --------
+    >>> import numpy as np, vecnn as vn
+    >>> from vecnn import layers as L
+    >>> model = vn.Sequential([L.Dense(4, 8), L.ReLU(), L.Dense(8, 3)], seed=0)
+    >>> model.predict(np.zeros((2, 4), np.float32)).shape
+    (2, 3)
+    """
+
+    def __init__(self, layers, seed=0):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential: expected at least one layer, received an empty list")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"Sequential: layer {i} is {layer!r}, not a vecnn Layer")
+        self.layers = layers
+        self.seed = seed
+        self.loss = None
+        self.optimizer = None
+        self.stop_training = False
+        self.class_names = None
+        self.metadata: dict = {}
+        self._shuffle_rng = None
+        streams = np.random.SeedSequence(seed).spawn(len(layers) + 1)
+        for layer, ss in zip(layers, streams):
+            layer.init_params(np.random.default_rng(ss))
+        self._shuffle_rng = np.random.default_rng(streams[-1])
+        self._build_flat()
+        layers[0].input_grad = False  # nobody needs dL/dX of the data
+
+    # -- the flat buffers ------------------------------------------------------------------
+    def _build_flat(self):
+        slots, offset = [], 0
+        for layer in self.layers:
+            for k, p in layer.params.items():
+                slots.append((layer, k, offset, p.shape))
+                offset += -(-p.size // _ALIGN) * _ALIGN
+        dtype = next((p.dtype for layer in self.layers for p in layer.params.values()), DTYPE)
+        self.flat_params = np.zeros(offset, dtype)
+        self.flat_grads = np.zeros(offset, dtype)
+        for layer, k, start, shape in slots:
+            size = math.prod(shape)
+            view = self.flat_params[start:start + size].reshape(shape)
+            view[...] = layer.params[k]
+            layer.params[k] = view
+            layer.grads[k] = self.flat_grads[start:start + size].reshape(shape)
+        self._slots = slots
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.size for layer in self.layers for p in layer.params.values())
+
+    def get_weights(self) -> dict:
+        """A copy of all parameters and layer state (for restore-best and checkpoints)."""
+        return {"params": self.flat_params.copy(),
+                "state": [{k: v.copy() for k, v in layer.state.items()} for layer in self.layers]}
+
+    def set_weights(self, weights: dict):
+        self.flat_params[...] = weights["params"]
+        for layer, state in zip(self.layers, weights["state"]):
+            for k, v in state.items():
+                layer.state[k][...] = v
+
+    # -- shapes ----------------------------------------------------------------------------
+    @property
+    def input_shape(self):
+        """Per-sample input shape the first layer expects (``None`` entries: any size)."""
+        return self.layers[0].input_spec
+
+    def shapes(self, input_shape: tuple) -> list[tuple]:
+        """Per-sample output shape of every layer for per-sample ``input_shape``; raises a
+        ``ValueError`` naming the first layer whose expected input does not match."""
+        out, shape = [], tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            spec = layer.input_spec
+            if spec is not None and (len(spec) != len(shape) or any(
+                    e is not None and e != s for e, s in zip(spec, shape))):
+                raise ValueError(f"layer {i} {layer!r}: expected input of shape "
+                                 f"{fmt_shape((None, *spec))}, received {fmt_shape((None, *shape))}")
+            shape = tuple(layer.output_shape(shape))
+            out.append(shape)
+        return out
+
+    # -- forward / backward ----------------------------------------------------------------
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad):
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    # -- checks at the API edge ------------------------------------------------------------
+    def _check_X(self, X, name="X"):
+        if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+            X = np.asarray(X)
+        if X.dtype.kind not in "fiub":
+            raise ValueError(f"{name}: expected a numeric array, received dtype {X.dtype}")
+        if X.ndim < 2:
+            raise ValueError(f"{name}: expected an array of shape (n_samples, ...), received shape {X.shape}")
+        if len(X) == 0:
+            raise ValueError(f"{name}: is empty (shape {X.shape}); expected at least one sample")
+        self.shapes(X.shape[1:])
+        dtype = self.flat_params.dtype
+        X = np.ascontiguousarray(X, dtype=dtype)        # float64 / uint8 input: cast once, up front
+        check_finite(name, X)
+        return X
+
+    def _check_Xy(self, X, y, name="X", yname="y"):
+        X = self._check_X(X, name)
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(X):
+            raise ValueError(f"{name} and {yname} must have the same number of samples, "
+                             f"received {len(X)} and {y.shape[0] if y.ndim else 'a scalar'}")
+        y = self.loss.check_target(yname, self.shapes(X.shape[1:])[-1], y)
+        return X, y
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, validation_data=None,
+            validation_split=0.0, callbacks=None, seed=None, verbose=1, shuffle=True):
+        """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
+
+        Parameters
+        ----------
+        X : array, shape (n, *input_shape)
+        y : array, shape (n,) integer labels for classifiers, or (n, outputs) targets
+        loss : str or Loss, default: the model's loss, else "cross_entropy"
+        optimizer : Optimizer or str, default: the model's optimizer, else Adam(lr=1e-3).
+            The optimizer (and its state) is kept between ``fit`` calls.
+        epochs, batch_size : int
+        validation_data : (X_val, y_val), optional
+        validation_split : float
+            Fraction of the *last* samples of X, y held out for validation (before shuffling).
+        callbacks : list of Callback
+        seed : int, optional
+            Seed of the epoch shuffles; by default a generator spawned from the model's seed
+            that continues across ``fit`` calls.
+        verbose : 0 silent, 1 progress bar, 2 one line per epoch
+        """
+        if loss is not None or self.loss is None:
+            self.loss = _losses.get(loss if loss is not None else "cross_entropy")
+        if optimizer is not None or self.optimizer is None:
+            self.optimizer = _optim.get(optimizer if optimizer is not None else _optim.Adam(lr=1e-3))
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"fit: expected {name} to be a positive integer, received {name}={value!r}")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit: expected verbose in (0, 1, 2), received {verbose!r}")
+        X, y = self._check_Xy(X, y)
+        if validation_data is not None and validation_split:
+            raise ValueError("fit: pass validation_data or validation_split, not both")
+        if validation_split:
+            if not 0 < validation_split < 1:
+                raise ValueError(f"fit: expected 0 < validation_split < 1, received {validation_split!r}")
+            n_val = int(round(len(X) * validation_split))
+            if n_val < 1 or n_val >= len(X):
+                raise ValueError(f"fit: validation_split={validation_split} of {len(X)} samples leaves "
+                                 f"{n_val} for validation and {len(X) - n_val} for training")
+            X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+        if validation_data is not None:
+            try:
+                Xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
+            validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+
+        rng = np.random.default_rng(seed) if seed is not None else self._shuffle_rng
+        history = History()
+        cbs = [history, *(callbacks or [])]
+        if verbose == 1:
+            cbs.append(ProgressBar(epochs, len(X)))
+        for cb in cbs:
+            if not isinstance(cb, Callback):
+                raise ValueError(f"fit: callbacks must be vecnn Callback instances, received {cb!r}")
+            cb.set_model(self)
+        self.stop_training = False
+        for cb in cbs:
+            cb.on_train_begin()
+        for epoch in range(epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs)
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if verbose == 2:
+                import sys
+                print(f"Epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()),
+                      file=sys.stderr, flush=True)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs):
+        n = len(X)
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        opt, loss = self.optimizer, self.loss
+        params, grads = self.flat_params, self.flat_grads
+        backup = np.empty_like(params)
+        xb = np.empty((min(batch_size, n), *X.shape[1:]), X.dtype)
+        yb = np.empty((min(batch_size, n), *y.shape[1:]), y.dtype)
+        total_loss, seen, sums = 0.0, 0, {}
+        for step, start in enumerate(range(0, n, batch_size)):
+            idx = order[start:start + batch_size]
+            m = len(idx)
+            xs, ys = np.take(X, idx, axis=0, out=xb[:m]), np.take(y, idx, axis=0, out=yb[:m])
+            out = self.forward(xs, training=True)
+            value = loss.forward(out, ys)
+            self.backward(loss.backward())
+            np.copyto(backup, params)
+            opt.step(params, grads)
+            if not (math.isfinite(value) and math.isfinite(float(params.sum()))):
+                np.copyto(params, backup)
+                what = "loss" if not math.isfinite(value) else "updated weights"
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: the {what} became "
+                    f"non-finite (NaN or Inf); the weights from before that step were restored. "
+                    f"Try a smaller learning rate or gradient clipping (clip_norm=...)")
+            total_loss += value * m
+            seen += m
+            for k, v in loss.metrics(out, ys).items():
+                sums[k] = sums.get(k, 0.0) + v * m
+            running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
+            for cb in cbs:
+                cb.on_batch_end(step, {"size": m, "running": running})
+        return running
+
+    # -- inference -------------------------------------------------------------------------
+    def predict(self, X, batch_size=1024):
+        """Model outputs (logits for classifiers) for ``X``, computed ``batch_size`` rows at a time."""
+        X = self._check_X(X)
+        return self._predict(X, batch_size)
+
+    def _predict(self, X, batch_size=1024):
+        out = None
+        for start in range(0, len(X), batch_size):
+            y = self.forward(X[start:start + batch_size], training=False)
+            if out is None:
+                out = np.empty((len(X), *y.shape[1:]), y.dtype)
+            out[start:start + len(y)] = y
+        return out
+
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities: softmax of the logits (cross-entropy) or their sigmoid (BCE)."""
+        logits = self.predict(X, batch_size)
+        if isinstance(self.loss, _losses.BCEWithLogits):
+            return 1 / (1 + np.exp(-logits))
+        if self.loss is not None and not isinstance(self.loss, _losses.CrossEntropy):
+            raise ValueError(f"predict_proba: the model was trained with {self.loss!r}, not a classifier loss")
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def evaluate(self, X, y, batch_size=1024, _checked=False):
+        """``{"loss": ..., "accuracy": ...}`` for classifiers, ``{"loss", "mse", "mae"}`` for regression."""
+        if self.loss is None:
+            self.loss = _losses.get("cross_entropy")
+        if not _checked:
+            X, y = self._check_Xy(X, y)
+        sums, n = {}, len(X)
+        for start in range(0, n, batch_size):
+            xs, ys = X[start:start + batch_size], y[start:start + batch_size]
+            out = self.forward(xs, training=False)
+            m = len(xs)
+            for k, v in {"loss": self.loss.forward(out, ys), **self.loss.metrics(out, ys)}.items():
+                sums[k] = sums.get(k, 0.0) + v * m
+        return {k: s / n for k, s in sums.items()}
+
+    # -- persistence and description ------------------------------------------------------
+    def save(self, path):
+        """Write the model to one file (safetensors weights + JSON metadata), atomically."""
+        from .io import save_model
+
+        save_model(self, path)
+
+    def config(self) -> list[dict]:
+        return [{"name": type(l).registered_name, "config": l.config()} for l in self.layers]
+
+    def summary(self, input_shape=None) -> str:
+        """A table of layers, output shapes, parameter counts and FLOPs per sample."""
+        input_shape = tuple(input_shape or self.metadata.get("input_shape") or self.input_shape or ())
+        known = all(d is not None for d in input_shape) and input_shape
+        shapes = self.shapes(input_shape) if known else [None] * len(self.layers)
+        rows, shape, flops = [], input_shape, 0
+        for i, (layer, out) in enumerate(zip(self.layers, shapes)):
+            n = sum(p.size for p in layer.params.values())
+            f = layer.flops(shape) if known else 0
+            flops += f
+            rows.append((f"{i} {type(layer).__name__}", "?" if out is None else fmt_shape((None, *out)),
+                         f"{n:,}", f"{f:,}" if known else "?"))
+            shape = out
+        head = ("layer", "output shape", "params", "FLOPs/sample")
+        widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
+        line = lambda r: "  ".join(s.ljust(w) if c < 2 else s.rjust(w) for c, (s, w) in enumerate(zip(r, widths)))
+        sep = "-" * len(line(head))
+        body = [line(head), sep, *map(line, rows), sep,
+                f"total params: {self.n_params:,}   forward FLOPs/sample: {flops:,}" if known
+                else f"total params: {self.n_params:,}"]
+        return "\n".join(body)
+
+    def __repr__(self):
+        inner = ",\n  ".join(map(repr, self.layers))
+        return f"Sequential([\n  {inner}\n])"

@@ -1,0 +1,61 @@
+"""Name -> class maps for layers and losses.
+
+One registry serves the Python API, the CLI's spec strings and the JSON inside model files:
+a saved model names its layers, and loading looks the names up *here*, never by importing a
+name found in a file. Users add their own classes with the decorators.
+"""
+from __future__ import annotations
+
+LAYERS: dict[str, type] = {}
+LOSSES: dict[str, type] = {}
+
+
+def _register(table: dict, kind: str, cls=None, *, name: str | None = None):
+    def add(c):
+        key = name or c.__name__
+        old = table.get(key)
+        if old is not None and old is not c and (old.__module__, old.__qualname__) != (
+            c.__module__, c.__qualname__
+        ):
+            raise ValueError(
+                f"register_{kind}: the name {key!r} is already taken by "
+                f"{old.__module__}.{old.__qualname__}; pass name=... to register under another"
+            )
+        table[key] = c
+        c.registered_name = key
+        return c
+
+    return add(cls) if cls is not None else add
+
+
+def register_layer(cls=None, *, name: str | None = None):
+    """Class decorator: make a layer class saveable and loadable under ``name`` (default: class name).
+
+    Examples
+    --------
+    >>> import vecnn as vn
+    >>> @vn.register_layer
+    ... class Square(vn.layers.Layer):
+    ...     def forward(self, x, training=False):
+    ...         self._x = x
+    ...         return x * x
+    ...     def backward(self, grad_y):
+    ...         return 2 * self._x * grad_y
+    """
+    return _register(LAYERS, "layer", cls, name=name)
+
+
+def register_loss(cls=None, *, name: str | None = None):
+    """Class decorator: make a loss class usable by name and restorable from model files."""
+    return _register(LOSSES, "loss", cls, name=name)
+
+
+def lookup(table: dict, kind: str, name: str):
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(sorted(table))
+        raise ValueError(
+            f"unknown {kind} {name!r}; known {kind}s: {known}. A custom class must be "
+            f"registered with @vecnn.register_{kind} before use or loading"
+        ) from None
