@@ -215,7 +215,8 @@ class Sequential:
         for epoch in range(epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs)
+            with np.errstate(over="ignore", invalid="ignore"):   # divergence is detected and reported below
+                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
