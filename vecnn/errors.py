@@ -14,20 +14,35 @@ def fmt_shape(shape) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
-def check_input(where: str, x, expected: tuple) -> None:
-    """Check that ``x`` is an array of shape ``(n, *expected)``; ``None`` entries match anything."""
+def check_input(where, x, expected: tuple) -> None:
+    """Check that ``x`` is an array of shape ``(n, *expected)``; ``None`` entries match anything.
+
+    ``where`` names the place (a string, or an object whose ``repr`` is only taken on error).
+    """
     shape = getattr(x, "shape", None)
     if shape is None:
-        raise ValueError(f"{where}: expected an array, received {type(x).__name__}")
+        raise ValueError(f"{_name(where)}: expected an array, received {type(x).__name__}")
     full = (None, *expected)
     if len(shape) != len(full) or any(e is not None and e != s for e, s in zip(full, shape)):
+        where = _name(where)
         raise ValueError(
             f"{where}: expected input of shape {fmt_shape(full)}, received {fmt_shape(shape)}"
         )
 
 
+def _name(where) -> str:
+    return where if isinstance(where, str) else repr(where)
+
+
 def check_finite(where: str, x) -> None:
     """Refuse NaN or Inf, saying how many and where the first one is."""
+    if x.dtype.kind in "iub":
+        return
+    # fast path: one reduction, no (n, ...) boolean temporary; a sum is finite iff every term is,
+    # unless finite terms overflow it, which the exact check below then clears
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(x, axis=None)):
+            return
     finite = np.isfinite(x)
     if not finite.all():
         bad = np.argwhere(~finite)

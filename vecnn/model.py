@@ -54,11 +54,11 @@ class Sequential:
         self.stop_training = False
         self.class_names = None
         self.metadata: dict = {}
-        self._shuffle_rng = None
-        streams = np.random.SeedSequence(seed).spawn(len(layers) + 1)
+        streams = np.random.SeedSequence(seed).spawn(len(layers) + 2)
         for layer, ss in zip(layers, streams):
             layer.init_params(np.random.default_rng(ss))
-        self._shuffle_rng = np.random.default_rng(streams[-1])
+        self._shuffle_rng = np.random.default_rng(streams[-2])
+        self._augment_rng = np.random.default_rng(streams[-1])
         self._build_flat()
         layers[0].input_grad = False  # nobody needs dL/dX of the data
 
@@ -94,6 +94,20 @@ class Sequential:
         for layer, state in zip(self.layers, weights["state"]):
             for k, v in state.items():
                 layer.state[k][...] = v
+
+    def rng_states(self) -> dict:
+        """The state of every generator training draws from (shuffles, augmentation, dropout
+        masks), as JSON data: with the weights and optimizer state, enough to resume bit-identically."""
+        return {"shuffle": self._shuffle_rng.bit_generator.state,
+                "augment": self._augment_rng.bit_generator.state,
+                "layers": {str(i): l.rng.bit_generator.state for i, l in enumerate(self.layers)
+                           if isinstance(getattr(l, "rng", None), np.random.Generator)}}
+
+    def set_rng_states(self, states: dict):
+        self._shuffle_rng.bit_generator.state = states["shuffle"]
+        self._augment_rng.bit_generator.state = states["augment"]
+        for i, state in states["layers"].items():
+            self.layers[int(i)].rng.bit_generator.state = state
 
     # -- shapes ----------------------------------------------------------------------------
     @property
@@ -153,7 +167,8 @@ class Sequential:
 
     # -- training --------------------------------------------------------------------------
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, validation_data=None,
-            validation_split=0.0, callbacks=None, seed=None, verbose=1, shuffle=True):
+            validation_split=0.0, callbacks=None, seed=None, verbose=1, shuffle=True, augment=None,
+            initial_epoch=0):
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
         Parameters
@@ -172,6 +187,14 @@ class Sequential:
             Seed of the epoch shuffles; by default a generator spawned from the model's seed
             that continues across ``fit`` calls.
         verbose : 0 silent, 1 progress bar, 2 one line per epoch
+        shuffle : bool
+            Draw a fresh order of the samples every epoch.
+        augment : callable ``(batch, rng) -> batch``, optional
+            Applied to each training batch (e.g. ``vecnn.data.Augment``), with the model's own
+            augmentation generator.
+        initial_epoch : int
+            Epoch to start counting from (when resuming a run): trains epochs
+            ``initial_epoch .. epochs-1``.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")
@@ -212,11 +235,11 @@ class Sequential:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             with np.errstate(over="ignore", invalid="ignore"):   # divergence is detected and reported below
-                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs)
+                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
@@ -231,7 +254,7 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs):
+    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None):
         n = len(X)
         order = rng.permutation(n) if rng is not None else np.arange(n)
         opt, loss = self.optimizer, self.loss
@@ -244,6 +267,8 @@ class Sequential:
             idx = order[start:start + batch_size]
             m = len(idx)
             xs, ys = np.take(X, idx, axis=0, out=xb[:m]), np.take(y, idx, axis=0, out=yb[:m])
+            if augment is not None:
+                xs = augment(xs, self._augment_rng)
             out = self.forward(xs, training=True)
             value = loss.forward(out, ys)
             self.backward(loss.backward())

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from . import kernels
+
 
 # -- learning-rate schedules: lr(step) from the optimizer's base lr; steps count batches ------
 class Schedule:
@@ -183,6 +185,11 @@ class SGD(Optimizer):
         self.slots = ("velocity",) if momentum else ()
 
     def update(self, p, g, lr):
+        k = kernels.get() if self.momentum and p.dtype == np.float32 else None
+        if k is not None:                                  # the same rule, fused into one pass
+            k.sgd_momentum(p, g, self.state["velocity"], np.float32(lr), np.float32(self.momentum),
+                           np.float32(self.weight_decay), self.nesterov, self.t == 1)
+            return
         if self.weight_decay:
             g += self.weight_decay * p                     # L2 penalty: g = g + wd p
         if self.momentum:
@@ -216,6 +223,11 @@ class RMSProp(Optimizer):
         self.alpha, self.eps = float(alpha), float(eps)
 
     def update(self, p, g, lr):
+        k = kernels.get() if p.dtype == np.float32 else None
+        if k is not None:
+            f = np.float32
+            k.rmsprop(p, g, self.state["square_avg"], f(lr), f(self.alpha), f(self.eps), f(self.weight_decay))
+            return
         if self.weight_decay:
             g += self.weight_decay * p
         s, d = self.state["square_avg"], self._scratch
@@ -252,6 +264,13 @@ class Adam(Optimizer):
     def update(self, p, g, lr):
         b1, b2 = self.betas
         m, v, d = self.state["m"], self.state["v"], self._scratch
+        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        k = kernels.get() if p.dtype == np.float32 else None
+        if k is not None:                                  # the rule below, fused into one pass
+            f, wd = np.float32, self.weight_decay
+            k.adam(p, g, m, v, f(b1), f(b2), f(self.eps), f(lr / bc1), f(1 / math.sqrt(bc2)),
+                   f(0 if self.decoupled else wd), f(1 - lr * wd if self.decoupled else 1))
+            return
         if self.weight_decay:
             if self.decoupled:
                 p *= 1 - lr * self.weight_decay            # AdamW: shrink the weights directly
@@ -264,8 +283,6 @@ class Adam(Optimizer):
         np.multiply(g, g, out=d)
         d *= 1 - b2
         v += d                                             # v = b2 v + (1-b2) g^2
-        bc1 = 1 - b1 ** self.t
-        bc2 = 1 - b2 ** self.t
         np.sqrt(v, out=d)
         d *= 1 / math.sqrt(bc2)
         d += self.eps                                      # sqrt(v_hat) + eps

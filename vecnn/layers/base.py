@@ -78,7 +78,7 @@ class Layer:
     # -- helpers shared by subclasses -----------------------------------------------------
     def _check(self, x) -> None:
         if self.input_spec is not None:
-            check_input(repr(self), x, self.input_spec)
+            check_input(self, x, self.input_spec)
         elif getattr(x, "ndim", 0) < 1:
             raise ValueError(f"{self!r}: expected a batch array of shape (n, ...), received {x!r}")
 

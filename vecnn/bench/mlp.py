@@ -1,0 +1,244 @@
+"""Head-to-head MLP training: vecnn vs PyTorch eager vs scikit-learn's MLPClassifier.
+
+Same network (784-256-128-10, ReLU), batch 128, Adam lr 1e-3, same thread count, data
+already in memory on every side, no data loader. Each contender warms up on a few batches;
+then whole epochs alternate between contenders (vecnn's through ``model.fit(..., epochs=1)``,
+input checks included) and the medians are compared. Peak memory is measured separately,
+each contender in its own process, as the resident-set increase during training.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from .common import Timer, load_fashion, machine, median, peak_rss_bytes, reset_peak_rss, rss_bytes
+
+HIDDEN = (256, 128)
+
+
+class VecnnMLP:
+    name = "vecnn"
+
+    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN, optimizer=None):
+        import vecnn as vn
+        from vecnn import layers as L
+
+        sizes = [X.shape[1], *hidden]
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [L.Dense(a, b), L.ReLU()]
+        layers.append(L.Dense(sizes[-1], int(y.max()) + 1))
+        self.model = vn.Sequential(layers, seed=seed)
+        self.X, self.y, self.bs = X, y, batch_size
+        self.opt = optimizer or vn.optim.Adam(lr=lr)
+
+    def warmup(self, batches=5):
+        n = batches * self.bs
+        self.model.fit(self.X[:n], self.y[:n], optimizer=self.opt, epochs=1, batch_size=self.bs, verbose=0)
+
+    def epoch(self):
+        self.model.fit(self.X, self.y, epochs=1, batch_size=self.bs, verbose=0)
+
+    def accuracy(self, X, y):
+        return float(np.mean(self.model.predict(X).argmax(1) == y))
+
+
+class TorchMLP:
+    name = "pytorch"
+
+    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN, threads=None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        sizes = [X.shape[1], *hidden]
+        mods = []
+        for a, b in zip(sizes, sizes[1:]):
+            mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        mods.append(torch.nn.Linear(sizes[-1], int(y.max()) + 1))
+        self.torch = torch
+        self.net = torch.nn.Sequential(*mods)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        self.bs = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _batches(self, n):
+        torch, F = self.torch, self.torch.nn.functional
+        perm = torch.randperm(n, generator=self.gen)
+        for i in range(0, n, self.bs):
+            idx = perm[i:i + self.bs]
+            xb, yb = self.X[idx], self.y[idx]
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.net(xb), yb)
+            loss.backward()
+            self.opt.step()
+
+    def warmup(self, batches=5):
+        self._batches(batches * self.bs)
+
+    def epoch(self):
+        self.net.train()
+        self._batches(len(self.X))
+
+    def accuracy(self, X, y):
+        with self.torch.no_grad():
+            return float((self.net(self.torch.from_numpy(X)).argmax(1).numpy() == y).mean())
+
+
+class SklearnMLP:
+    name = "scikit-learn"
+
+    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN):
+        from sklearn.neural_network import MLPClassifier
+
+        self.clf = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, learning_rate_init=lr,
+                                 solver="adam", alpha=0.0, random_state=seed, shuffle=True)
+        self.X, self.y = X, y
+        self.classes = np.unique(y)
+        self.bs = batch_size
+
+    def warmup(self, batches=5):
+        n = batches * self.bs
+        self.clf.partial_fit(self.X[:n], self.y[:n], classes=self.classes)
+
+    def epoch(self):
+        self.clf.partial_fit(self.X, self.y)
+
+    def accuracy(self, X, y):
+        return float(np.mean(self.clf.predict(X) == y))
+
+
+CONTENDERS = {"vecnn": VecnnMLP, "pytorch": TorchMLP, "scikit-learn": SklearnMLP}
+
+
+def _make(name, X, y, threads, seed=0):
+    if name == "pytorch":
+        return TorchMLP(X, y, seed=seed, threads=threads)
+    return CONTENDERS[name](X, y, seed=seed)
+
+
+def available(names):
+    ok, skipped = [], {}
+    for name in names:
+        module = {"pytorch": "torch", "scikit-learn": "sklearn"}.get(name)
+        if module:
+            try:
+                __import__(module)
+            except ImportError:
+                skipped[name] = f"{module} is not installed (pip install 'vecnn[test]')"
+                continue
+        ok.append(name)
+    return ok, skipped
+
+
+def run(epochs=3, threads=None, limit=None, synthetic=False, names=("vecnn", "pytorch", "scikit-learn"),
+        memory=True, seed=0) -> dict:
+    """Time alternating epochs; return a report dict (medians, ratios, accuracy, memory)."""
+    import os
+
+    from vecnn import backend
+
+    threads = threads or os.cpu_count()
+    backend.set_num_threads(threads)
+    Xtr, ytr, Xte, yte, source = load_fashion(limit, synthetic, seed)
+    X, Xt = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    names, skipped = available(names)
+    contenders = {n: _make(n, X, ytr, threads, seed) for n in names}
+    for c in contenders.values():
+        c.warmup()
+    times = {n: [] for n in names}
+    for _ in range(epochs):
+        for n, c in contenders.items():
+            with Timer() as t:
+                c.epoch()
+            times[n].append(t.seconds)
+    report = {"benchmark": "mlp 784-256-128-10, batch 128, Adam lr 1e-3", "data": source,
+              "samples_per_epoch": len(X), "epochs": epochs, "threads": threads, "machine": machine(),
+              "skipped": skipped, "contenders": {}}
+    for n, c in contenders.items():
+        med = median(times[n])
+        report["contenders"][n] = {"epoch_seconds": times[n], "median_seconds": med,
+                                   "samples_per_second": len(X) / med, "test_accuracy": c.accuracy(Xt, yte)}
+    if "vecnn" in report["contenders"]:
+        v = report["contenders"]["vecnn"]["median_seconds"]
+        for n, r in report["contenders"].items():
+            r["vecnn_speedup"] = r["median_seconds"] / v
+    if memory:
+        for n in names:
+            report["contenders"][n]["peak_rss_increase_mb"] = memory_in_subprocess(n, threads, limit, synthetic)
+    return report
+
+
+def memory_in_subprocess(name, threads, limit, synthetic) -> float | None:
+    """Resident-set increase (MB) while ``name`` trains one epoch, in a fresh process."""
+    cmd = [sys.executable, "-m", "vecnn.bench.mlp", "--memory-child", name, "--threads", str(threads)]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    if synthetic:
+        cmd.append("--synthetic")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_increase_mb"]
+    except (IndexError, ValueError, KeyError):
+        return None
+
+
+def _memory_child(name, threads, limit, synthetic):
+    from vecnn import backend
+
+    backend.set_num_threads(threads)
+    Xtr, ytr, *_ = load_fashion(limit, synthetic)
+    X = np.ascontiguousarray(Xtr.reshape(len(Xtr), -1))
+    c = _make(name, X, ytr, threads)
+    c.warmup(1)
+    reset_peak_rss()
+    before = rss_bytes()
+    c.epoch()
+    print(json.dumps({"peak_rss_increase_mb": (peak_rss_bytes() - before) / 2**20}))
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['benchmark']} on {r['data']} ({r['samples_per_epoch']} samples/epoch, "
+             f"{r['epochs']} alternating epochs each, {r['threads']} threads)",
+             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; BLAS: "
+             + ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})"
+                         for b in r["machine"]["blas"]),
+             f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}{'peak RSS +MB':>14}"]
+    for n, c in r["contenders"].items():
+        mem = c.get("peak_rss_increase_mb")
+        lines.append(f"{n:<14}{c['median_seconds']:>13.3f}s{c['samples_per_second']:>12,.0f}"
+                     f"{c.get('vecnn_speedup', float('nan')):>14.2f}x{c['test_accuracy']:>10.4f}"
+                     f"{'' if mem is None else f'{mem:.1f}':>14}")
+    for n, why in r["skipped"].items():
+        lines.append(f"{n}: skipped, {why}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--limit", type=int, help="train on the first N samples only")
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.memory_child:
+        return _memory_child(a.memory_child, a.threads, a.limit, a.synthetic)
+    r = run(a.epochs, a.threads, a.limit, a.synthetic, memory=not a.no_memory)
+    print(format_report(r))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(r, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
