@@ -6,7 +6,18 @@ import pytest
 import torch
 
 import vecnn as vn
-from vecnn import optim
+from vecnn import kernels, optim
+
+
+@pytest.fixture(params=["numpy", "fused"])
+def path(request, monkeypatch):
+    """Run a test on the readable NumPy rules and on the fused numba kernels."""
+    if request.param == "fused":
+        if kernels.get() is None:
+            pytest.skip("numba is not installed: the fused kernels are not in use")
+    else:
+        monkeypatch.setattr(kernels, "enabled", False)
+    return request.param
 
 CASES = [
     (optim.SGD, torch.optim.SGD, dict(lr=0.1)),
@@ -21,7 +32,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("ours,theirs,kw", CASES, ids=lambda c: getattr(c, "__name__", str(c)))
-def test_matches_torch(ours, theirs, kw, rng):
+def test_matches_torch(ours, theirs, kw, rng, path):
     p0 = rng.standard_normal(50).astype(np.float32)
     grads = rng.standard_normal((12, 50)).astype(np.float32)
     p = p0.copy()
@@ -36,7 +47,7 @@ def test_matches_torch(ours, theirs, kw, rng):
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=2e-5, atol=2e-6)
 
 
-def test_clip_norm_bounds_global_norm():
+def test_clip_norm_bounds_global_norm(path):
     opt = optim.SGD(lr=1.0, clip_norm=0.5)
     p = np.zeros(4, np.float32)
     g = np.array([3, 4, 0, 0], np.float32)        # norm 5
@@ -64,7 +75,7 @@ def test_schedules():
     assert p[0] == pytest.approx(-(1 + 0.5 + 0.25))
 
 
-def test_config_round_trip_and_state():
+def test_config_round_trip_and_state(path):
     opt = optim.AdamW(lr=3e-3, weight_decay=0.02, schedule=optim.WarmupLR(5, optim.CosineLR(50)))
     p = np.ones(8, np.float32)
     for _ in range(3):
@@ -103,3 +114,39 @@ def test_state_survives_between_fits(rng):
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
     assert model.optimizer is opt and opt.t == 8
     assert not np.array_equal(opt.state["m"], m_before)
+
+
+@pytest.mark.parametrize("make,bad", [
+    (lambda: optim.SGD(lr=1e30, momentum=0.9), 1e10),          # finite gradient, overflowing update
+    (lambda: optim.RMSProp(lr=1e38, eps=1e-30), 1e10),
+    (lambda: optim.Adam(lr=0.1), np.inf),                       # non-finite gradient
+    (lambda: optim.SGD(lr=0.1), np.nan),
+])
+def test_step_reports_non_finite_and_undo_restores(make, bad, path):
+    opt = make()
+    p = np.linspace(-1, 1, 40).astype(np.float32)
+    before = p.copy()
+    g = np.full(40, 1e10, np.float32)
+    g[3] = bad
+    assert opt.step(p, g) is False
+    opt.undo(p)
+    np.testing.assert_array_equal(p, before)
+    assert all(not v.any() for v in opt.state.values()) and opt.t == 0
+    assert opt.step(p, np.zeros(40, np.float32)) is True and np.array_equal(p, before)
+
+
+def test_fused_and_numpy_paths_agree(rng, monkeypatch):
+    if kernels.get() is None:
+        pytest.skip("numba is not installed")
+    p0 = rng.standard_normal(1000).astype(np.float32)
+    gs = rng.standard_normal((5, 1000)).astype(np.float32)
+    for make in (lambda: optim.AdamW(lr=1e-2), lambda: optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+                 lambda: optim.RMSProp(lr=1e-2, weight_decay=0.1)):
+        results = []
+        for enabled in (True, False):
+            monkeypatch.setattr(kernels, "enabled", enabled)
+            p, opt = p0.copy(), make()
+            for g in gs:
+                opt.step(p, g.copy())
+            results.append(p)
+        np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)

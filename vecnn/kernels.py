@@ -1,13 +1,16 @@
-"""Fused elementwise kernels, compiled with numba when it is installed.
+"""Fused optimizer kernels, compiled with numba when it is installed.
 
 An optimizer step written as NumPy whole-buffer operations makes one pass over memory per
-operation (Adam: about eight); the kernels here make one pass in total, split over the
-cores. The NumPy versions in ``vecnn.optim`` stay the reference and the fallback: set
-``vecnn.kernels.enabled = False`` (tests do) or uninstall numba to use them.
+operation (Adam: about eight, plus a copy for the undo buffer and a pass for the finiteness
+check); each kernel here makes one pass in total. Each kernel also stores the previous
+parameters in ``old`` (so a diverged step can be undone) and returns ``sum(new_p * 0)``,
+which is 0 exactly when every new parameter is finite (``inf * 0`` and ``nan * 0`` are NaN).
+
+The NumPy versions in ``vecnn.optim`` stay the readable reference and the fallback: set
+``vecnn.kernels.enabled = False`` (the tests run both) or uninstall numba to use them.
+All arithmetic is float32, with float32 constants, so nothing is silently widened.
 """
 from __future__ import annotations
-
-import math
 
 enabled = True
 _compiled = None
@@ -15,65 +18,116 @@ _failed = False
 
 
 def get():
-    """The compiled kernels module-namespace, or None (numba missing, disabled, or failed)."""
+    """The compiled kernels, or None (numba missing or disabled, or it failed to compile)."""
     global _compiled, _failed
     if not enabled or _failed:
         return None
     if _compiled is None:
         try:
             _compiled = _compile()
-        except Exception:            # no numba, or it cannot compile here: NumPy paths remain
+        except Exception:            # no numba, or it cannot compile here: the NumPy paths remain
             _failed = True
             return None
     return _compiled
 
 
 def _compile():
-    import numba
-    from numba import njit, prange
+    import numpy as np
+    from numba import njit
 
-    opts = dict(parallel=True, cache=True, nogil=True, error_model="numpy")
+    # Serial on purpose: a second thread pool beside OpenBLAS's spinning workers costs more
+    # than it gains on a 2-core machine. 'reassoc' lets LLVM vectorize the finiteness sum.
+    opts = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    zero = np.float32(0)
 
     @njit(**opts)
-    def adam(p, g, m, v, b1, b2, eps, step_size, inv_sqrt_bc2, l2, decay):
-        # m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p = p*decay - step m / (sqrt(v)/sqrt(bc2) + eps)
-        for i in prange(p.shape[0]):
-            gi = g[i] + l2 * p[i]
-            mi = b1 * m[i] + (1 - b1) * gi
-            vi = b2 * v[i] + (1 - b2) * gi * gi
+    def adam(p, g, m, v, old, b1, c1, b2, c2, eps, step_size, inv_sqrt_bc2, l2, decay):
+        # g += l2 p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+        # p = p decay - step m / (sqrt(v)/sqrt(bc2) + eps)
+        chk = zero
+        for i in range(p.shape[0]):
+            pi = p[i]
+            old[i] = pi
+            gi = g[i] + l2 * pi
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * gi * gi
             m[i] = mi
             v[i] = vi
-            p[i] = p[i] * decay - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+            pn = pi * decay - step_size * mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps)
+            p[i] = pn
+            chk += pn * zero
+        return chk
 
     @njit(**opts)
-    def sgd_momentum(p, g, buf, lr, mu, l2, nesterov, first):
-        for i in prange(p.shape[0]):
-            gi = g[i] + l2 * p[i]
-            b = gi if first else mu * buf[i] + gi
-            buf[i] = b
-            p[i] -= lr * (gi + mu * b if nesterov else b)
+    def sgd(p, g, buf, old, lr, mu, l2, nesterov, first):
+        chk = zero
+        for i in range(p.shape[0]):
+            pi = p[i]
+            old[i] = pi
+            gi = g[i] + l2 * pi
+            if mu != zero:
+                b = gi if first else mu * buf[i] + gi
+                buf[i] = b
+                gi = gi + mu * b if nesterov else b
+            pn = pi - lr * gi
+            p[i] = pn
+            chk += pn * zero
+        return chk
 
     @njit(**opts)
-    def rmsprop(p, g, s, lr, alpha, eps, l2):
-        for i in prange(p.shape[0]):
-            gi = g[i] + l2 * p[i]
-            si = alpha * s[i] + (1 - alpha) * gi * gi
+    def rmsprop(p, g, s, old, lr, alpha, c, eps, l2):
+        chk = zero
+        for i in range(p.shape[0]):
+            pi = p[i]
+            old[i] = pi
+            gi = g[i] + l2 * pi
+            si = alpha * s[i] + c * gi * gi
             s[i] = si
-            p[i] -= lr * gi / (math.sqrt(si) + eps)
+            pn = pi - lr * gi / (np.sqrt(si) + eps)
+            p[i] = pn
+            chk += pn * zero
+        return chk
 
-    class K:
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def softmax_cross_entropy(z, y, eps, grad):
+        # one pass per row: log-sum-exp, the smoothed negative log-likelihood, the argmax
+        # (for accuracy) and the gradient (softmax - target) / n, written into grad
+        n, C = z.shape
+        total = 0.0
+        correct = 0
+        inv_n = np.float32(1.0 / n)
+        off = np.float32(eps / C)
+        keep = np.float32(1.0 - eps)
+        for i in range(n):
+            mx = z[i, 0]
+            am = 0
+            for c in range(1, C):
+                if z[i, c] > mx:
+                    mx = z[i, c]
+                    am = c
+            s = np.float32(0)
+            shift_sum = np.float32(0)
+            for c in range(C):
+                e = np.exp(z[i, c] - mx)
+                grad[i, c] = e
+                s += e
+                shift_sum += z[i, c] - mx
+            lse = np.log(s)
+            yi = y[i]
+            nll = lse - (z[i, yi] - mx)
+            if eps != 0:
+                nll = keep * nll + np.float32(eps) * (lse - shift_sum / C)
+            total += nll
+            correct += am == yi
+            inv_s = np.float32(1) / s
+            for c in range(C):
+                grad[i, c] = (grad[i, c] * inv_s - off) * inv_n
+            grad[i, yi] -= keep * inv_n
+        return total / n, correct
+
+    class Kernels:
         pass
 
-    k = K()
-    k.adam, k.sgd_momentum, k.rmsprop, k.numba = adam, sgd_momentum, rmsprop, numba
+    k = Kernels()
+    k.adam, k.sgd, k.rmsprop, k.softmax_cross_entropy = adam, sgd, rmsprop, softmax_cross_entropy
     return k
-
-
-def set_num_threads(n: int | None):
-    """Match numba's thread count to the BLAS limit (when numba is loaded)."""
-    k = get() if n is not None else _compiled
-    if k is None:
-        return
-    import os
-
-    k.numba.set_num_threads(min(n or os.cpu_count() or 1, k.numba.config.NUMBA_NUM_THREADS))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .errors import check_finite
 from .registry import LOSSES, lookup, register_loss
 
@@ -31,6 +32,10 @@ class Loss:
 
     def metrics(self, pred, target) -> dict:
         return {}
+
+    def last_metrics(self) -> dict:
+        """``metrics`` of the batch the last ``forward`` saw (losses may compute them on the way)."""
+        return self.metrics(self._pred, self._target)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -63,6 +68,14 @@ class CrossEntropy(Loss):
             raise ValueError(f"CrossEntropy: expected logits of shape (n, classes), received {pred.shape}")
         _check_pair("CrossEntropy", pred, target)
         n, C = pred.shape
+        k = kernels.get() if pred.dtype == np.float32 and target.dtype == np.int64 else None
+        if k is not None:                 # the same math, fused into one pass over the logits
+            self._grad = np.empty_like(pred)
+            loss, correct = k.softmax_cross_entropy(pred, target, self.label_smoothing, self._grad)
+            self._accuracy = correct / n
+            return float(loss)
+        self._grad = None
+        self._pred = pred
         rows = np.arange(n)
         shifted = pred - pred.max(axis=1, keepdims=True)           # (n, C), max 0 per row
         e = np.exp(shifted)
@@ -78,6 +91,8 @@ class CrossEntropy(Loss):
         return float(nll.mean())
 
     def backward(self):
+        if self._grad is not None:
+            return self._grad
         p, target = self._p, self._target
         n, C = p.shape
         grad = p.copy()
@@ -109,6 +124,11 @@ class CrossEntropy(Loss):
     def metrics(self, pred, target):
         return {"accuracy": float(np.mean(pred.argmax(axis=1) == target))}
 
+    def last_metrics(self):
+        if self._grad is not None:
+            return {"accuracy": self._accuracy}
+        return self.metrics(self._pred, self._target)
+
     def config(self):
         return {"label_smoothing": self.label_smoothing}
 
@@ -133,6 +153,7 @@ class MSE(Loss):
 
     def forward(self, pred, target):
         _check_pair("MSE", pred, target)
+        self._pred, self._target = pred, target
         self._diff = pred - target.reshape(pred.shape)
         return float(np.mean(self._diff * self._diff))
 
@@ -159,6 +180,7 @@ class BCEWithLogits(Loss):
         _check_pair("BCEWithLogits", pred, target)
         z, t = pred, target.reshape(pred.shape)
         self._z, self._t = z, t
+        self._pred, self._target = pred, target
         return float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
 
     def backward(self):

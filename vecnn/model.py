@@ -259,23 +259,19 @@ class Sequential:
         order = rng.permutation(n) if rng is not None else np.arange(n)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
-        backup = np.empty_like(params)
-        xb = np.empty((min(batch_size, n), *X.shape[1:]), X.dtype)
-        yb = np.empty((min(batch_size, n), *y.shape[1:]), y.dtype)
         total_loss, seen, sums = 0.0, 0, {}
         for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
             m = len(idx)
-            xs, ys = np.take(X, idx, axis=0, out=xb[:m]), np.take(y, idx, axis=0, out=yb[:m])
+            xs, ys = X[idx], y[idx]                     # one gather per batch (faster than take(out=))
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
             out = self.forward(xs, training=True)
             value = loss.forward(out, ys)
             self.backward(loss.backward())
-            np.copyto(backup, params)
-            opt.step(params, grads)
-            if not (math.isfinite(value) and math.isfinite(float(params.sum()))):
-                np.copyto(params, backup)
+            if not (math.isfinite(value) and opt.step(params, grads)):
+                if math.isfinite(value):
+                    opt.undo(params)
                 what = "loss" if not math.isfinite(value) else "updated weights"
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the {what} became "
@@ -283,7 +279,7 @@ class Sequential:
                     f"Try a smaller learning rate or gradient clipping (clip_norm=...)")
             total_loss += value * m
             seen += m
-            for k, v in loss.metrics(out, ys).items():
+            for k, v in loss.last_metrics().items():
                 sums[k] = sums.get(k, 0.0) + v * m
             running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
             for cb in cbs:

@@ -85,6 +85,13 @@ def schedule_from_config(cfg: dict | None) -> Schedule | None:
 class Optimizer:
     """Base optimizer: ``step(params, grads)`` updates the flat ``params`` buffer in place.
 
+    The base owns what every rule shares: the step count, the learning-rate schedule,
+    global-norm clipping, the state buffers, and divergence safety: ``step`` keeps the
+    previous parameters and reports whether the new ones are all finite, and ``undo`` puts
+    the previous ones back. Each subclass is one update rule, written twice: as readable
+    NumPy whole-buffer operations (``update``) and, when numba is installed, as one fused
+    pass over memory (``fused``, in ``vecnn.kernels``).
+
     Parameters
     ----------
     lr : float
@@ -102,7 +109,7 @@ class Optimizer:
 
     def __init__(self, lr=1e-3, weight_decay=0.0, clip_norm=None, schedule=None):
         name = type(self).__name__
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"{name}: expected a positive, finite lr, received lr={lr!r}")
         if not weight_decay >= 0:
             raise ValueError(f"{name}: expected weight_decay >= 0, received {weight_decay!r}")
@@ -114,34 +121,59 @@ class Optimizer:
         self.schedule = schedule
         self.t = 0
         self.state: dict[str, np.ndarray] = {}
+        self._previous = None        # the parameters before the last step, for undo
         self._scratch = None
 
     def _bind(self, params):
         """Allocate state for a buffer like ``params`` (once; kept across ``fit`` calls)."""
-        if self._scratch is None or self._scratch.shape != params.shape or self._scratch.dtype != params.dtype:
-            self.state = {k: np.zeros_like(params) for k in self.slots}
+        if self._previous is None or self._previous.shape != params.shape or self._previous.dtype != params.dtype:
+            if not self.state or next(iter(self.state.values())).shape != params.shape:
+                self.state = {k: np.zeros_like(params) for k in self.slots}
+                self.t = 0
+            self._previous = np.empty_like(params)
             self._scratch = np.empty_like(params)
-            self.t = 0
 
     def current_lr(self, step=None) -> float:
         step = self.t if step is None else step
         return self.schedule(max(step, 1), self.lr) if self.schedule else self.lr
 
-    def grad_norm(self, grads) -> float:
-        return math.sqrt(float(np.dot(grads, grads)))
-
-    def step(self, params, grads):
-        """One update of the flat ``params`` from the flat ``grads`` (which may be rescaled in place)."""
+    def step(self, params, grads) -> bool:
+        """One update of the flat ``params`` from the flat ``grads`` (which may be rescaled in
+        place). Returns True when every updated parameter is finite; otherwise ``undo`` restores
+        the parameters from before the step."""
         self._bind(params)
         self.t += 1
         if self.clip_norm is not None:
-            norm = self.grad_norm(grads)
+            norm = math.sqrt(float(np.dot(grads, grads)))
             if norm > self.clip_norm:
                 grads *= self.clip_norm / (norm + 1e-6)
-        self.update(params, grads, self.current_lr())
+        lr = self.current_lr()
+        k = kernels.get() if params.dtype == np.float32 else None
+        if k is not None:
+            return self.fused(k, params, grads, lr) == 0
+        np.copyto(self._previous, params)
+        self.update(params, grads, lr)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(float(np.dot(params, params))):
+                return True
+        return bool(np.isfinite(params).all())      # the dot product overflowed on finite values
 
-    def update(self, p, g, lr):  # one rule per subclass
+    def undo(self, params):
+        """Put back the parameters from before the last step and reset the rule's state (which
+        the failed step may have filled with non-finite values)."""
+        np.copyto(params, self._previous)
+        for v in self.state.values():
+            v[...] = 0
+        self.t = 0
+
+    def update(self, p, g, lr):
+        """The rule in NumPy whole-buffer operations."""
         raise NotImplementedError
+
+    def fused(self, k, p, g, lr) -> float:
+        """The rule as one compiled pass (``vecnn.kernels``); returns its finiteness check."""
+        self.update(p, g, lr)
+        return 0.0 if np.isfinite(p).all() else math.nan
 
     # -- (de)serialization for checkpoints ------------------------------------------------
     def config(self) -> dict:
@@ -160,16 +192,17 @@ class Optimizer:
         return cls(**cfg)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"t": np.array(self.t, np.int64), **self.state}
+        return {"t": np.array([self.t], np.int64), **self.state}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]):
-        self.t = int(arrays["t"])
+        self.t = int(np.asarray(arrays["t"]).reshape(-1)[0])
         self.state = {k: np.array(arrays[k]) for k in self.slots}
-        if self.slots:
-            self._scratch = np.empty_like(self.state[self.slots[0]])
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+
+_f32 = np.float32
 
 
 class SGD(Optimizer):
@@ -185,17 +218,11 @@ class SGD(Optimizer):
         self.slots = ("velocity",) if momentum else ()
 
     def update(self, p, g, lr):
-        k = kernels.get() if self.momentum and p.dtype == np.float32 else None
-        if k is not None:                                  # the same rule, fused into one pass
-            k.sgd_momentum(p, g, self.state["velocity"], np.float32(lr), np.float32(self.momentum),
-                           np.float32(self.weight_decay), self.nesterov, self.t == 1)
-            return
         if self.weight_decay:
             g += self.weight_decay * p                     # L2 penalty: g = g + wd p
         if self.momentum:
             v = self.state["velocity"]
-            first = self.t == 1
-            if first:
+            if self.t == 1:
                 v[...] = g                                 # torch starts the buffer at g
             else:
                 v *= self.momentum
@@ -208,6 +235,11 @@ class SGD(Optimizer):
                 g = v
         np.multiply(g, lr, out=self._scratch)
         p -= self._scratch
+
+    def fused(self, k, p, g, lr):
+        buf = self.state["velocity"] if self.momentum else self._scratch
+        return k.sgd(p, g, buf, self._previous, _f32(lr), _f32(self.momentum), _f32(self.weight_decay),
+                     self.nesterov, self.t == 1)
 
     def _rule_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -223,11 +255,6 @@ class RMSProp(Optimizer):
         self.alpha, self.eps = float(alpha), float(eps)
 
     def update(self, p, g, lr):
-        k = kernels.get() if p.dtype == np.float32 else None
-        if k is not None:
-            f = np.float32
-            k.rmsprop(p, g, self.state["square_avg"], f(lr), f(self.alpha), f(self.eps), f(self.weight_decay))
-            return
         if self.weight_decay:
             g += self.weight_decay * p
         s, d = self.state["square_avg"], self._scratch
@@ -240,6 +267,10 @@ class RMSProp(Optimizer):
         np.divide(g, d, out=d)
         d *= lr
         p -= d                                             # p -= lr g / (sqrt(s) + eps)
+
+    def fused(self, k, p, g, lr):
+        return k.rmsprop(p, g, self.state["square_avg"], self._previous, _f32(lr), _f32(self.alpha),
+                         _f32(1 - self.alpha), _f32(self.eps), _f32(self.weight_decay))
 
     def _rule_config(self):
         return {"alpha": self.alpha, "eps": self.eps}
@@ -264,13 +295,7 @@ class Adam(Optimizer):
     def update(self, p, g, lr):
         b1, b2 = self.betas
         m, v, d = self.state["m"], self.state["v"], self._scratch
-        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        k = kernels.get() if p.dtype == np.float32 else None
-        if k is not None:                                  # the rule below, fused into one pass
-            f, wd = np.float32, self.weight_decay
-            k.adam(p, g, m, v, f(b1), f(b2), f(self.eps), f(lr / bc1), f(1 / math.sqrt(bc2)),
-                   f(0 if self.decoupled else wd), f(1 - lr * wd if self.decoupled else 1))
-            return
+        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t      # bias corrections
         if self.weight_decay:
             if self.decoupled:
                 p *= 1 - lr * self.weight_decay            # AdamW: shrink the weights directly
@@ -289,6 +314,14 @@ class Adam(Optimizer):
         np.divide(m, d, out=d)
         d *= lr / bc1
         p -= d                                             # p -= lr m_hat / (sqrt(v_hat) + eps)
+
+    def fused(self, k, p, g, lr):
+        b1, b2 = self.betas
+        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        wd = self.weight_decay
+        return k.adam(p, g, self.state["m"], self.state["v"], self._previous, _f32(b1), _f32(1 - b1),
+                      _f32(b2), _f32(1 - b2), _f32(self.eps), _f32(lr / bc1), _f32(1 / math.sqrt(bc2)),
+                      _f32(0 if self.decoupled else wd), _f32(1 - lr * wd if self.decoupled else 1))
 
     def _rule_config(self):
         return {"betas": list(self.betas), "eps": self.eps}

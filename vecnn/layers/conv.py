@@ -1,0 +1,346 @@
+"""2-D convolution: a strided window view of the input, then one matrix product per batch.
+
+``Conv2D`` takes and returns NCHW arrays (weights ``(out, in, kh, kw)``, as in PyTorch), but
+computes channels-last inside, because that is where the memory traffic is cheapest:
+
+- im2col copies the window view ``(N, Ho, Wo, kh, kw, C)`` of the (padded) input into a
+  column matrix ``cols`` of shape ``(N*Ho*Wo, kh*kw*C [+1])``; with a bias the extra column
+  holds ones, so the bias rides along in the GEMM (and ``db`` falls out of the ``dW`` GEMM);
+- ``Y = cols @ Wm.T`` is one GEMM whose ``(N*Ho*Wo, O)`` result *is* the output in
+  ``(N, Ho, Wo, O)`` memory order: it is returned as the NCHW view
+  ``.transpose(0, 3, 1, 2)``, with no copy. Elementwise layers after it keep that memory
+  order (NumPy allocates their results in the input's layout), so the next convolution
+  reads its input channels-last for free.
+- backward: ``dW = dY^T cols`` and ``dcols = dY Wm`` are GEMMs; col2im adds the ``kh*kw``
+  slices of ``dcols`` into ``dX`` with one strided slice-add per kernel offset, never a
+  Python loop over samples or pixels and never ``np.add.at``.
+
+The column matrix is the only large temporary. When it would exceed the layer's budget
+(``col_budget`` bytes, default the module-level ``COLUMN_BUDGET``) the batch is processed in
+chunks of samples; results are identical.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .. import init
+from ..errors import fmt_shape
+from ..registry import register_layer
+from .base import Layer
+from .dense import _positive_int
+
+#: Bytes the column matrix of one Conv2D call may take before the batch is split in chunks.
+COLUMN_BUDGET = 64 * 2**20
+
+
+# -- helpers shared with pooling ----------------------------------------------------------
+def pair(where: str, name: str, value, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else is a ValueError naming ``name``."""
+    vals = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
+                             for v in vals):
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{where}: expected {name} to be a {kind} integer or a pair of them, "
+                         f"received {name}={value!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def plain(p: tuple[int, int]):
+    """A pair as JSON-friendly config: ``3`` when both entries agree, else ``[3, 5]``."""
+    return p[0] if p[0] == p[1] else [p[0], p[1]]
+
+
+def out_size(size: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """Output length along one axis (PyTorch's floor formula); < 1 when the kernel does not fit."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def check_image(layer, x, channels: int | None) -> None:
+    """Refuse anything but an ``(n, C, H, W)`` batch with the layer's channel count."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4 or (channels is not None and shape[1] != channels):
+        want = f"(n, {channels if channels is not None else 'C'}, H, W)"
+        got = fmt_shape(shape) if shape is not None else type(x).__name__
+        raise ValueError(f"{layer!r}: expected input of shape {want}, received {got}")
+
+
+def check_fits(layer, x, kernel, stride, padding, dilation=(1, 1)) -> tuple[int, int]:
+    """Output size ``(Ho, Wo)``, or a ValueError when the (dilated) kernel does not fit."""
+    H, W = x.shape[2:]
+    Ho = out_size(H, kernel[0], stride[0], padding[0], dilation[0])
+    Wo = out_size(W, kernel[1], stride[1], padding[1], dilation[1])
+    if Ho < 1 or Wo < 1:
+        ek = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        raise ValueError(
+            f"{layer!r}: input of shape {fmt_shape(x.shape)} has spatial size {H}x{W} "
+            f"(padded: {H + 2 * padding[0]}x{W + 2 * padding[1]}), smaller than the "
+            f"{'dilated ' if dilation != (1, 1) else ''}kernel {ek[0]}x{ek[1]}; expected "
+            f"H >= {ek[0] - 2 * padding[0]} and W >= {ek[1] - 2 * padding[1]}")
+    return Ho, Wo
+
+
+def windows(xp, kernel, stride, dilation, out_hw):
+    """Read-only window view ``(N, Ho, Wo, kh, kw, C)`` of channels-last ``xp`` ``(N, Hp, Wp, C)``."""
+    sN, sH, sW, sC = xp.strides
+    (kh, kw), (sh, sw), (dh, dw), (Ho, Wo) = kernel, stride, dilation, out_hw
+    return as_strided(xp, (xp.shape[0], Ho, Wo, kh, kw, xp.shape[3]),
+                      (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC), writeable=False)
+
+
+def offset_slice(p: int, d: int, s: int, n_out: int) -> slice:
+    """The input positions kernel offset ``p`` touches along one axis: ``p*d + s*i``, i < n_out."""
+    return slice(p * d, p * d + s * (n_out - 1) + 1, s)
+
+
+def channels_last(x):
+    """``(N, C, H, W) -> (N, H, W, C)`` as a view (contiguous when x came out of a Conv2D)."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def chunk_size(n: int, bytes_per_sample: int, budget: int) -> int:
+    """Samples per chunk so that one chunk's temporary stays within ``budget`` bytes."""
+    return max(1, min(n, budget // max(1, bytes_per_sample)))
+
+
+@register_layer
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in PyTorch) over NCHW images.
+
+    Input shape ``(n, in_channels, H, W)``; output ``(n, out_channels, Ho, Wo)`` with
+    ``Ho = floor((H + 2*padding - dilation*(kh-1) - 1) / stride) + 1`` (likewise ``Wo``).
+    ``W`` has shape ``(out_channels, in_channels, kh, kw)`` and ``b`` shape ``(out_channels,)``,
+    so weights move to and from PyTorch unchanged.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid" or "same" (zeros; "same" needs stride 1)
+    bias : bool, default True
+    init : {"he", "xavier", "lecun"}, default "he"
+    seed : int, default 0
+        Seed of the initial weights when the layer is used on its own.
+
+    Attributes
+    ----------
+    col_budget : int or None
+        Byte budget of the column matrix for this layer (None: ``conv.COLUMN_BUDGET``).
+
+    Examples
+    --------
+    >>> import numpy as np, vecnn as vn
+    >>> conv = vn.layers.Conv2D(3, 8, 3, padding=1)
+    >>> conv.forward(np.zeros((2, 3, 32, 32), np.float32)).shape
+    (2, 8, 32, 32)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, init="he", seed=0):
+        super().__init__()
+        where = f"Conv2D({in_channels!r}, {out_channels!r}, {kernel_size!r})"
+        self.in_channels = _positive_int(where, "in_channels", in_channels)
+        self.out_channels = _positive_int(where, "out_channels", out_channels)
+        self.kernel_size = pair(where, "kernel_size", kernel_size)
+        self.stride = pair(where, "stride", stride)
+        self.dilation = pair(where, "dilation", dilation)
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError(f"{where}: padding='same' needs stride 1, received stride={stride!r}")
+            total = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
+            if any(t % 2 for t in total):
+                raise ValueError(f"{where}: padding='same' needs an odd (dilated) kernel size, "
+                                 f"received kernel_size={kernel_size!r}, dilation={dilation!r}")
+            padding = [t // 2 for t in total]
+        self.padding = pair(where, "padding", padding, minimum=0)
+        self.bias = bool(bias)
+        from .. import init as _init
+
+        _init.get(init)  # fail early on an unknown name
+        self.init = init
+        self.seed = seed
+        self.col_budget = None
+        self.input_spec = (self.in_channels, None, None)
+        self._alloc("W", (self.out_channels, self.in_channels, *self.kernel_size))
+        if self.bias:
+            self._alloc("b", (self.out_channels,))
+        self._bufs = {}                              # scratch arrays reused across calls
+        self.init_params(np.random.default_rng(seed))
+
+    def init_params(self, rng):
+        init.get(self.init)(self.params["W"], rng, "conv")
+        if self.bias:
+            self.params["b"][...] = 0
+
+    # -- buffers ---------------------------------------------------------------------------
+    def _scratch(self, name, shape, dtype, ones=None):
+        """A per-layer scratch array kept across calls while its shape and dtype hold.
+        ``ones="col"`` / ``"row"`` fills the last column / row with ones once (the bias lane)."""
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(shape, dtype)
+            if ones == "col":
+                buf[:, -1] = 1
+            elif ones == "row":
+                buf[-1] = 1
+        return buf
+
+    def _padded(self, x, channels_last_memory):
+        """The input with a zero border of ``padding``, channels-last ``(N, Hp, Wp, C)`` or
+        NCHW ``(N, C, Hp, Wp)`` like its memory; a view when there is no padding."""
+        ph, pw = self.padding
+        xs = channels_last(x) if channels_last_memory else x
+        if ph == 0 and pw == 0:
+            return xs
+        N, C, H, W = x.shape
+        shape = (N, H + 2 * ph, W + 2 * pw, C) if channels_last_memory else (N, C, H + 2 * ph, W + 2 * pw)
+        buf = self._bufs.get("pad")
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype:
+            buf = self._bufs["pad"] = np.zeros(shape, x.dtype)      # the border stays zero
+        if channels_last_memory:
+            buf[:, ph:ph + H, pw:pw + W] = xs
+        else:
+            buf[:, :, ph:ph + H, pw:pw + W] = xs
+        return buf
+
+    def _columns(self, start, stop):
+        """im2col of samples ``start:stop``, kernel positions in ``(kh, kw, C)`` order.
+
+        Channels-last input gives ``cols`` ``(n*Ho*Wo, K [+1])`` (rows: output pixels);
+        NCHW input gives its transpose ``(K [+1], n*Ho*Wo)``, whose rows are whole-image
+        copies (the fast layout for a first layer of one or three channels)."""
+        xp, (Ho, Wo), C = self._xp, self._out_hw, self.in_channels
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        n, K = stop - start, kh * kw * C
+        if self._rows_layout:
+            view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
+            if K == C and not self.bias and view.flags.c_contiguous:
+                return view.reshape(n * Ho * Wo, K)  # 1x1 kernel on contiguous input: no copy
+            buf = self._scratch("cols", (n * Ho * Wo, K + self.bias), xp.dtype, "col" if self.bias else None)
+            r, e = buf.strides
+            blocks = as_strided(buf, (n, Ho, Wo, kh, kw, C), (Ho * Wo * r, Wo * r, r, kw * C * e, C * e, e))
+            np.copyto(blocks, view)                  # the one copy: window view -> GEMM operand
+            return buf
+        buf = self._scratch("cols", (K + self.bias, n * Ho * Wo), xp.dtype, "row" if self.bias else None)
+        blocks = buf[:K].reshape(kh, kw, C, n, Ho, Wo)          # a view: buf is contiguous
+        xt = xp[start:stop].transpose(1, 0, 2, 3)               # (C, n, Hp, Wp)
+        for p in range(kh):
+            for q in range(kw):
+                blocks[p, q] = xt[:, :, offset_slice(p, dh, sh, Ho), offset_slice(q, dw, sw, Wo)]
+        return buf
+
+    def _budget(self):
+        return COLUMN_BUDGET if self.col_budget is None else self.col_budget
+
+    def _weight_matrix(self):
+        """``W`` as ``(O, kh*kw*C [+1])`` in the columns' order, the bias as the last column."""
+        W = self.params["W"]
+        O = self.out_channels
+        K = W[0].size
+        Wm = np.empty((O, K + self.bias), W.dtype)
+        Wm[:, :K] = W.transpose(0, 2, 3, 1).reshape(O, K)   # (O, kh, kw, C) order, a small copy
+        if self.bias:
+            Wm[:, -1] = self.params["b"]
+        return Wm
+
+    def _chunks(self, N, bytes_per_sample):
+        step = chunk_size(N, bytes_per_sample, self._budget())
+        return [(s, min(N, s + step)) for s in range(0, N, step)]
+
+    # -- the computation -------------------------------------------------------------------
+    def forward(self, x, training=False):
+        check_image(self, x, self.in_channels)
+        Ho, Wo = check_fits(self, x, self.kernel_size, self.stride, self.padding, self.dilation)
+        dtype = self.params["W"].dtype
+        x = x.astype(dtype, copy=False)
+        N, L, O = x.shape[0], Ho * Wo, self.out_channels
+        self._rows_layout = x.strides[1] < x.strides[3] and self.in_channels > 1  # channels-last memory
+        self._xp = self._padded(x, self._rows_layout)
+        self._x_shape, self._out_hw = x.shape, (Ho, Wo)
+        Wm = self._weight_matrix()                   # (O, K [+1])
+        Y = np.empty((N * L, O), dtype)              # rows (n, i, j): channels-last output
+        chunks = self._chunks(N, L * Wm.shape[1] * Y.itemsize)
+        for s, e in chunks:
+            cols = self._columns(s, e)
+            A = cols if self._rows_layout else cols.T               # (rows, K+1)
+            np.matmul(A, Wm.T, out=Y[s * L:e * L])                  # @ (K+1, O)
+        self._cols = cols if len(chunks) == 1 else None             # kept for dW unless chunked
+        return Y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)   # NCHW view, (N, Ho, Wo, O) memory
+
+    def backward(self, grad_y):
+        N, C, H, W = self._x_shape
+        (Ho, Wo), O = self._out_hw, self.out_channels
+        L = Ho * Wo
+        dY = np.ascontiguousarray(channels_last(grad_y)).reshape(N * L, O)  # free after a Conv2D
+        dtype = self.params["W"].dtype
+        K = self.kernel_size[0] * self.kernel_size[1] * C
+        dWm = np.zeros((O, K + self.bias), dtype)    # [dW | db]: the ones lane gives db
+        chunks = self._chunks(N, L * (K + self.bias) * dWm.itemsize)
+        for s, e in chunks:
+            cols = self._cols if self._cols is not None else self._columns(s, e)
+            dYc = dY[s * L:e * L]                                   # (rows, O)
+            if self._rows_layout:
+                dWm += dYc.T @ cols                                 # (O, rows) @ (rows, K+1)
+            else:
+                dWm += (cols @ dYc).T                               # ((K+1, rows) @ (rows, O))^T
+        self.grads["W"][...] = dWm[:, :K].reshape(O, *self.kernel_size, C).transpose(0, 3, 1, 2)
+        if self.bias:
+            self.grads["b"][...] = dWm[:, K]
+        if not self.input_grad:
+            return None
+        return self._input_grad(dY)
+
+    def _input_grad(self, dY):
+        """col2im: for each kernel offset ``(p, q)`` the GEMM ``dY @ W[:, :, p, q]`` gives the
+        gradient of the input pixels that offset read, added into ``dX`` as one strided slice."""
+        N, C, H, W = self._x_shape
+        (Ho, Wo), L = self._out_hw, self._out_hw[0] * self._out_hw[1]
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
+        Wk = self.params["W"].transpose(2, 3, 0, 1).reshape(kh * kw, self.out_channels, C)  # (k, O, C)
+        dXp = np.zeros(self._xp.shape, Wk.dtype)     # padded, in the input's memory layout
+        for s, e in self._chunks(N, L * kh * kw * C * Wk.itemsize):
+            n, dYc = e - s, dY[s * L:e * L]
+            if self._rows_layout:                    # D[k] = dY @ W_k: (k, rows, C)
+                D = np.matmul(dYc, Wk, out=self._scratch("dcols", (kh * kw, n * L, C), Wk.dtype))
+                D = D.reshape(kh, kw, n, Ho, Wo, C)
+                target = dXp[s:e]                                   # (n, Hp, Wp, C)
+            else:                                    # D[k] = W_k^T @ dY^T: (k, C, rows)
+                D = np.matmul(Wk.transpose(0, 2, 1), dYc.T,
+                              out=self._scratch("dcols", (kh * kw, C, n * L), Wk.dtype))
+                D = D.reshape(kh, kw, C, n, Ho, Wo)
+                target = dXp[s:e].transpose(1, 0, 2, 3)             # (C, n, Hp, Wp)
+            for p in range(kh):
+                rows = offset_slice(p, dh, sh, Ho)
+                for q in range(kw):
+                    cols = offset_slice(q, dw, sw, Wo)
+                    if self._rows_layout:
+                        target[:, rows, cols] += D[p, q]
+                    else:
+                        target[:, :, rows, cols] += D[p, q]
+        if self._rows_layout:
+            return dXp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)   # (N, C, H, W) view
+        return dXp[:, :, ph:ph + H, pw:pw + W]
+
+    # -- configuration ---------------------------------------------------------------------
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": plain(self.kernel_size), "stride": plain(self.stride),
+                "padding": plain(self.padding), "dilation": plain(self.dilation),
+                "bias": self.bias, "init": self.init}
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        return (self.out_channels,
+                out_size(H, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
+                out_size(W, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
+
+    def flops(self, input_shape):
+        _, Ho, Wo = self.output_shape(input_shape)
+        kh, kw = self.kernel_size
+        return 2 * Ho * Wo * self.out_channels * self.in_channels * kh * kw
+
+    def astype(self, dtype):
+        self._bufs = {}
+        return super().astype(dtype)

@@ -1,0 +1,215 @@
+"""Pooling over NCHW images: max, average, and global average.
+
+Windows are visited by *kernel offset*, not by output pixel: offset ``(p, q)`` of every window
+at once is the strided slice ``x[:, :, p::s, q::s]`` (cut to the output size), so a pooling
+layer is ``kh*kw`` whole-array operations whatever the image and batch sizes. Odd sizes floor
+(PyTorch's ``ceil_mode=False``). Outputs keep the memory order of their input, so pooling a
+Conv2D's output (channels-last in memory) hands the next Conv2D a channels-last input.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register_layer
+from .base import Layer
+from .conv import check_fits, check_image, offset_slice, pair, plain
+
+
+def _alloc_like(x, shape, zero=False):
+    """An array of logical NCHW ``shape`` laid out in memory like ``x`` (channels-last or not)."""
+    make = np.zeros if zero else np.empty
+    if x.ndim == 4 and x.strides[1] < x.strides[3]:          # channels are the fastest axis
+        return make((shape[0], shape[2], shape[3], shape[1]), x.dtype).transpose(0, 3, 1, 2)
+    return make(shape, x.dtype)
+
+
+def _pad(x, padding, value):
+    """``x`` with a border of ``value`` ``padding`` wide on H and W (``x`` itself when no padding)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    N, C, H, W = x.shape
+    xp = _alloc_like(x, (N, C, H + 2 * ph, W + 2 * pw))
+    xp[...] = value
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    return xp
+
+
+class _Pool2D(Layer):
+    """Shared configuration of the windowed pools: kernel, stride (default: the kernel), padding."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        where = f"{type(self).__name__}({kernel_size!r})"
+        self.kernel_size = pair(where, "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else pair(where, "stride", stride)
+        self.padding = pair(where, "padding", padding, minimum=0)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{where}: expected padding of at most half the kernel size "
+                             f"({self.kernel_size[0] // 2}, {self.kernel_size[1] // 2}), "
+                             f"received padding={padding!r}")
+        self.input_spec = (None, None, None)
+
+    def _check_image(self, x):
+        check_image(self, x, None)
+        return check_fits(self, x, self.kernel_size, self.stride, self.padding)
+
+    def config(self):
+        return {"kernel_size": plain(self.kernel_size), "stride": plain(self.stride),
+                "padding": plain(self.padding)}
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (C, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+    def flops(self, input_shape):
+        C, Ho, Wo = self.output_shape(input_shape)
+        return C * Ho * Wo * self.kernel_size[0] * self.kernel_size[1]
+
+
+def _first_max(slices, keep_index=True):
+    """Elementwise max of equally shaped ``slices`` and, with ``keep_index``, the index of the
+    *first* maximum (ties go to the earliest slice, as in PyTorch) as ``uint8``."""
+    if len(slices) == 1:
+        return slices[0].copy(order="K"), None
+    if not keep_index:
+        m = np.maximum(slices[0], slices[1])
+        for sl in slices[2:]:
+            np.maximum(m, sl, out=m)
+        return m, None
+    gt = np.greater(slices[1], slices[0])
+    m = np.maximum(slices[0], slices[1])
+    idx = gt.view(np.uint8)                         # 0 or 1, no copy
+    for q in range(2, len(slices)):
+        gt = np.greater(slices[q], m)               # strictly greater: earlier offsets win ties
+        np.maximum(m, slices[q], out=m)
+        if q == 2:
+            idx = idx.copy()
+        np.copyto(idx, q, where=gt)
+    return m, idx
+
+
+def _axis_slice(axis, sl):
+    index = [slice(None)] * 4
+    index[axis] = sl
+    return tuple(index)
+
+
+def _route(like, shape, dy, idx, k, axis, s, n_out):
+    """Backward of ``_first_max`` along ``axis`` (2: H, 3: W): send each ``dy`` to the offset
+    that won its window. When windows tile the axis (stride == kernel) every slice is written
+    once, with no zero-fill but of an uncovered tail; otherwise they are accumulated."""
+    tiled = s == k
+    dst = _alloc_like(like, shape, zero=not tiled)
+    for p in range(k):
+        target = dst[_axis_slice(axis, offset_slice(p, 1, s, n_out))]
+        if idx is None:                             # kernel 1 along this axis
+            target[...] = dy
+        elif tiled:
+            np.multiply(dy, idx == p, out=target)
+        else:
+            target += dy * (idx == p)
+    covered = s * (n_out - 1) + k
+    if tiled and covered < shape[axis]:             # rows / columns past the last window
+        dst[_axis_slice(axis, slice(covered, None))] = 0
+    return dst
+
+
+@register_layer
+class MaxPool2D(_Pool2D):
+    """Max over ``kernel_size`` windows moved by ``stride`` (default: the kernel size).
+
+    Input ``(n, C, H, W)``; output ``(n, C, Ho, Wo)``, ``Ho = floor((H + 2*padding - kh) / sh) + 1``.
+    Padding is ``-inf``. The gradient goes to the first maximum of each window (row-major), as in
+    PyTorch.
+
+    The max is separable: first over the ``kw`` column offsets, then over the ``kh`` row offsets
+    of that, keeping for each stage the index of the first maximum (``uint8``). Backward routes
+    the gradient back through the two stages; for non-overlapping windows (stride >= kernel)
+    every slice is written once, with no accumulation and no zero-fill of the covered part.
+    """
+
+    def forward(self, x, training=False):
+        Ho, Wo = self._check_image(x)
+        self._x, self._out_hw = x, (Ho, Wo)
+        y, self._index = self._pool(x, Ho, Wo, keep_index=training)
+        return y
+
+    def _pool(self, x, Ho, Wo, keep_index):
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        xp = _pad(x, self.padding, -np.inf)
+        cols = [xp[:, :, :, offset_slice(q, 1, sw, Wo)] for q in range(kw)]
+        m, iw = _first_max(cols, keep_index)                      # (N, C, Hp, Wo)
+        rows = [m[:, :, offset_slice(p, 1, sh, Ho)] for p in range(kh)]
+        y, ih = _first_max(rows, keep_index)                      # (N, C, Ho, Wo)
+        return y, ((iw, ih, m.shape, xp.shape) if keep_index else None)
+
+    def backward(self, grad_y):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (Ho, Wo), x = self._out_hw, self._x
+        if self._index is None:                                   # forward ran in eval mode
+            self._index = self._pool(x, Ho, Wo, keep_index=True)[1]
+        iw, ih, m_shape, xp_shape = self._index
+        dm = _route(x, m_shape, grad_y, ih, kh, 2, sh, Ho)        # (N, C, Hp, Wo)
+        dxp = _route(x, xp_shape, dm, iw, kw, 3, sw, Wo)          # (N, C, Hp, Wp)
+        H, W = x.shape[2:]
+        return dxp[:, :, ph:ph + H, pw:pw + W]
+
+
+@register_layer
+class AvgPool2D(_Pool2D):
+    """Mean over ``kernel_size`` windows moved by ``stride`` (default: the kernel size).
+
+    Zero padding counts in the mean (PyTorch's default ``count_include_pad=True``): every
+    window divides by ``kh*kw``. Input ``(n, C, H, W)``; output ``(n, C, Ho, Wo)``.
+    """
+
+    def forward(self, x, training=False):
+        Ho, Wo = self._check_image(x)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        xp = _pad(x, self.padding, 0)
+        self._x_shape, self._xp_shape, self._out_hw = x.shape, xp.shape, (Ho, Wo)
+        self._like = x
+        y = None
+        for p in range(kh):
+            for q in range(kw):
+                window = xp[:, :, offset_slice(p, 1, sh, Ho), offset_slice(q, 1, sw, Wo)]
+                y = window.copy(order="K") if y is None else np.add(y, window, out=y)
+        y *= 1.0 / (kh * kw)                        # a Python float keeps float32 float32
+        return y
+
+    def backward(self, grad_y):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (Ho, Wo), (N, C, H, W) = self._out_hw, self._x_shape
+        g = grad_y * (1.0 / (kh * kw))              # (N, C, Ho, Wo): each window's share
+        dxp = _alloc_like(self._like, self._xp_shape, zero=True)
+        for p in range(kh):
+            for q in range(kw):
+                dxp[:, :, offset_slice(p, 1, sh, Ho), offset_slice(q, 1, sw, Wo)] += g
+        return dxp[:, :, ph:ph + H, pw:pw + W]
+
+
+@register_layer
+class GlobalAvgPool2D(Layer):
+    """Mean over all of H and W: ``(n, C, H, W) -> (n, C)``, for the head of a ResNet."""
+
+    input_spec = (None, None, None)
+
+    def forward(self, x, training=False):
+        check_image(self, x, None)
+        self._x_shape = x.shape
+        self._like = x
+        return x.mean(axis=(2, 3))                  # (N, C)
+
+    def backward(self, grad_y):
+        N, C, H, W = self._x_shape
+        dx = _alloc_like(self._like, self._x_shape)
+        dx[...] = (grad_y * (1.0 / (H * W)))[:, :, None, None]   # every pixel's share of the mean
+        return dx
+
+    def output_shape(self, input_shape):
+        return (input_shape[0],)
+
+    def flops(self, input_shape):
+        return int(np.prod(input_shape))
