@@ -228,7 +228,7 @@ def test_load_from_root_folder(places, gz):
     X_train, y_train, X_test, y_test = vn.data.load("fashion-mnist", root=folder)
     assert X_train.shape == (12, 1, 28, 28) and X_train.dtype == np.float32
     assert y_train.dtype == np.int64 and y_test.shape == (6,)
-    assert np.allclose(X_train[:, 0], arrays["train-images-idx3-ubyte"] / 255.0, atol=1e-7)
+    assert np.array_equal(X_train[:, 0], (arrays["train-images-idx3-ubyte"] / 255.0).astype(np.float32))
     assert np.array_equal(y_test, arrays["t10k-labels-idx1-ubyte"])
     assert 0 <= X_test.min() and X_test.max() <= 1
 

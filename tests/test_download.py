@@ -140,6 +140,21 @@ def test_wrong_digest_leaves_nothing(server, isolated, monkeypatch):
     assert not [n for n in leftovers(isolated) if n.endswith(".part")]
 
 
+def test_a_broken_off_download_is_completed_later(server, isolated, monkeypatch):
+    d = named.DATASETS["mnist"]
+    bad = {**d.sha256, "t10k-images-idx3-ubyte.gz": "0" * 64}
+    monkeypatch.setitem(named.DATASETS, "mnist", dataclasses.replace(d, sha256=bad))
+    with pytest.raises(vn.data.DownloadError):
+        vn.data.load("mnist", download=True, mirror=server[0])
+    kept = leftovers(isolated)
+    assert kept == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]   # verified ones stay
+    with pytest.raises(vn.data.IncompleteDatasetError, match="t10k-images-idx3-ubyte"):
+        vn.data.load("mnist")                                  # not asked to download: say what is missing
+    monkeypatch.setitem(named.DATASETS, "mnist", d)
+    assert len(vn.data.load("mnist", download=True, mirror=server[0])[3]) == 8
+    assert leftovers(isolated) == sorted(FILES)
+
+
 def test_truncated_transfer_leaves_nothing(server, isolated):
     url, handler = server
     handler.mode = "truncated"

@@ -37,6 +37,17 @@ def dense_torch(layer, x, p):
     return x @ p["W"] + p["b"] if layer.bias else x @ p["W"]
 
 
+def adapted(layer, shape, seed=2):
+    """A Standardize layer fitted to shifted, scaled random data of per-sample ``shape``."""
+    rng = np.random.default_rng(seed)
+    return layer.adapt((rng.standard_normal((20, *shape)) * 3 + 1).astype(np.float32))
+
+
+def torch_standardize(layer, x, p):
+    return (x - torch.from_numpy(layer.state["mean"].astype(np.float64))) / torch.from_numpy(
+        layer.state["std"].astype(np.float64))
+
+
 # (id, make_layer, input shapes, options)
 CASES = [
     ("dense", lambda: L.Dense(7, 5), [(4, 7), (1, 7)], dict(torch_fn=dense_torch)),
@@ -79,7 +90,14 @@ CASES = [
      dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, True), training=True)),
     ("bn2d-eval", lambda: with_running_stats(L.BatchNorm2D(3)), [(2, 3, 4, 4)],
      dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, False))),
+    ("standardize-channel", lambda: adapted(L.Standardize(), (3, 4, 4)), [(2, 3, 4, 4)],
+     dict(torch_fn=torch_standardize)),
+    ("standardize-feature", lambda: adapted(L.Standardize(per="feature"), (5,)), [(3, 5)],
+     dict(torch_fn=torch_standardize)),
+    ("standardize-global", lambda: adapted(L.Standardize(per="global"), (2, 3, 3)), [(2, 2, 3, 3)],
+     dict(torch_fn=torch_standardize)),
 ]
+
 ROWS = [pytest.param(make, shape, opts, id=f"{name}-{'x'.join(map(str, shape))}")
         for name, make, shapes, opts in CASES for shape in shapes]
 
@@ -92,7 +110,7 @@ def test_layer_harness(make_layer, shape, opts):
 def test_harness_covers_every_builtin_layer():
     covered = {type(make()).__name__ for _, make, _, _ in CASES}
     dense_family = {"Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Flatten",
-                    "Dropout", "BatchNorm1D", "BatchNorm2D"}
+                    "Dropout", "BatchNorm1D", "BatchNorm2D", "Standardize"}
     assert dense_family <= covered, f"no harness row for {sorted(dense_family - covered)}"
 
 

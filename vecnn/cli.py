@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a saved model: layers, output shapes, parameters, FLOPs")
     i.add_argument("model", metavar="MODEL")
+
+    from .bench import cli as bench_cli
+
+    bench_cli.configure(sub.add_parser("bench", help=bench_cli.HELP, description=bench_cli.DESCRIPTION,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "datasets": cmd_datasets, "info": cmd_info}[args.command](args)
+                "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command](args)
     except ValueError as e:           # bad input: say what and where, no traceback
         print(f"vecnn {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -320,6 +325,12 @@ def cmd_datasets(args) -> int:
     for line in data.describe():
         print(line)
     return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import cli as bench_cli
+
+    return bench_cli.main(args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,50 @@ def mlp(input_shape, n_classes, hidden=(256, 128), dropout=0.1):
     return layers
 
 
-PRESETS = {"mlp": mlp}
+def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=0.25):
+    """Conv-ReLU-MaxPool blocks (3x3 'same' convolutions, one block per entry of ``channels``),
+    then Flatten, a Dense-ReLU-Dropout layer of ``hidden`` units and a Dense to logits.
+
+    For 28x28 grey images: (1, 28, 28) -> 32x14x14 -> 64x7x7 -> 3136 -> 128 -> classes.
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"cnn preset: expected an image shape (C, H, W), received {tuple(input_shape)}")
+    C, H, W = input_shape
+    layers = []
+    for out in channels:
+        if min(H, W) < 2:
+            break                                     # too small to pool again
+        layers += [L.Conv2D(C, out, 3, padding=1), L.ReLU(), L.MaxPool2D(2)]
+        C, H, W = out, H // 2, W // 2
+    layers += [L.Flatten(), L.Dense(C * H * W, hidden), L.ReLU()]
+    if dropout:
+        layers.append(L.Dropout(dropout))
+    layers.append(L.Dense(hidden, n_classes))
+    return layers
+
+
+def _basic_block(c_in, c_out, stride):
+    """conv3x3-BN-ReLU-conv3x3-BN with a 1x1 projection when the shape changes; ReLU after the sum."""
+    f = [L.Conv2D(c_in, c_out, 3, stride=stride, padding=1, bias=False), L.BatchNorm2D(c_out), L.ReLU(),
+         L.Conv2D(c_out, c_out, 3, padding=1, bias=False), L.BatchNorm2D(c_out)]
+    return [L.Residual(f, projection=True if (stride != 1 or c_in != c_out) else None), L.ReLU()]
+
+
+def resnet(input_shape, n_classes, widths=(16, 32, 64)):
+    """A small ResNet: a conv3x3-BN-ReLU stem, one residual basic block per entry of ``widths``
+    (the later ones halving the image size), global average pooling and a Dense to logits."""
+    if len(input_shape) != 3:
+        raise ValueError(f"resnet preset: expected an image shape (C, H, W), received {tuple(input_shape)}")
+    C = input_shape[0]
+    layers = [L.Conv2D(C, widths[0], 3, padding=1, bias=False), L.BatchNorm2D(widths[0]), L.ReLU()]
+    for i, width in enumerate(widths):
+        prev = widths[max(i - 1, 0)]
+        layers += _basic_block(prev, width, 1 if i == 0 else 2)
+    layers += [L.GlobalAvgPool2D(), L.Dense(widths[-1], n_classes)]
+    return layers
+
+
+PRESETS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
 
 
 def build(name: str, input_shape, n_classes, seed=0):

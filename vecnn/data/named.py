@@ -10,7 +10,8 @@ Where they are looked for (DESIGN.md, "Data"):
 
 * an explicit ``root=`` is the only place looked: the dataset's folder itself, or a parent
   holding ``<name>/`` (or torchvision's ``<Name>/raw/``);
-* otherwise, in order: ``$VECNN_DATA/<name>``, the user cache ``~/.cache/vecnn/<name>``
+* otherwise, in order: ``$VECNN_DATA/<name>`` (``$VECNN_DATA`` may list several folders,
+  separated by ``os.pathsep``), the user cache ``~/.cache/vecnn/<name>``
   (``$XDG_CACHE_HOME/vecnn/<name>`` when that is set), then the system folder
   ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` package installs
   Fashion-MNIST there).
@@ -40,6 +41,14 @@ class DatasetNotFoundError(ValueError, FileNotFoundError):
     """A named dataset is in none of the places looked. Its message lists every place and
     how to get the dataset. (A ``ValueError`` for the CLI's exit code 2, and a
     ``FileNotFoundError`` for callers who catch that.)"""
+
+
+class IncompleteDatasetError(ValueError):
+    """A folder holds some but not all of a dataset's files (``folder`` says which)."""
+
+    def __init__(self, message, folder):
+        super().__init__(message)
+        self.folder = folder
 
 
 @dataclass(frozen=True)
@@ -163,8 +172,9 @@ def search_path(name: str, root=None) -> list[tuple[str, Path | None]]:
     if root is not None:
         root = Path(root).expanduser()
         return [("root=", root)] + [("root=", p) for p in _subfolders(root, d)]
-    env = os.environ.get("VECNN_DATA")
-    places = [("$VECNN_DATA", p) for p in _subfolders(Path(env).expanduser(), d)] if env else [("$VECNN_DATA (not set)", None)]
+    env = [e for e in os.environ.get("VECNN_DATA", "").split(os.pathsep) if e]
+    places = [("$VECNN_DATA", p) for e in env for p in _subfolders(Path(e).expanduser(), d)]
+    places = places or [("$VECNN_DATA (not set)", None)]
     places.append(("user cache", cache_dir() / d.name))
     places.append(("system", SYSTEM_DIR / d.name))
     return places
@@ -184,7 +194,8 @@ def _files_in(folder: Path) -> dict[str, Path]:
 
 def locate(name: str, root=None) -> Path:
     """The folder holding dataset ``name``'s four files. Raises ``DatasetNotFoundError``
-    listing every place looked, or ``ValueError`` for a folder holding only some files."""
+    listing every place looked, or ``IncompleteDatasetError`` (a ``ValueError``) for a folder
+    holding only some of the files."""
     d = info(name)
     if d.name == "digits":
         return _digits.PATH.parent
@@ -198,8 +209,9 @@ def locate(name: str, root=None) -> Path:
             return folder
         if found:
             missing = ", ".join(f"{FILES[r]}[.gz]" for r in FILES if r not in found)
-            raise ValueError(f"dataset {d.name!r}: {folder} holds only some of its files; missing "
-                             f"{missing}. Complete or remove that folder. To get it: {d.how_to_get}")
+            raise IncompleteDatasetError(
+                f"dataset {d.name!r}: {folder} holds only some of its files; missing {missing}. "
+                f"Complete or remove that folder. To get it: {d.how_to_get}", folder)
         looked.append(f"  {folder} ({label}: {'no dataset files' if folder.is_dir() else 'no such folder'})")
     where = "\n".join(looked)
     raise DatasetNotFoundError(f"dataset {d.name!r} not found. Looked in:\n{where}\n"
@@ -240,14 +252,15 @@ def load(name: str, root=None, download: bool = False, mirror: str | None = None
     d = info(name)
     if d.name == "digits":
         return _digits.load_digits()
+    dest = Path(root).expanduser() / d.name if root is not None else cache_dir() / d.name
     try:
         folder = locate(d.name, root)
-    except DatasetNotFoundError:
-        if not download:
+    except (DatasetNotFoundError, IncompleteDatasetError) as e:
+        # a download that broke off earlier left verified files in dest: complete it
+        if not download or (isinstance(e, IncompleteDatasetError) and e.folder != dest):
             raise
         from .downloads import download as _download
 
-        dest = Path(root).expanduser() / d.name if root is not None else None
         folder = _download(d.name, dest=dest, mirror=mirror)
     files = _files_in(folder)
     X_train, y_train = _read_pair(d, files["train_images"], files["train_labels"])
@@ -270,7 +283,7 @@ def _read_pair(d: DatasetInfo, images_path: Path, labels_path: Path):
         raise ValueError(f"{labels_path}: label {int(labels.max())} out of range for "
                          f"{len(d.class_names)} classes")
     X = np.empty((len(images), c, h, w), dtype=DTYPE)               # (N, 1, H, W)
-    np.multiply(images[:, None], DTYPE(1 / 255), out=X, dtype=DTYPE)
+    np.divide(images[:, None], DTYPE(255), out=X, dtype=DTYPE)     # exactly pixel / 255, as torchvision
     return X, labels.astype(np.int64)
 
 

@@ -263,6 +263,7 @@ def train_test_split(X, y, test_fraction=0.2, seed=0, stratify=False):
     stratify : bool
         Keep every class's share the same in both parts (each class split by the fraction).
     """
+    X = X if hasattr(X, "shape") else np.asarray(X)
     y = np.asarray(y)
     n = len(y)
     if len(X) != n:
