@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 # `vecnn train` flags that fix a run: --resume refuses to continue if one of them differs
-RUN_KEYS = ("dataset", "data", "label_column", "model", "batch_size", "lr", "optimizer", "seed",
+RUN_KEYS = ("dataset", "data", "label_column", "model", "batch_size", "lr", "optimizer", "schedule", "seed",
             "val_split", "standardize", "augment")
 TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "label_column": "label", "model": "mlp", "epochs": None,
-                  "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "seed": 0, "val_split": 0.1,
+                  "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0, "val_split": 0.1,
                   "standardize": True, "augment": None, "root": None, "download": False, "threads": None}
 PRESET_EPOCHS = {"mlp": 20, "cnn": 12, "resnet": 10}
 
@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="mini-batch size (default: 128)")
     t.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="(default: adam)")
+    t.add_argument("--schedule", choices=["cosine", "constant"],
+                   help="learning rate: cosine decay to 0 over the run, or constant (default: cosine)")
     t.add_argument("--seed", type=int, help="seed of initialization, shuffles, dropout, augmentation (default: 0)")
     t.add_argument("--val-split", type=float, help="fraction of the training data held out for validation (default: 0.1)")
     t.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
@@ -209,7 +211,9 @@ def cmd_train(args) -> int:
         model = _build_model(cfg, X_fit, len(class_names))
         model.class_names = class_names
         model.metadata["dataset"] = cfg.get("dataset")
-        model.optimizer = optim.get(cfg["optimizer"], lr=cfg["lr"])
+        steps = cfg["epochs"] * -(-len(X_fit) // cfg["batch_size"])
+        schedule = optim.CosineLR(steps) if cfg["schedule"] == "cosine" else None
+        model.optimizer = optim.get(cfg["optimizer"], lr=cfg["lr"], schedule=schedule)
         from .losses import get as get_loss
 
         model.loss = get_loss("cross_entropy")

@@ -10,7 +10,7 @@ import math
 from . import layers as L
 
 
-def mlp(input_shape, n_classes, hidden=(256, 128), dropout=0.1):
+def mlp(input_shape, n_classes, hidden=(512, 256), dropout=0.2):
     """Flatten, then Dense-ReLU(-Dropout) blocks of ``hidden`` units, then a Dense to logits."""
     layers, width = [], math.prod(input_shape)
     if len(input_shape) > 1:

@@ -27,6 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 from .. import init
 from ..errors import fmt_shape
 from ..registry import register_layer
+from . import conv_kernels
 from .base import Layer
 from .dense import _positive_int
 
@@ -215,10 +216,15 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         n, K = stop - start, kh * kw * C
         if self._rows_layout:
-            view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
-            if K == C and not self.bias and view.flags.c_contiguous:
-                return view.reshape(n * Ho * Wo, K)  # 1x1 kernel on contiguous input: no copy
+            if K == C and not self.bias and self.padding == (0, 0):
+                view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
+                if view.flags.c_contiguous:
+                    return view.reshape(n * Ho * Wo, K)   # 1x1 kernel on contiguous input: no copy
             buf = self._scratch("cols", (n * Ho * Wo, K + self.bias), xp.dtype, "col" if self.bias else None)
+            if self._kernels is not None:            # compiled: one pass, padding included
+                self._kernels.im2col(xp[start:stop], kh, kw, sh, sw, *self.padding, dh, dw, buf)
+                return buf
+            view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
             r, e = buf.strides
             blocks = as_strided(buf, (n, Ho, Wo, kh, kw, C), (Ho * Wo * r, Wo * r, r, kw * C * e, C * e, e))
             np.copyto(blocks, view)                  # the one copy: window view -> GEMM operand
@@ -257,7 +263,9 @@ class Conv2D(Layer):
         x = x.astype(dtype, copy=False)
         N, L, O = x.shape[0], Ho * Wo, self.out_channels
         self._rows_layout = x.strides[1] < x.strides[3] and self.in_channels > 1  # channels-last memory
-        self._xp = self._padded(x, self._rows_layout)
+        self._kernels = conv_kernels.get() if self._rows_layout else None
+        # the compiled im2col reads the padding as zeros itself; the NumPy one needs a padded copy
+        self._xp = channels_last(x) if self._kernels is not None else self._padded(x, self._rows_layout)
         self._x_shape, self._out_hw = x.shape, (Ho, Wo)
         Wm = self._weight_matrix()                   # (O, K [+1])
         Y = np.empty((N * L, O), dtype)              # rows (n, i, j): channels-last output
@@ -276,18 +284,19 @@ class Conv2D(Layer):
         dY = np.ascontiguousarray(channels_last(grad_y)).reshape(N * L, O)  # free after a Conv2D
         dtype = self.params["W"].dtype
         K = self.kernel_size[0] * self.kernel_size[1] * C
-        dWm = np.zeros((O, K + self.bias), dtype)    # [dW | db]: the ones lane gives db
-        chunks = self._chunks(N, L * (K + self.bias) * dWm.itemsize)
+        dWt = np.empty((K + self.bias, O), dtype)   # [dW | db]^T: the ones lane gives db
+        chunks = self._chunks(N, L * (K + self.bias) * dWt.itemsize)
         for s, e in chunks:
             cols = self._cols if self._cols is not None else self._columns(s, e)
+            A = cols.T if self._rows_layout else cols                # (K+1, rows)
             dYc = dY[s * L:e * L]                                   # (rows, O)
-            if self._rows_layout:
-                dWm += dYc.T @ cols                                 # (O, rows) @ (rows, K+1)
-            else:
-                dWm += (cols @ dYc).T                               # ((K+1, rows) @ (rows, O))^T
-        self.grads["W"][...] = dWm[:, :K].reshape(O, *self.kernel_size, C).transpose(0, 3, 1, 2)
+            if s == 0:
+                np.matmul(A, dYc, out=dWt)           # (K+1, rows) @ (rows, O): the faster
+            else:                                    # orientation for OpenBLAS here
+                dWt += A @ dYc
+        self.grads["W"][...] = dWt[:K].T.reshape(O, *self.kernel_size, C).transpose(0, 3, 1, 2)
         if self.bias:
-            self.grads["b"][...] = dWm[:, K]
+            self.grads["b"][...] = dWt[K]
         if not self.input_grad:
             return None
         return self._input_grad(dY)
@@ -298,6 +307,14 @@ class Conv2D(Layer):
         N, C, H, W = self._x_shape
         (Ho, Wo), L = self._out_hw, self._out_hw[0] * self._out_hw[1]
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
+        if self._kernels is not None:                # one GEMM, then a compiled col2im pass
+            Wm = self._weight_matrix()[:, :kh * kw * C]                 # (O, K)
+            dX = np.zeros((N, H, W, C), Wm.dtype)
+            for s, e in self._chunks(N, L * Wm.shape[1] * Wm.itemsize):
+                dcols = np.matmul(dY[s * L:e * L], Wm,
+                                  out=self._scratch("dcols", ((e - s) * L, Wm.shape[1]), Wm.dtype))
+                self._kernels.col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dX[s:e])
+            return dX.transpose(0, 3, 1, 2)
         Wk = self.params["W"].transpose(2, 3, 0, 1).reshape(kh * kw, self.out_channels, C)  # (k, O, C)
         dXp = np.zeros(self._xp.shape, Wk.dtype)     # padded, in the input's memory layout
         for s, e in self._chunks(N, L * kh * kw * C * Wk.itemsize):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import register_layer
+from . import conv_kernels
 from .base import Layer
-from .conv import check_fits, check_image, offset_slice, pair, plain
+from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain
 
 
 def _alloc_like(x, shape, zero=False):
@@ -133,6 +134,16 @@ class MaxPool2D(_Pool2D):
     def forward(self, x, training=False):
         Ho, Wo = self._check_image(x)
         self._x, self._out_hw = x, (Ho, Wo)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        kernels = conv_kernels.get()
+        if kernels is not None and kh * kw <= 256:   # compiled: one pass, winner offsets as uint8
+            N, C = x.shape[:2]
+            y = _alloc_like(x, (N, C, Ho, Wo))
+            arg = np.empty((N, Ho, Wo, C), np.uint8)
+            kernels.maxpool_forward(channels_last(x), kh, kw, sh, sw, ph, pw, channels_last(y), arg)
+            self._compiled = (kernels, arg)
+            return y
+        self._compiled = None
         y, self._index = self._pool(x, Ho, Wo, keep_index=training)
         return y
 
@@ -148,6 +159,8 @@ class MaxPool2D(_Pool2D):
     def backward(self, grad_y):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (Ho, Wo), x = self._out_hw, self._x
+        if self._compiled is not None:
+            return self._backward_compiled(grad_y)
         if self._index is None:                                   # forward ran in eval mode
             self._index = self._pool(x, Ho, Wo, keep_index=True)[1]
         iw, ih, m_shape, xp_shape = self._index
@@ -155,6 +168,17 @@ class MaxPool2D(_Pool2D):
         dxp = _route(x, xp_shape, dm, iw, kw, 3, sw, Wo)          # (N, C, Hp, Wp)
         H, W = x.shape[2:]
         return dxp[:, :, ph:ph + H, pw:pw + W]
+
+    def _backward_compiled(self, grad_y):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (Ho, Wo), x, (kernels, arg) = self._out_hw, self._x, self._compiled
+        tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)     # every element written once
+        dx = _alloc_like(x, x.shape, zero=not tiled)
+        kernels.maxpool_backward(channels_last(grad_y), arg, kh, kw, sh, sw, ph, pw, channels_last(dx), tiled)
+        if tiled:                                    # rows / columns past the last window
+            dx[:, :, sh * Ho:, :] = 0
+            dx[:, :, :sh * Ho, sw * Wo:] = 0
+        return dx
 
 
 @register_layer
