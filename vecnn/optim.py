@@ -152,8 +152,8 @@ class Optimizer:
         if k is not None:
             return self.fused(k, params, grads, lr) == 0
         np.copyto(self._previous, params)
-        self.update(params, grads, lr)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is reported by the return value
+            self.update(params, grads, lr)
             if math.isfinite(float(np.dot(params, params))):
                 return True
         return bool(np.isfinite(params).all())      # the dot product overflowed on finite values

@@ -1,10 +1,17 @@
 """Head-to-head MLP training: vecnn vs PyTorch eager vs scikit-learn's MLPClassifier.
 
-Same network (784-256-128-10, ReLU), batch 128, Adam lr 1e-3, same thread count, data
-already in memory on every side, no data loader. Each contender warms up on a few batches;
-then whole epochs alternate between contenders (vecnn's through ``model.fit(..., epochs=1)``,
-input checks included) and the medians are compared. Peak memory is measured separately,
-each contender in its own process, as the resident-set increase during training.
+Two configurations (``CONFIGS``):
+
+- ``mlp``: 784-256-128-10 (ReLU), batch 128, Adam lr 1e-3: the everyday network.
+- ``wide``: 784-2048-2048-10, batch 512, SGD with momentum 0.9: big enough that the matrix
+  products dominate, reported as a share of this machine's measured matrix-multiply peak
+  (FLOPs counted as 6 x parameters x samples, the usual forward + backward estimate).
+
+Same network, optimizer and thread count on every side, data already in memory, no data
+loader. Each contender warms up on a few batches; then whole epochs alternate between
+contenders (vecnn's through ``model.fit(..., epochs=1)``, input checks included) and the
+medians are compared. Peak memory is measured separately, each contender in its own process,
+as the resident-set increase during one training epoch.
 """
 from __future__ import annotations
 
@@ -16,15 +23,22 @@ import numpy as np
 
 from .common import Timer, load_fashion, machine, median, peak_rss_bytes, reset_peak_rss, rss_bytes
 
-HIDDEN = (256, 128)
+CONFIGS = {
+    "mlp": {"hidden": (256, 128), "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
+            "contenders": ("vecnn", "pytorch", "scikit-learn")},
+    "wide": {"hidden": (2048, 2048), "batch_size": 512, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+             "contenders": ("vecnn", "pytorch")},
+}
 
 
 class VecnnMLP:
     name = "vecnn"
 
-    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN, optimizer=None):
+    def __init__(self, X, y, cfg, seed=0):
         import vecnn as vn
         from vecnn import layers as L
+
+        hidden, batch_size = cfg["hidden"], cfg["batch_size"]
 
         sizes = [X.shape[1], *hidden]
         layers = []
@@ -33,10 +47,11 @@ class VecnnMLP:
         layers.append(L.Dense(sizes[-1], int(y.max()) + 1))
         self.model = vn.Sequential(layers, seed=seed)
         self.X, self.y, self.bs = X, y, batch_size
-        self.opt = optimizer or vn.optim.Adam(lr=lr)
+        self.opt = (vn.optim.Adam(lr=cfg["lr"]) if cfg["optimizer"] == "adam"
+                    else vn.optim.SGD(lr=cfg["lr"], momentum=cfg["momentum"]))
 
     def warmup(self, batches=5):
-        n = batches * self.bs
+        n = min(batches * self.bs, len(self.X))
         self.model.fit(self.X[:n], self.y[:n], optimizer=self.opt, epochs=1, batch_size=self.bs, verbose=0)
 
     def epoch(self):
@@ -49,9 +64,10 @@ class VecnnMLP:
 class TorchMLP:
     name = "pytorch"
 
-    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN, threads=None):
+    def __init__(self, X, y, cfg, seed=0, threads=None):
         import torch
 
+        hidden, batch_size, lr = cfg["hidden"], cfg["batch_size"], cfg["lr"]
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
@@ -62,7 +78,8 @@ class TorchMLP:
         mods.append(torch.nn.Linear(sizes[-1], int(y.max()) + 1))
         self.torch = torch
         self.net = torch.nn.Sequential(*mods)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.opt = (torch.optim.Adam(self.net.parameters(), lr=lr) if cfg["optimizer"] == "adam"
+                    else torch.optim.SGD(self.net.parameters(), lr=lr, momentum=cfg["momentum"]))
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
         self.bs = batch_size
         self.gen = torch.Generator().manual_seed(seed)
@@ -79,7 +96,7 @@ class TorchMLP:
             self.opt.step()
 
     def warmup(self, batches=5):
-        self._batches(batches * self.bs)
+        self._batches(min(batches * self.bs, len(self.X)))
 
     def epoch(self):
         self.net.train()
@@ -93,17 +110,19 @@ class TorchMLP:
 class SklearnMLP:
     name = "scikit-learn"
 
-    def __init__(self, X, y, seed=0, batch_size=128, lr=1e-3, hidden=HIDDEN):
+    def __init__(self, X, y, cfg, seed=0):
         from sklearn.neural_network import MLPClassifier
 
-        self.clf = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, learning_rate_init=lr,
-                                 solver="adam", alpha=0.0, random_state=seed, shuffle=True)
+        batch_size = cfg["batch_size"]
+        self.clf = MLPClassifier(hidden_layer_sizes=cfg["hidden"], batch_size=batch_size, learning_rate_init=cfg["lr"],
+                                 solver=cfg["optimizer"], momentum=cfg.get("momentum", 0.9), nesterovs_momentum=False,
+                                 alpha=0.0, random_state=seed, shuffle=True)
         self.X, self.y = X, y
         self.classes = np.unique(y)
         self.bs = batch_size
 
     def warmup(self, batches=5):
-        n = batches * self.bs
+        n = min(batches * self.bs, len(self.X))
         self.clf.partial_fit(self.X[:n], self.y[:n], classes=self.classes)
 
     def epoch(self):
@@ -116,10 +135,14 @@ class SklearnMLP:
 CONTENDERS = {"vecnn": VecnnMLP, "pytorch": TorchMLP, "scikit-learn": SklearnMLP}
 
 
-def _make(name, X, y, threads, seed=0):
+def _make(name, X, y, cfg, threads, seed=0):
     if name == "pytorch":
-        return TorchMLP(X, y, seed=seed, threads=threads)
-    return CONTENDERS[name](X, y, seed=seed)
+        return TorchMLP(X, y, cfg, seed=seed, threads=threads)
+    return CONTENDERS[name](X, y, cfg, seed=seed)
+
+
+def n_params(sizes) -> int:
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 def available(names):
@@ -136,19 +159,25 @@ def available(names):
     return ok, skipped
 
 
-def run(epochs=3, threads=None, limit=None, synthetic=False, names=("vecnn", "pytorch", "scikit-learn"),
+def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names=None,
         memory=True, seed=0) -> dict:
     """Time alternating epochs; return a report dict (medians, ratios, accuracy, memory)."""
     import os
 
     from vecnn import backend
 
+    cfg = CONFIGS[config]
     threads = threads or os.cpu_count()
     backend.set_num_threads(threads)
+    peak = None
+    if config == "wide":
+        from .peak import measure_peak
+
+        peak = measure_peak()
     Xtr, ytr, Xte, yte, source = load_fashion(limit, synthetic, seed)
     X, Xt = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
-    names, skipped = available(names)
-    contenders = {n: _make(n, X, ytr, threads, seed) for n in names}
+    names, skipped = available(names or cfg["contenders"])
+    contenders = {n: _make(n, X, ytr, cfg, threads, seed) for n in names}
     for c in contenders.values():
         c.warmup()
     times = {n: [] for n in names}
@@ -157,26 +186,32 @@ def run(epochs=3, threads=None, limit=None, synthetic=False, names=("vecnn", "py
             with Timer() as t:
                 c.epoch()
             times[n].append(t.seconds)
-    report = {"benchmark": "mlp 784-256-128-10, batch 128, Adam lr 1e-3", "data": source,
+    sizes = [X.shape[1], *cfg["hidden"], 10]
+    opt = "Adam" if cfg["optimizer"] == "adam" else f"SGD momentum {cfg['momentum']}"
+    report = {"benchmark": f"{config} {'-'.join(map(str, sizes))}, batch {cfg['batch_size']}, {opt} lr {cfg['lr']}",
+              "config": config, "data": source, "peak": peak,
               "samples_per_epoch": len(X), "epochs": epochs, "threads": threads, "machine": machine(),
               "skipped": skipped, "contenders": {}}
     for n, c in contenders.items():
         med = median(times[n])
         report["contenders"][n] = {"epoch_seconds": times[n], "median_seconds": med,
                                    "samples_per_second": len(X) / med, "test_accuracy": c.accuracy(Xt, yte)}
+        if peak:
+            gflops = 6 * n_params(sizes) * len(X) / med / 1e9
+            report["contenders"][n].update(gflops=gflops, share_of_peak=gflops / peak["gflops"])
     if "vecnn" in report["contenders"]:
         v = report["contenders"]["vecnn"]["median_seconds"]
         for n, r in report["contenders"].items():
             r["vecnn_speedup"] = r["median_seconds"] / v
     if memory:
         for n in names:
-            report["contenders"][n]["peak_rss_increase_mb"] = memory_in_subprocess(n, threads, limit, synthetic)
+            report["contenders"][n]["peak_rss_increase_mb"] = memory_in_subprocess(config, n, threads, limit, synthetic)
     return report
 
 
-def memory_in_subprocess(name, threads, limit, synthetic) -> float | None:
+def memory_in_subprocess(config, name, threads, limit, synthetic) -> float | None:
     """Resident-set increase (MB) while ``name`` trains one epoch, in a fresh process."""
-    cmd = [sys.executable, "-m", "vecnn.bench.mlp", "--memory-child", name, "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "vecnn.bench.mlp", config, "--memory-child", name, "--threads", str(threads)]
     if limit:
         cmd += ["--limit", str(limit)]
     if synthetic:
@@ -188,13 +223,13 @@ def memory_in_subprocess(name, threads, limit, synthetic) -> float | None:
         return None
 
 
-def _memory_child(name, threads, limit, synthetic):
+def _memory_child(config, name, threads, limit, synthetic):
     from vecnn import backend
 
     backend.set_num_threads(threads)
     Xtr, ytr, *_ = load_fashion(limit, synthetic)
     X = np.ascontiguousarray(Xtr.reshape(len(Xtr), -1))
-    c = _make(name, X, ytr, threads)
+    c = _make(name, X, ytr, CONFIGS[config], threads)
     c.warmup(1)
     reset_peak_rss()
     before = rss_bytes()
@@ -208,12 +243,17 @@ def format_report(r: dict) -> str:
              f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; BLAS: "
              + ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})"
                          for b in r["machine"]["blas"]),
-             f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}{'peak RSS +MB':>14}"]
+             f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}"
+             f"{'peak RSS +MB':>14}" + (f"{'GFLOP/s':>10}{'of peak':>9}" if r.get("peak") else "")]
+    if r.get("peak"):
+        lines.insert(2, f"matrix-multiply peak (best of {r['peak']['repeats']} float32 {r['peak']['n']}^3 products): "
+                        f"{r['peak']['gflops']:.0f} GFLOP/s")
     for n, c in r["contenders"].items():
         mem = c.get("peak_rss_increase_mb")
         lines.append(f"{n:<14}{c['median_seconds']:>13.3f}s{c['samples_per_second']:>12,.0f}"
                      f"{c.get('vecnn_speedup', float('nan')):>14.2f}x{c['test_accuracy']:>10.4f}"
-                     f"{'' if mem is None else f'{mem:.1f}':>14}")
+                     f"{'' if mem is None else f'{mem:.1f}':>14}"
+                     + (f"{c['gflops']:>10.0f}{c['share_of_peak']:>9.0%}" if "gflops" in c else ""))
     for n, why in r["skipped"].items():
         lines.append(f"{n}: skipped, {why}")
     return "\n".join(lines)
@@ -223,6 +263,7 @@ def main(argv=None):
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", nargs="?", default="mlp", choices=sorted(CONFIGS))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int)
     p.add_argument("--limit", type=int, help="train on the first N samples only")
@@ -232,8 +273,8 @@ def main(argv=None):
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.memory_child:
-        return _memory_child(a.memory_child, a.threads, a.limit, a.synthetic)
-    r = run(a.epochs, a.threads, a.limit, a.synthetic, memory=not a.no_memory)
+        return _memory_child(a.config, a.memory_child, a.threads, a.limit, a.synthetic)
+    r = run(a.config, a.epochs, a.threads, a.limit, a.synthetic, memory=not a.no_memory)
     print(format_report(r))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,23 +1,26 @@
 """2-D convolution: a strided window view of the input, then one matrix product per batch.
 
 ``Conv2D`` takes and returns NCHW arrays (weights ``(out, in, kh, kw)``, as in PyTorch), but
-computes channels-last inside, because that is where the memory traffic is cheapest:
+lays its work out channels-last, because that is where the memory traffic is cheapest:
 
-- im2col copies the window view ``(N, Ho, Wo, kh, kw, C)`` of the (padded) input into a
-  column matrix ``cols`` of shape ``(N*Ho*Wo, kh*kw*C [+1])``; with a bias the extra column
-  holds ones, so the bias rides along in the GEMM (and ``db`` falls out of the ``dW`` GEMM);
+- im2col copies the window view ``(N, Ho, Wo, kh, kw, C)`` of the input into a column
+  matrix ``cols`` of shape ``(N*Ho*Wo, kh*kw*C [+1])``; with a bias the extra column holds
+  ones, so the bias rides along in the GEMM and ``db`` falls out of the ``dW`` GEMM.
+  (An NCHW input, e.g. a first layer of one or three channels, gets the transposed matrix
+  ``(kh*kw*C [+1], N*Ho*Wo)``, whose rows are whole-image copies.)
 - ``Y = cols @ Wm.T`` is one GEMM whose ``(N*Ho*Wo, O)`` result *is* the output in
   ``(N, Ho, Wo, O)`` memory order: it is returned as the NCHW view
   ``.transpose(0, 3, 1, 2)``, with no copy. Elementwise layers after it keep that memory
   order (NumPy allocates their results in the input's layout), so the next convolution
   reads its input channels-last for free.
-- backward: ``dW = dY^T cols`` and ``dcols = dY Wm`` are GEMMs; col2im adds the ``kh*kw``
-  slices of ``dcols`` into ``dX`` with one strided slice-add per kernel offset, never a
-  Python loop over samples or pixels and never ``np.add.at``.
+- backward: ``[dW | db]^T = cols^T dY`` and ``dcols = dY Wm`` are GEMMs; col2im adds
+  ``dcols`` back into ``dX`` in one compiled pass (``conv_kernels``), or, in NumPy, with one
+  GEMM and one strided slice-add per kernel offset: never a Python loop over samples or
+  pixels, never ``np.add.at``. The first layer of a model skips ``dX`` altogether.
 
 The column matrix is the only large temporary. When it would exceed the layer's budget
 (``col_budget`` bytes, default the module-level ``COLUMN_BUDGET``) the batch is processed in
-chunks of samples; results are identical.
+chunks of samples, with the same results.
 """
 from __future__ import annotations
 
@@ -302,8 +305,10 @@ class Conv2D(Layer):
         return self._input_grad(dY)
 
     def _input_grad(self, dY):
-        """col2im: for each kernel offset ``(p, q)`` the GEMM ``dY @ W[:, :, p, q]`` gives the
-        gradient of the input pixels that offset read, added into ``dX`` as one strided slice."""
+        """col2im. Compiled: ``dcols = dY @ Wm`` then one pass adding it into ``dX``. NumPy: for
+        each kernel offset ``(p, q)`` the GEMM ``dY @ W[:, :, p, q]`` gives the gradient of the
+        input pixels that offset read, added into ``dX`` as one strided slice (contiguous
+        operands make the adds about twice as fast as slicing one big ``dcols``)."""
         N, C, H, W = self._x_shape
         (Ho, Wo), L = self._out_hw, self._out_hw[0] * self._out_hw[1]
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding

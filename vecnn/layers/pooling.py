@@ -174,7 +174,8 @@ class MaxPool2D(_Pool2D):
         (Ho, Wo), x, (kernels, arg) = self._out_hw, self._x, self._compiled
         tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)     # every element written once
         dx = _alloc_like(x, x.shape, zero=not tiled)
-        kernels.maxpool_backward(channels_last(grad_y), arg, kh, kw, sh, sw, ph, pw, channels_last(dx), tiled)
+        dy = np.ascontiguousarray(channels_last(grad_y))   # (N, Ho, Wo, C); a small copy at most
+        kernels.maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, channels_last(dx), tiled)
         if tiled:                                    # rows / columns past the last window
             dx[:, :, sh * Ho:, :] = 0
             dx[:, :, :sh * Ho, sw * Wo:] = 0
