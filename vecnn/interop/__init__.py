@@ -1,0 +1,1 @@
+"""Bridges to other frameworks (imported on use: the core needs none of them)."""
