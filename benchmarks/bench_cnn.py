@@ -265,19 +265,22 @@ def main(argv=None):
             for w in workers:
                 w.close()
 
-    print(f"\n{'':8s}{'median epoch':>14s}{'samples/s':>12s}{'test acc':>10s}{'peak RSS +':>12s}")
+    print(f"\n{'':8s}{'median epoch':>14s}{'best epoch':>12s}{'samples/s':>12s}{'test acc':>10s}"
+          f"{'peak RSS +':>12s}")
     for n in names:
         r = results[n]
         r["median_seconds"] = statistics.median(r["seconds"])
+        r["best_seconds"] = min(r["seconds"])
         r["samples_per_second"] = len(y) / r["median_seconds"]
         r["peak_increase_mib_max"] = max(r["peak_increase_mib"])
-        print(f"{n:8s}{r['median_seconds']:12.2f} s{r['samples_per_second']:12.0f}{r['accuracy']:10.4f}"
-              f"{r['peak_increase_mib_max']:9.0f} MiB")
+        print(f"{n:8s}{r['median_seconds']:12.2f} s{r['best_seconds']:10.2f} s{r['samples_per_second']:12.0f}"
+              f"{r['accuracy']:10.4f}{r['peak_increase_mib_max']:9.0f} MiB")
     if "vecnn" in results and "torch" in results:
         ratio = results["torch"]["median_seconds"] / results["vecnn"]["median_seconds"]
-        results["speedup_vs_torch"] = ratio
-        print(f"\nvecnn / PyTorch eager throughput (ratio of median epoch times): {ratio:.2f}x "
-              f"(target >= 1.5x)")
+        best = results["torch"]["best_seconds"] / results["vecnn"]["best_seconds"]
+        results["speedup_vs_torch"], results["speedup_vs_torch_best"] = ratio, best
+        print(f"\nvecnn / PyTorch eager throughput, ratio of median epoch times: {ratio:.2f}x "
+              f"(target >= 1.5x); of best epoch times: {best:.2f}x")
     results["config"] = {k: v for k, v in vars(args).items() if k not in ("worker", "data")}
     results["config"]["data"] = source
     if args.json:

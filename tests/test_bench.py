@@ -144,21 +144,26 @@ def test_flop_counts_match_the_layers_own_counts():
         assert cases.conv_flops(n, 2, 3, 3, Ho, Wo) == 3 * n * conv.flops((2, 6, 5))
 
 
-def test_scaled_rungs_are_scaled_and_marked(monkeypatch):
-    """A rung run on k of n samples counts n / k times its time, and says so (fake clock: no timing)."""
+def test_scaled_rungs_are_extrapolated_and_marked(monkeypatch):
+    """A rung run on k/2 and k of n samples is extrapolated along the line through both times,
+    counting its fixed per-call cost once, and says so (a fake clock: no real timing)."""
     clock = [0.0]
     monkeypatch.setattr(ladder.time, "perf_counter", lambda: clock[0])
 
-    def work():
-        clock[0] += 0.5
+    def work(m):                                   # 0.1 s per call plus 0.5 s per sample
+        clock[0] += 0.1 + 0.5 * m
 
     cfg = ladder.Config.tiny(repeats=2, scalar_repeats=2)
-    scaled = ladder._time_rung("scalar", (work, 2), cfg, 8)
-    assert scaled["seconds"] == pytest.approx(0.5 * 8 / 2) and scaled["scaled_from"] == 2
+    scaled = ladder._time_rung("scalar", (work, 4), cfg, 8)
+    assert scaled["seconds"] == pytest.approx(0.1 + 0.5 * 8) and scaled["scaled_from"] == 4
+    assert scaled["fit"]["samples"] == [2, 4]
     full = ladder._time_rung("scalar", (work, 8), cfg, 8)
-    assert full["seconds"] == pytest.approx(0.5) and full["scaled_from"] is None
-    parts = ladder._time_rung("scalar", [(work, 4), (work, None)], cfg, 8)
-    assert parts["seconds"] == pytest.approx(0.5 * 2 + 0.5) and parts["scaled_from"] == 4
+    assert full["seconds"] == pytest.approx(0.1 + 0.5 * 8) and full["scaled_from"] is None
+    parts = ladder._time_rung("scalar", [(work, 2), lambda: work(0)], cfg, 8)
+    assert parts["seconds"] == pytest.approx(0.1 + 0.5 * 8 + 0.1) and parts["scaled_from"] == 2
+    # one sample only: proportional scaling, fixed cost included n times
+    assert ladder._time_rung("scalar", (work, 1), cfg, 8)["seconds"] == pytest.approx(8 * 0.6)
+    assert ladder.extrapolate(1, 2.0, 2, 1.0, 10) == pytest.approx(5.0)     # noise: no positive slope
 
 
 # -- a whole (tiny) run ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vecnn as vn
 from harness import away_from_zero, check_layer, distinct_values
@@ -16,7 +16,9 @@ from vecnn import kernels
 from vecnn import layers as L
 from vecnn.layers import conv as conv_module
 
-PROPERTY = settings(max_examples=15, deadline=None, derandomize=True)
+# the engine fixture is set once per test function, the same for every example
+PROPERTY = settings(max_examples=15, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(params=["compiled", "numpy"])
@@ -112,7 +114,7 @@ def conv_geometry(draw):
 
 @PROPERTY
 @given(conv_geometry())
-def test_conv_property(geometry):
+def test_conv_property(engine, geometry):
     g, shape = geometry
     check_layer(lambda: L.Conv2D(g["C"], g["O"], g["k"], stride=g["stride"], padding=g["pad"],
                                  dilation=g["d"], bias=g["bias"]), shape, torch_fn=mirror())
@@ -130,7 +132,7 @@ def pool_geometry(draw):
 
 @PROPERTY
 @given(pool_geometry(), st.sampled_from([L.MaxPool2D, L.AvgPool2D]))
-def test_pool_property(geometry, cls):
+def test_pool_property(engine, geometry, cls):
     cfg, shape = geometry
     check_layer(lambda: cls(**cfg), shape, torch_fn=mirror(), x_fn=distinct_values)
 

@@ -24,11 +24,12 @@ def mlp(input_shape, n_classes, hidden=(512, 256), dropout=0.2):
     return layers
 
 
-def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=0.25):
+def cnn(input_shape, n_classes, channels=(16, 32, 64), hidden=128, dropout=(0.0, 0.25)):
     """Conv-ReLU-MaxPool blocks (3x3 'same' convolutions, one block per entry of ``channels``),
-    then Flatten, a Dense-ReLU-Dropout layer of ``hidden`` units and a Dense to logits.
+    Dropout, then Flatten, a Dense-ReLU-Dropout layer of ``hidden`` units and a Dense to logits.
 
-    For 28x28 grey images: (1, 28, 28) -> 32x14x14 -> 64x7x7 -> 3136 -> 128 -> classes.
+    For 28x28 grey images: (1, 28, 28) -> 16x14x14 -> 32x7x7 -> 64x3x3 -> 576 -> 128 -> classes.
+    ``dropout`` is (after the conv blocks, after the hidden layer); 0 leaves one out.
     """
     if len(input_shape) != 3:
         raise ValueError(f"cnn preset: expected an image shape (C, H, W), received {tuple(input_shape)}")
@@ -39,9 +40,11 @@ def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=0.25):
             break                                     # too small to pool again
         layers += [L.Conv2D(C, out, 3, padding=1), L.ReLU(), L.MaxPool2D(2)]
         C, H, W = out, H // 2, W // 2
+    if dropout[0]:
+        layers.append(L.Dropout(dropout[0]))
     layers += [L.Flatten(), L.Dense(C * H * W, hidden), L.ReLU()]
-    if dropout:
-        layers.append(L.Dropout(dropout))
+    if dropout[1]:
+        layers.append(L.Dropout(dropout[1]))
     layers.append(L.Dense(hidden, n_classes))
     return layers
 

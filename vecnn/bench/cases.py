@@ -2,9 +2,10 @@
 
 Each ``*_case(cfg, rng, torch) -> (info, rungs)`` builds its inputs from ``rng`` and returns
 ``info`` (``op``, ``title``, ``flops``, ``flops_note``) and ``rungs``: rung name -> a callable
-doing one forward + backward (or one training step) on the whole batch, or ``(callable, k)``
-when it runs on the first ``k`` samples only (scaled by the caller), or a list of such parts
-whose times add up (``k`` None: that part is timed in full). ``torch`` is the imported module
+doing one forward + backward (or one training step) on the whole batch, or ``(f, k)`` where
+``f(m)`` does it on the first ``m`` samples and the caller times it on at most ``k`` of them
+(and extrapolates to the batch), or a list of such parts whose times add up (a plain callable
+in the list is timed in full). ``torch`` is the imported module
 or None; without it there is no ``pytorch`` rung.
 
 FLOPs count matrix-product work only, ``2 m n k`` per product, the same for every rung.
@@ -41,6 +42,14 @@ def _rand(rng, shape):
     return rng.standard_normal(shape, dtype=np.float32)
 
 
+def _twin(layer, X, G):
+    """The loop twin's forward and backward on the first ``m`` samples, as ``f(m)``."""
+    def run(m):
+        R.forward(layer, X[:m], training=True)
+        R.backward(layer, X[:m], G[:m], training=True)
+    return run
+
+
 def _seq(*fns):
     """One callable running ``fns`` in order (a forward, then its backward)."""
     def run_all():
@@ -55,7 +64,7 @@ def dense_case(cfg, rng, torch):
     X, G = _rand(rng, (n, n_in)), _rand(rng, (n, n_out))
     W, b = layer.params["W"], layer.params["b"]
     k = min(cfg.scalar_slice, n)
-    rungs = {"scalar": (_seq(lambda: R.forward(layer, X[:k]), lambda: R.backward(layer, X[:k], G[:k])), k),
+    rungs = {"scalar": (_twin(layer, X, G), k),
              "per_sample": _seq(lambda: PS.dense_forward(W, b, X), lambda: PS.dense_backward(W, X, G)),
              "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G))}
     if torch:
@@ -84,7 +93,7 @@ def conv_case(cfg, rng, torch):
     ks = min(cfg.conv_scalar_slice, n)
     rungs = {}
     if "Conv2D" in R.TWINS:
-        rungs["scalar"] = (_seq(lambda: R.forward(layer, X[:ks]), lambda: R.backward(layer, X[:ks], G[:ks])), ks)
+        rungs["scalar"] = (_twin(layer, X, G), ks)
 
     def per_sample():
         _, cache = PS.conv_forward(W, b, X, **geo)
@@ -124,7 +133,7 @@ def relu_case(cfg, rng, torch):
     n, width = cfg.batch, cfg.act_width
     layer = L.ReLU()
     X, G = _rand(rng, (n, width)), _rand(rng, (n, width))
-    rungs = {"scalar": (_seq(lambda: R.forward(layer, X), lambda: R.backward(layer, X, G)), n),
+    rungs = {"scalar": (_twin(layer, X, G), n),
              "per_sample": _seq(lambda: PS.relu_forward(X), lambda: PS.relu_backward(X, G)),
              "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G))}
     if torch:
@@ -142,7 +151,7 @@ def loss_case(cfg, rng, torch):
     n, C = cfg.batch, cfg.classes
     loss = losses.CrossEntropy()
     Z, y = _rand(rng, (n, C)), rng.integers(0, C, n)
-    rungs = {"scalar": (_seq(lambda: R.loss_forward(loss, Z, y), lambda: R.loss_backward(loss, Z, y)), n),
+    rungs = {"scalar": (lambda m: (R.loss_forward(loss, Z[:m], y[:m]), R.loss_backward(loss, Z[:m], y[:m])), n),
              "per_sample": _seq(lambda: PS.cross_entropy_forward(Z, y), lambda: PS.cross_entropy_backward(Z, y)),
              "vecnn": _seq(lambda: loss.forward(Z, y), loss.backward)}
     if torch:
@@ -175,10 +184,10 @@ def mlp_case(cfg, rng, torch):
         opt.step(model.flat_params, model.flat_grads)
     dense = [layer for layer in Sequential(mlp_layers(sizes), seed=0).layers if layer.params]
     params, state = [(d.params["W"].copy(), d.params["b"].copy()) for d in dense], {}
-    # scalar: gradients on k samples (scaled by n / k), then the Adam update over every parameter
+    # scalar: gradients on k/2 and k samples (extrapolated to n), then Adam over every parameter
     twin_layers, k, twin_state = Sequential(mlp_layers(sizes), seed=0).layers, min(cfg.scalar_slice, n), {}
     _, twin_grads = S.mlp_grads(twin_layers, loss, X[:1], y[:1])
-    rungs = {"scalar": [(lambda: S.mlp_grads(twin_layers, loss, X[:k], y[:k]), k),
+    rungs = {"scalar": [(lambda m: S.mlp_grads(twin_layers, loss, X[:m], y[:m]), k),
                         (lambda: S.adam_update(twin_layers, twin_grads, twin_state), None)],
              "per_sample": lambda: PS.mlp_step(params, state, X, y),
              "vecnn": vecnn_step}

@@ -10,10 +10,12 @@ Rungs, in order of increasing vectorization:
 Operations: Dense, Conv2D, ReLU, softmax cross-entropy (each forward + backward) and one full
 training step of an MLP (forward, loss, backward, Adam). FLOPs count matrix-product work only,
 ``2 m n k`` per product, the same for every rung; elementwise operations count none. Scalar
-loops too slow to finish run on the first ``k`` samples and are scaled by ``n / k``; such rows
-say ``scaled from k``. A batch-size sweep of Dense forward + backward shows where the matrix
-library saturates. ``run(Config)`` returns a report dict (JSON data); ``cases.py`` holds the
-operations, ``table.py`` prints the report and ``charts.py`` draws it.
+loops too slow to finish run on the first ``k / 2`` and ``k`` samples and are extrapolated to
+the batch along the line through both times; such rows say ``scaled from k``. A batch-size
+sweep of Dense forward + backward shows where the matrix library saturates.
+
+``run(Config)`` returns a report dict (JSON data); ``cases.py`` holds the operations,
+``table.py`` prints the report and ``charts.py`` draws it.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class Config:
     act_width: int = 256
     classes: int = 10
     mlp: tuple = (784, 256, 128, 10)
-    scalar_slice: int = 16               # samples the scalar loops of Dense and the MLP step run on
+    scalar_slice: int = 16               # samples the scalar loops of Dense and the MLP step run on (at most)
     conv_scalar_slice: int = 2           # ... of Conv2D (about 0.5 s per sample)
     scalar_repeats: int = 2
     repeats: int = 5
@@ -62,7 +64,7 @@ class Config:
 
     @classmethod
     def quick(cls, **kw):
-        return cls(**{**dict(scalar_slice=2, conv_scalar_slice=1, scalar_repeats=1, repeats=3, min_time=0.05, budget=1.0,
+        return cls(**{**dict(scalar_slice=2, conv_scalar_slice=2, scalar_repeats=1, repeats=3, min_time=0.05, budget=1.0,
                              sweep=(1, 16, 128, 1024, 4096), peak_repeats=3, name="quick"), **kw})
 
     @classmethod
@@ -109,22 +111,43 @@ def _import_torch():
 
 
 def _time_rung(rung, spec, cfg, n):
-    """Time one rung; ``spec`` is a callable, ``(callable, k)`` run on k of n samples and scaled,
-    or a list of such parts whose times add up (``k`` None: timed in full)."""
+    """Time one rung of an operation on a batch of ``n``; ``spec`` as in ``cases.py``.
+
+    A part ``(f, k)`` with ``k < n`` is timed on ``k // 2`` and ``k`` samples and extrapolated
+    along the line through both points, so the per-call fixed cost (a twin converting the
+    weights to lists, for one) is counted once, not ``n / k`` times."""
     parts = spec if isinstance(spec, list) else [spec]
+    repeats = cfg.scalar_repeats if rung == "scalar" else cfg.repeats
     seconds = median = 0.0
-    scaled_from = None
+    scaled_from = fit = None
     for part in parts:
-        fn, k = part if isinstance(part, tuple) else (part, None)
-        repeats = cfg.scalar_repeats if rung == "scalar" else cfg.repeats
-        m = measure(fn, repeats, cfg.min_time, cfg.budget)
-        scale = n / k if k else 1.0
-        seconds += m["best"] * scale
-        median += m["median"] * scale
-        if k and k < n:
-            scaled_from = k
+        f, k = part if isinstance(part, tuple) else (part, None)
+        if k is None:
+            m = measure(f, repeats, cfg.min_time, cfg.budget)
+            seconds, median = seconds + m["best"], median + m["median"]
+            continue
+        if k >= n:
+            m = measure(lambda: f(n), repeats, cfg.min_time, cfg.budget)
+            seconds, median = seconds + m["best"], median + m["median"]
+            continue
+        k1 = max(1, k // 2)
+        m1 = measure(lambda: f(k1), repeats, cfg.min_time, cfg.budget) if k1 < k else None
+        m = measure(lambda: f(k), repeats, cfg.min_time, cfg.budget)
+        seconds += extrapolate(k1, m1 and m1["best"], k, m["best"], n)
+        median += extrapolate(k1, m1 and m1["median"], k, m["median"], n)
+        scaled_from = k
+        fit = {"samples": [k1, k], "seconds": [m1 and m1["best"], m["best"]]}
     return {"rung": rung, "label": LABELS[rung], "seconds": seconds, "median_seconds": median,
-            "repeats": m["repeats"], "scaled_from": scaled_from}
+            "repeats": m["repeats"], "scaled_from": scaled_from, "fit": fit}
+
+
+def extrapolate(k1, t1, k2, t2, n) -> float:
+    """Time for ``n`` samples on the line through ``(k1, t1)`` and ``(k2, t2)``; proportional
+    scaling of ``t2`` when there is only one point or the points give no positive slope."""
+    if t1 is None or k1 >= k2 or t2 <= t1:
+        return t2 * n / k2
+    per_sample = (t2 - t1) / (k2 - k1)
+    return t2 + per_sample * (n - k2)
 
 
 def run_ladder(cfg, torch=None, peak_gflops=None, ops=tuple(CASES), seed=0):
@@ -180,7 +203,7 @@ def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) ->
         torch.set_num_threads(threads)
     kernels.get()             # numba (if installed) loads its own BLAS: load it before limiting threads
     backend.set_num_threads(threads)
-    t0 = time.perf_counter()
+    t0, load_start, cpu_start = time.perf_counter(), _load(), _cpu_sample()
     peak = measure_peak(cfg.peak_n, cfg.peak_repeats, seed)
     results, skipped = run_ladder(cfg, torch, peak["gflops"], seed=seed)
     sweep = run_sweep(cfg, torch, peak["gflops"], seed)
@@ -192,7 +215,38 @@ def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) ->
               "peak": peak, "ladder": results, "sweep": sweep, "skipped": skipped}
     report["headline"] = headline(report)
     report["total_seconds"] = time.perf_counter() - t0
+    report["load_average"] = {"start": load_start, "end": _load()}
+    report["other_processes_cpu_share"] = _others_share(cpu_start, _cpu_sample())
     return report
+
+
+def _load():
+    """1-minute load average (None where the OS has none): other processes skew every timing."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu_sample():
+    """``(wall, busy CPU seconds of the whole machine, CPU seconds of this process)``, or None
+    where ``/proc/stat`` is missing."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:8]) - fields[3] - fields[4]          # all but idle and iowait
+    own = os.times()
+    return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def _others_share(start, end):
+    """Share of the machine's CPU time that other processes used between two samples."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return max(0.0, others / ((end[0] - start[0]) * (os.cpu_count() or 1)))
 
 
 def numpy_blas() -> dict | None:

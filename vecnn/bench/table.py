@@ -64,7 +64,12 @@ def format_report(report: dict) -> str:
                      f"{fmt_speedup(h['whole_batch_vs_per_sample'])}, over scalar loops "
                      f"{fmt_speedup(h['whole_batch_vs_scalar'])} ({fmt_gflops(h['whole_batch_gflops'])} GFLOP/s, "
                      f"{fmt_share(h['whole_batch_peak_share'])} of peak)")
-    lines.append("times: best of the repeats; scalar rows marked 'scaled' ran on the first samples of the batch only")
+    lines.append("times: best of the repeats; rows 'scaled from k' ran on the first k/2 and k samples only and are "
+                 "extrapolated linearly to the batch")
+    others = report.get("other_processes_cpu_share")
+    if others is not None:
+        lines.append(f"other processes used {100 * others:.0f}% of the machine's CPU time during the run"
+                     + ("  WARNING: the timings are unreliable; rerun on a quiet machine" if others > 0.1 else ""))
     return "\n".join(lines)
 
 

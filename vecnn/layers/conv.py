@@ -35,7 +35,7 @@ from .base import Layer
 from .dense import _positive_int
 
 #: Bytes the column matrix of one Conv2D call may take before the batch is split in chunks.
-COLUMN_BUDGET = 64 * 2**20
+COLUMN_BUDGET = 8 * 2**20
 
 
 # -- helpers shared with pooling ----------------------------------------------------------
@@ -224,8 +224,8 @@ class Conv2D(Layer):
                 if view.flags.c_contiguous:
                     return view.reshape(n * Ho * Wo, K)   # 1x1 kernel on contiguous input: no copy
             buf = self._scratch("cols", (n * Ho * Wo, K + self.bias), xp.dtype, "col" if self.bias else None)
-            if self._kernels is not None:            # compiled: one pass, padding included
-                self._kernels.im2col(xp[start:stop], kh, kw, sh, sw, *self.padding, dh, dw, buf)
+            if self._compiled:                       # compiled: one pass, padding included
+                conv_kernels.compiled().im2col(xp[start:stop], kh, kw, sh, sw, *self.padding, dh, dw, buf)
                 return buf
             view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
             r, e = buf.strides
@@ -255,7 +255,9 @@ class Conv2D(Layer):
         return Wm
 
     def _chunks(self, N, bytes_per_sample):
+        """``(start, stop)`` sample ranges within the budget, of near-equal sizes."""
         step = chunk_size(N, bytes_per_sample, self._budget())
+        step = -(-N // -(-N // step))                # as many chunks, evened out
         return [(s, min(N, s + step)) for s in range(0, N, step)]
 
     # -- the computation -------------------------------------------------------------------
@@ -266,9 +268,9 @@ class Conv2D(Layer):
         x = x.astype(dtype, copy=False)
         N, L, O = x.shape[0], Ho * Wo, self.out_channels
         self._rows_layout = x.strides[1] < x.strides[3] and self.in_channels > 1  # channels-last memory
-        self._kernels = conv_kernels.get() if self._rows_layout else None
+        self._compiled = self._rows_layout and conv_kernels.get() is not None
         # the compiled im2col reads the padding as zeros itself; the NumPy one needs a padded copy
-        self._xp = channels_last(x) if self._kernels is not None else self._padded(x, self._rows_layout)
+        self._xp = channels_last(x) if self._compiled else self._padded(x, self._rows_layout)
         self._x_shape, self._out_hw = x.shape, (Ho, Wo)
         Wm = self._weight_matrix()                   # (O, K [+1])
         Y = np.empty((N * L, O), dtype)              # rows (n, i, j): channels-last output
@@ -291,12 +293,16 @@ class Conv2D(Layer):
         chunks = self._chunks(N, L * (K + self.bias) * dWt.itemsize)
         for s, e in chunks:
             cols = self._cols if self._cols is not None else self._columns(s, e)
-            A = cols.T if self._rows_layout else cols                # (K+1, rows)
             dYc = dY[s * L:e * L]                                   # (rows, O)
-            if s == 0:
-                np.matmul(A, dYc, out=dWt)           # (K+1, rows) @ (rows, O): the faster
-            else:                                    # orientation for OpenBLAS here
-                dWt += A @ dYc
+            if self._rows_layout:                    # (K+1, rows) @ (rows, O): the faster
+                part = np.matmul(cols.T, dYc, out=dWt if s == 0 else None)   # orientation here
+            else:                                    # thin first layer: one small GEMM per sample,
+                n = e - s                            # summed (OpenBLAS is slow on one long K)
+                part = np.matmul(cols.reshape(-1, n, L).transpose(1, 0, 2), dYc.reshape(n, L, O)).sum(axis=0)
+                if s == 0:
+                    dWt[...] = part
+            if s > 0:
+                dWt += part
         self.grads["W"][...] = dWt[:K].T.reshape(O, *self.kernel_size, C).transpose(0, 3, 1, 2)
         if self.bias:
             self.grads["b"][...] = dWt[K]
@@ -312,13 +318,13 @@ class Conv2D(Layer):
         N, C, H, W = self._x_shape
         (Ho, Wo), L = self._out_hw, self._out_hw[0] * self._out_hw[1]
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
-        if self._kernels is not None:                # one GEMM, then a compiled col2im pass
+        if self._compiled:                           # one GEMM, then a compiled col2im pass
             Wm = self._weight_matrix()[:, :kh * kw * C]                 # (O, K)
             dX = np.zeros((N, H, W, C), Wm.dtype)
             for s, e in self._chunks(N, L * Wm.shape[1] * Wm.itemsize):
                 dcols = np.matmul(dY[s * L:e * L], Wm,
                                   out=self._scratch("dcols", ((e - s) * L, Wm.shape[1]), Wm.dtype))
-                self._kernels.col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dX[s:e])
+                conv_kernels.compiled().col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dX[s:e])
             return dX.transpose(0, 3, 1, 2)
         Wk = self.params["W"].transpose(2, 3, 0, 1).reshape(kh * kw, self.out_channels, C)  # (k, O, C)
         dXp = np.zeros(self._xp.shape, Wk.dtype)     # padded, in the input's memory layout

@@ -33,6 +33,12 @@ def get():
     return _compiled
 
 
+def compiled():
+    """The kernels a forward pass already used (for its backward pass, whatever the switch says
+    meanwhile). Layers keep a flag, not this object, so copying a layer never copies kernels."""
+    return _compiled
+
+
 def _compile():
     from numba import njit
 

@@ -16,12 +16,21 @@ from .base import Layer
 from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain
 
 
+class _Layout:
+    """What an output must copy from an input: dtype and memory order (channels-last or not)."""
+
+    def __init__(self, x):
+        self.dtype = x.dtype
+        self.channels_last = x.ndim == 4 and x.strides[1] < x.strides[3]   # channels fastest
+
+
 def _alloc_like(x, shape, zero=False):
-    """An array of logical NCHW ``shape`` laid out in memory like ``x`` (channels-last or not)."""
+    """An array of logical NCHW ``shape`` laid out in memory like ``x`` (an array or a _Layout)."""
+    like = x if isinstance(x, _Layout) else _Layout(x)
     make = np.zeros if zero else np.empty
-    if x.ndim == 4 and x.strides[1] < x.strides[3]:          # channels are the fastest axis
-        return make((shape[0], shape[2], shape[3], shape[1]), x.dtype).transpose(0, 3, 1, 2)
-    return make(shape, x.dtype)
+    if like.channels_last:
+        return make((shape[0], shape[2], shape[3], shape[1]), like.dtype).transpose(0, 3, 1, 2)
+    return make(shape, like.dtype)
 
 
 def _pad(x, padding, value):
@@ -125,15 +134,17 @@ class MaxPool2D(_Pool2D):
     Padding is ``-inf``. The gradient goes to the first maximum of each window (row-major), as in
     PyTorch.
 
-    The max is separable: first over the ``kw`` column offsets, then over the ``kh`` row offsets
-    of that, keeping for each stage the index of the first maximum (``uint8``). Backward routes
-    the gradient back through the two stages; for non-overlapping windows (stride >= kernel)
-    every slice is written once, with no accumulation and no zero-fill of the covered part.
+    Compiled (``conv_kernels``): one pass keeps the winning window offset per output (``uint8``),
+    and backward writes each input gradient once. NumPy: the max is separable, first over the
+    ``kw`` column offsets, then over the ``kh`` row offsets of that, keeping for each stage the
+    index of the first maximum; backward routes the gradient back through the two stages, and
+    when windows tile the image (stride == kernel) every slice is written once, with no
+    accumulation and no zero-fill of the covered part.
     """
 
     def forward(self, x, training=False):
         Ho, Wo = self._check_image(x)
-        self._x, self._out_hw = x, (Ho, Wo)
+        self._like, self._x_shape, self._out_hw, self._x = _Layout(x), x.shape, (Ho, Wo), None
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         kernels = conv_kernels.get()
         if kernels is not None and kh * kw <= 256:   # compiled: one pass, winner offsets as uint8
@@ -141,10 +152,12 @@ class MaxPool2D(_Pool2D):
             y = _alloc_like(x, (N, C, Ho, Wo))
             arg = np.empty((N, Ho, Wo, C), np.uint8)
             kernels.maxpool_forward(channels_last(x), kh, kw, sh, sw, ph, pw, channels_last(y), arg)
-            self._compiled = (kernels, arg)
+            self._compiled = arg
             return y
         self._compiled = None
         y, self._index = self._pool(x, Ho, Wo, keep_index=training)
+        if not training:
+            self._x = x                              # a backward after eval recomputes the index
         return y
 
     def _pool(self, x, Ho, Wo, keep_index):
@@ -158,22 +171,22 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, grad_y):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        (Ho, Wo), x = self._out_hw, self._x
+        (Ho, Wo), like = self._out_hw, self._like
         if self._compiled is not None:
             return self._backward_compiled(grad_y)
         if self._index is None:                                   # forward ran in eval mode
-            self._index = self._pool(x, Ho, Wo, keep_index=True)[1]
+            self._index = self._pool(self._x, Ho, Wo, keep_index=True)[1]
         iw, ih, m_shape, xp_shape = self._index
-        dm = _route(x, m_shape, grad_y, ih, kh, 2, sh, Ho)        # (N, C, Hp, Wo)
-        dxp = _route(x, xp_shape, dm, iw, kw, 3, sw, Wo)          # (N, C, Hp, Wp)
-        H, W = x.shape[2:]
+        dm = _route(like, m_shape, grad_y, ih, kh, 2, sh, Ho)     # (N, C, Hp, Wo)
+        dxp = _route(like, xp_shape, dm, iw, kw, 3, sw, Wo)       # (N, C, Hp, Wp)
+        H, W = self._x_shape[2:]
         return dxp[:, :, ph:ph + H, pw:pw + W]
 
     def _backward_compiled(self, grad_y):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        (Ho, Wo), x, (kernels, arg) = self._out_hw, self._x, self._compiled
+        (Ho, Wo), arg, kernels = self._out_hw, self._compiled, conv_kernels.compiled()
         tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)     # every element written once
-        dx = _alloc_like(x, x.shape, zero=not tiled)
+        dx = _alloc_like(self._like, self._x_shape, zero=not tiled)
         dy = np.ascontiguousarray(channels_last(grad_y))   # (N, Ho, Wo, C); a small copy at most
         kernels.maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, channels_last(dx), tiled)
         if tiled:                                    # rows / columns past the last window
@@ -195,7 +208,7 @@ class AvgPool2D(_Pool2D):
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         xp = _pad(x, self.padding, 0)
         self._x_shape, self._xp_shape, self._out_hw = x.shape, xp.shape, (Ho, Wo)
-        self._like = x
+        self._like = _Layout(x)
         y = None
         for p in range(kh):
             for q in range(kw):
@@ -223,8 +236,7 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x, training=False):
         check_image(self, x, None)
-        self._x_shape = x.shape
-        self._like = x
+        self._x_shape, self._like = x.shape, _Layout(x)
         return x.mean(axis=(2, 3))                  # (N, C)
 
     def backward(self, grad_y):

@@ -82,7 +82,9 @@ class Residual(Layer):
             projection = self._auto_projection()
         self.projection = None if projection in (None, False) else _layer("Residual: projection", projection)
         self._link()
-        self.input_spec = (self.projection or self.layers[0]).input_spec or self.layers[0].input_spec
+        self.input_spec = self.layers[0].input_spec
+        if self.input_spec is None and self.projection is not None:
+            self.input_spec = self.projection.input_spec
         self.input_grad = True
 
     def _auto_projection(self):
