@@ -9,6 +9,7 @@ the registry: nothing is unpickled, imported or executed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,15 +27,20 @@ _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    a crash mid-write leaves the previous file intact."""
+@contextlib.contextmanager
+def atomic_open(path):
+    """A binary file that appears at ``path`` only when the ``with`` block succeeds.
+
+    Writes go to a temporary file in the same folder, which is flushed, synced and renamed
+    over ``path`` at the end; on any error (or Ctrl-C) it is removed, so ``path`` keeps its
+    previous content and nothing is left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,6 +50,12 @@ def atomic_write(path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_open``)."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def _digest(tensors: dict[str, np.ndarray]) -> str:

@@ -1,35 +1,16 @@
 """The bottom rung of the ladder: scalar Python loops over Python floats.
 
-Layers and losses use their loop twins (``vecnn.reference``). A training step needs two loops
-the twins do not have, written here in the same style: the first Dense layer's parameter
-gradients without its input gradient (nobody needs ``dL/dX`` of the data, and the whole-batch
-model skips it too, so the rungs do the same work), and the Adam update, one float at a time.
+Layers and losses use their loop twins (``vecnn.reference``); like the layers, the first
+Dense twin of a model skips ``dL/dX`` of the data, so the rungs do the same work. A training
+step needs one loop the twins do not have, written here in the same style: the Adam update,
+one float at a time.
 """
 from __future__ import annotations
 
 import math
 
 from .. import reference as R
-from ..layers.dense import Dense
 from ..reference import to_array, zeros
-
-
-def dense_param_grads(layer, x, grad_y):
-    """``{"W": X^T dZ, "b": sum_i dZ_i}`` of a Dense layer with three nested loops, no ``dX``."""
-    X, dZ = x.tolist(), grad_y.tolist()                    # (n, in), (n, out)
-    n, n_in, n_out = len(X), layer.in_features, layer.out_features
-    dW, db = zeros((n_in, n_out)), zeros((n_out,))
-    for i in range(n):
-        for j in range(n_out):
-            g = dZ[i][j]
-            db[j] += g
-            for k in range(n_in):
-                dW[k][j] += X[i][k] * g
-    dtype = layer.params["W"].dtype
-    grads = {"W": to_array(dW, dtype)}
-    if layer.bias:
-        grads["b"] = to_array(db, dtype)
-    return grads
 
 
 def mlp_grads(layers, loss, X, y):
@@ -41,10 +22,7 @@ def mlp_grads(layers, loss, X, y):
     g = R.loss_backward(loss, acts[-1], y)
     grads = [None] * len(layers)
     for k in range(len(layers) - 1, -1, -1):
-        if k == 0 and isinstance(layers[0], Dense):
-            grads[0] = dense_param_grads(layers[0], acts[0], g)
-        else:
-            g, grads[k] = R.backward(layers[k], acts[k], g, training=True)
+        g, grads[k] = R.backward(layers[k], acts[k], g, training=True)   # (no dX for layer 0)
     return value, grads
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..io import atomic_open
 from .named import FILES, cache_dir, info
 
 _CHUNK = 1 << 16
@@ -67,26 +67,15 @@ def fetch(url: str, target, sha256: str, size: int | None = None, timeout: float
     Raises ``DownloadError`` and leaves nothing behind when anything goes wrong.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest, n = _stream(url, out, size, timeout)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_open(target) as out:                # a failure below leaves nothing behind
+        digest, n = _stream(url, out, size, timeout)
         if size is not None and n != size:
             raise DownloadError(f"{url}: received {n:,} bytes, expected {size:,} (incomplete transfer)")
         if digest != sha256:
             raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256}, received {digest} "
                                 f"({n:,} bytes); the file was corrupted in transit or is not the "
                                 f"published one. Nothing was kept")
-        os.replace(tmp, target)
-        return target
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    return target
 
 
 def _stream(url, out, size, timeout):

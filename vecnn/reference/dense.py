@@ -36,15 +36,17 @@ class DenseTwin:
         dW = zeros((n_in, n_out))                          # dW[k][j] = sum_i X[i][k] dZ[i][j]
         db = zeros((n_out,))                               # db[j] = sum_i dZ[i][j]
         dX = zeros((n, n_in))                              # dX[i][k] = sum_j dZ[i][j] W[k][j]
+        want_dX = layer.input_grad                         # the first layer of a model skips dX
         for i in range(n):
             for j in range(n_out):
                 g = dZ[i][j]
                 db[j] += g
                 for k in range(n_in):
                     dW[k][j] += X[i][k] * g
-                    dX[i][k] += g * W[k][j]
+                    if want_dX:
+                        dX[i][k] += g * W[k][j]
         dtype = layer.params["W"].dtype
         grads = {"W": to_array(dW, dtype)}
         if layer.bias:
             grads["b"] = to_array(db, dtype)
-        return to_array(dX, x.dtype), grads
+        return (to_array(dX, x.dtype) if want_dX else None), grads
