@@ -9,7 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from harness import away_from_zero, check_layer
+from vecnn import kernels
 from vecnn import layers as L
+
+
+@pytest.fixture(params=["fused", "numpy"], autouse=True)
+def kernel_path(request, monkeypatch):
+    """Every test here runs with the compiled kernels (when numba is present) and without."""
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "enabled", False)
+    return request.param
 
 
 def with_running_stats(layer, seed=1):

@@ -38,10 +38,16 @@ def check_finite(where: str, x) -> None:
     """Refuse NaN or Inf, saying how many and where the first one is."""
     if x.dtype.kind in "iub":
         return
-    # fast path: one reduction, no (n, ...) boolean temporary; a sum is finite iff every term is,
-    # unless finite terms overflow it, which the exact check below then clears
+    # fast path: one pass, no (n, ...) boolean temporary: sum(x * 0) is 0 exactly when every
+    # value is finite; without the compiled kernel a plain sum, finite iff every term is (unless
+    # finite terms overflow it, which the exact check below then clears)
+    from . import kernels
+
+    k = kernels.get() if x.dtype == np.float32 and x.flags.c_contiguous else None
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(x, axis=None)):
+        if k is not None and k.finite_check(x.reshape(-1)) == 0:
+            return
+        if k is None and np.isfinite(np.add.reduce(x, axis=None)):
             return
     finite = np.isfinite(x)
     if not finite.all():

@@ -260,6 +260,7 @@ class Sequential:
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
         total_loss, seen, sums = 0.0, 0, {}
+        batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
         for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
             m = len(idx)
@@ -281,10 +282,11 @@ class Sequential:
             seen += m
             for k, v in loss.last_metrics().items():
                 sums[k] = sums.get(k, 0.0) + v * m
-            running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
-            for cb in cbs:
-                cb.on_batch_end(step, {"size": m, "running": running})
-        return running
+            if batch_cbs:                               # running means, only when someone shows them
+                running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
+                for cb in batch_cbs:
+                    cb.on_batch_end(step, {"size": m, "running": running})
+        return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
 
     # -- inference -------------------------------------------------------------------------
     def predict(self, X, batch_size=1024):

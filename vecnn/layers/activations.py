@@ -9,8 +9,16 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..registry import register_layer
 from .base import Layer
+
+
+def _fused(*arrays):
+    """The compiled kernels when every array is contiguous float32 (else None: use NumPy)."""
+    if all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays):
+        return kernels.get()
+    return None
 
 
 @register_layer
@@ -19,12 +27,23 @@ class ReLU(Layer):
 
     def forward(self, x, training=False):
         self._check(x)
-        y = np.maximum(x, 0)
-        self._mask = y > 0                     # d relu / dx
+        k = _fused(x)
+        if k is not None:                      # one pass, no mask array
+            y = np.empty_like(x)
+            k.relu_forward(x.reshape(-1), y.reshape(-1))
+        else:
+            y = np.maximum(x, 0)
+        self._y = y                            # d relu / dx = (y > 0)
         return y
 
     def backward(self, grad_y):
-        return grad_y * self._mask
+        y = self._y
+        k = _fused(y, grad_y)
+        if k is not None:
+            dx = np.empty_like(grad_y)
+            k.relu_backward(y.reshape(-1), grad_y.reshape(-1), dx.reshape(-1))
+            return dx
+        return grad_y * (y > 0)
 
 
 @register_layer
