@@ -163,6 +163,9 @@ def test_progress_bar_counts_samples(rng, capsys):
     small_model().fit(X, y, epochs=1, verbose=0)
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
+    small_model().fit(X, y, epochs=2, verbose=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [l.split()[:2] for l in lines] == [["Epoch", "1/2"], ["Epoch", "2/2"]] and "loss=" in lines[0]
 
 
 def test_summary_and_shapes():

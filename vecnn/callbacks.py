@@ -154,5 +154,15 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+class EpochLogger(Callback):
+    """One line per epoch on standard error (``fit(verbose=2)``)."""
+
+    def __init__(self, epochs, file=None):
+        self.epochs, self.file = epochs, file or sys.stderr
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"Epoch {epoch + 1}/{self.epochs} {_fmt(logs or {})}", file=self.file, flush=True)
+
+
 def _fmt(logs: dict) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in logs.items())

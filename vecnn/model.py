@@ -14,7 +14,7 @@ import numpy as np
 from . import losses as _losses
 from . import optim as _optim
 from .backend import DTYPE
-from .callbacks import Callback, History, ProgressBar
+from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
 from .layers.base import Layer
 
@@ -228,6 +228,8 @@ class Sequential:
         cbs = [history, *(callbacks or [])]
         if verbose == 1:
             cbs.append(ProgressBar(epochs, len(X)))
+        elif verbose == 2:
+            cbs.append(EpochLogger(epochs))
         for cb in cbs:
             if not isinstance(cb, Callback):
                 raise ValueError(f"fit: callbacks must be vecnn Callback instances, received {cb!r}")
@@ -244,10 +246,6 @@ class Sequential:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
-            if verbose == 2:
-                import sys
-                print(f"Epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()),
-                      file=sys.stderr, flush=True)
             if self.stop_training:
                 break
         for cb in cbs:
