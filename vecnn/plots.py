@@ -22,6 +22,8 @@ def _pyplot():
 def curves(history: dict, path) -> Path:
     """Loss and (if present) accuracy per epoch, train and validation, side by side."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     keys = [k for k in ("loss", "accuracy", "mse") if k in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -30,6 +32,7 @@ def curves(history: dict, path) -> Path:
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], "s--", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
