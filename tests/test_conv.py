@@ -147,6 +147,7 @@ LAYOUT_LAYERS = [
     lambda: L.MaxPool2D(3, stride=2, padding=1),
     lambda: L.AvgPool2D(2, stride=1),
     L.GlobalAvgPool2D,
+    L.ReLU,
 ]
 
 
@@ -171,6 +172,62 @@ def test_layouts_and_engines_match_torch(make, layout, engine):
     for k in layer.params:
         np.testing.assert_allclose(layer.grads[k], p_t[k].grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(x_in, x)                     # the input is left alone
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d_layouts_and_engines_match_torch(layout, training, engine):
+    """BatchNorm2D reduces a channels-last input as an (N*H*W, C) matrix (compiled or NumPy),
+    an NCHW one over axes (0, 2, 3): outputs, gradients and running statistics equal PyTorch's."""
+    rng = np.random.default_rng(3)
+    layer = L.BatchNorm2D(4)
+    layer.params["gamma"][...] = rng.uniform(0.5, 2, 4)
+    layer.params["beta"][...] = rng.standard_normal(4)
+    layer.state["running_mean"][...] = rng.standard_normal(4)
+    layer.state["running_var"][...] = rng.uniform(0.5, 2, 4)
+    rm = torch.tensor(layer.state["running_mean"].copy())
+    rv = torch.tensor(layer.state["running_var"].copy())
+    x = (rng.standard_normal((5, 4, 6, 7), dtype=np.float32) * 2 + 1).astype(np.float32)
+    x_in = channels_last(x) if layout == "channels-last" else x.copy()
+    y = layer.forward(x_in, training=training)
+    g = rng.standard_normal(y.shape, dtype=np.float32)
+    g_in = channels_last(g) if layout == "channels-last" else g
+    dx = layer.backward(g_in)
+    x_t = torch.tensor(x, requires_grad=True)
+    p_t = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
+    y_t = F.batch_norm(x_t, rm, rv, p_t["gamma"], p_t["beta"], training=training, momentum=layer.momentum,
+                       eps=layer.eps)
+    y_t.backward(torch.from_numpy(g))
+    assert y.dtype == dx.dtype == np.float32
+    np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for k in layer.params:
+        np.testing.assert_allclose(layer.grads[k], p_t[k].grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.state["running_mean"], rm.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.state["running_var"], rv.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make, C", [(lambda: L.Conv2D(3, 4, 3), 3), (L.ReLU, 4), (lambda: L.MaxPool2D(2), 4),
+                                     (lambda: L.BatchNorm2D(4), 4)])
+def test_reused_buffers_never_overwrite_an_array_the_caller_kept(make, C, engine):
+    """Layers serve outputs and input gradients from per-layer buffers that are reused only
+    while nobody holds them: kept results stay intact, a smaller batch is served too."""
+    layer = make()
+    rng = np.random.default_rng(4)
+    x1, x2 = (channels_last(rng.standard_normal((n, C, 8, 8), dtype=np.float32)) for n in (4, 3))
+    y1 = layer.forward(x1, training=True)
+    d1 = layer.backward(np.ones_like(y1))
+    y1_copy, d1_copy = y1.copy(), d1.copy()
+    y2 = layer.forward(x2, training=True)                 # smaller batch, y1 and d1 still held
+    d2 = layer.backward(np.ones_like(y2))
+    np.testing.assert_array_equal(y1, y1_copy)
+    np.testing.assert_array_equal(d1, d1_copy)
+    fresh = make()
+    np.testing.assert_array_equal(y2, fresh.forward(x2, training=True))
+    np.testing.assert_array_equal(d2, fresh.backward(np.ones_like(y2)))
+    del y1, d1, y2, d2                                    # now free: the next call may reuse them
+    y3 = layer.forward(x1, training=True)
+    np.testing.assert_array_equal(y3, fresh.forward(x1, training=True))
 
 
 def test_conv_output_is_channels_last_so_the_next_conv_reads_it_for_free():
@@ -231,7 +288,7 @@ def test_chunking_under_a_tiny_budget_gives_the_same_result(make, shape, layout,
     assert one_sample * 2 <= max(b.nbytes for b in whole._bufs.values())
 
 
-def test_per_layer_budget_splits_predict_batches():
+def test_per_layer_budget_splits_predict_batches(engine):
     model = vn.Sequential([L.Conv2D(1, 3, 3), L.Flatten(), L.Dense(3 * 4 * 4, 2)], seed=0)
     x = np.random.default_rng(0).standard_normal((10, 1, 6, 6), dtype=np.float32)
     full = model.predict(x)
@@ -415,6 +472,19 @@ def test_presets_build_and_run(name, shape):
     assert model.predict(x).shape == (2, 10)
     assert model.shapes(shape)[-1] == (10,)
     assert "Conv2D" in model.summary()
+
+
+def test_cnn_preset_with_batchnorm_trains():
+    layers = vn.presets.cnn((1, 12, 12), 3, channels=(4, 8), hidden=16, batchnorm=True)
+    assert [type(l).__name__ for l in layers[:4]] == ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D"]
+    assert not layers[0].bias
+    model = vn.Sequential(layers, seed=0)
+    X = np.random.default_rng(0).standard_normal((32, 1, 12, 12), dtype=np.float32)
+    y = np.arange(32) % 3
+    X[:, 0, :4] += y[:, None, None] * 2.0                       # a learnable signal
+    before = model.evaluate(X, y)["loss"]
+    model.fit(X, y, epochs=20, batch_size=16, verbose=0)
+    assert model.evaluate(X, y)["loss"] < before
 
 
 def test_presets_refuse_flat_input():

@@ -18,7 +18,7 @@ RUN_KEYS = ("dataset", "data", "label_column", "model", "batch_size", "lr", "opt
 TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "label_column": "label", "model": "mlp", "epochs": None,
                   "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0, "val_split": 0.1,
                   "standardize": True, "augment": None, "root": None, "download": False, "threads": None}
-PRESET_EPOCHS = {"mlp": 20, "cnn": 12, "resnet": 10}
+PRESET_EPOCHS = {"mlp": 20, "cnn": 16, "resnet": 10}
 
 
 class UsageError(ValueError):

@@ -154,10 +154,60 @@ def _compile():
             acc += x[i] * zero
         return acc
 
+    @njit(**opts)
+    def bn_stats(x, mean, var):
+        # per column of x (M, C): mean and biased variance, accumulated in float64 (one pass)
+        M, C = x.shape
+        s = np.zeros(C, np.float64)
+        ss = np.zeros(C, np.float64)
+        for i in range(M):
+            for c in range(C):
+                v = np.float64(x[i, c])
+                s[c] += v
+                ss[c] += v * v
+        for c in range(C):
+            mu = s[c] / M
+            mean[c] = mu
+            var[c] = max(ss[c] / M - mu * mu, 0.0)
+
+    @njit(**opts)
+    def bn_normalize(x, mean, inv_std, gamma, beta, xhat, y):
+        # xhat = (x - mean) inv_std;  y = xhat gamma + beta, per column of x (M, C)
+        M, C = x.shape
+        for i in range(M):
+            for c in range(C):
+                h = (x[i, c] - mean[c]) * inv_std[c]
+                xhat[i, c] = h
+                y[i, c] = h * gamma[c] + beta[c]
+
+    @njit(**opts)
+    def bn_grad_sums(g, xhat, dgamma, dbeta):
+        # dgamma = sum(g xhat), dbeta = sum(g) per column, accumulated in float64
+        M, C = g.shape
+        sg = np.zeros(C, np.float64)
+        sgx = np.zeros(C, np.float64)
+        for i in range(M):
+            for c in range(C):
+                gi = np.float64(g[i, c])
+                sg[c] += gi
+                sgx[c] += gi * xhat[i, c]
+        for c in range(C):
+            dbeta[c] = sg[c]
+            dgamma[c] = sgx[c]
+
+    @njit(**opts)
+    def bn_input_grad(g, xhat, a, b, d, dx):
+        # dx = a (g - (b + xhat d)) per column: a = gamma inv_std, b = dbeta / m, d = dgamma / m
+        M, C = g.shape
+        for i in range(M):
+            for c in range(C):
+                dx[i, c] = a[c] * (g[i, c] - (b[c] + xhat[i, c] * d[c]))
+
     class Kernels:
         pass
 
     k = Kernels()
+    k.bn_stats, k.bn_normalize, k.bn_grad_sums, k.bn_input_grad = bn_stats, bn_normalize, bn_grad_sums, bn_input_grad
     k.adam, k.sgd, k.rmsprop, k.softmax_cross_entropy = adam, sgd, rmsprop, softmax_cross_entropy
     k.relu_forward, k.relu_backward, k.finite_check = relu_forward, relu_backward, finite_check
     return k

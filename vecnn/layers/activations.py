@@ -14,11 +14,38 @@ from ..registry import register_layer
 from .base import Layer
 
 
+def _flat(a):
+    """A 1-D view of ``a``'s memory when ``a`` fills one contiguous block in some axis order
+    (C order, or channels-last like a Conv2D's output), else None."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    if a.ndim == 4:
+        t = a.transpose(0, 2, 3, 1)
+        if t.flags.c_contiguous:
+            return t.reshape(-1)
+    return None
+
+
 def _fused(*arrays):
-    """The compiled kernels when every array is contiguous float32 (else None: use NumPy)."""
-    if all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays):
+    """The compiled kernels when every array is float32 and all share one dense memory layout
+    (else None: use NumPy)."""
+    first = arrays[0]
+    if all(a.dtype == np.float32 and a.strides == first.strides and a.shape == first.shape
+           for a in arrays) and _flat(first) is not None:
         return kernels.get()
     return None
+
+
+def _like(layer, name, a):
+    """An array shaped and laid out like ``a`` (dense), reused across calls while no one holds
+    the previous one (``conv.reusable``)."""
+    from .conv import reusable
+
+    cache = layer.__dict__.setdefault("_bufs", {})
+    if a.flags.c_contiguous:
+        return reusable(cache, name, a.shape, a.dtype)
+    N, C, H, W = a.shape                       # channels-last (the only other dense layout here)
+    return reusable(cache, name, (N, H, W, C), a.dtype).transpose(0, 3, 1, 2)
 
 
 @register_layer
@@ -28,9 +55,10 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         self._check(x)
         k = _fused(x)
-        if k is not None:                      # one pass, no mask array
-            y = np.empty_like(x)
-            k.relu_forward(x.reshape(-1), y.reshape(-1))
+        self._y = None                         # the previous batch's output may be reused
+        y = _like(self, "y", x) if k is not None else None    # x's memory order
+        if y is not None and y.strides == x.strides:          # one pass, no mask array
+            k.relu_forward(_flat(x), _flat(y))
         else:
             y = np.maximum(x, 0)
         self._y = y                            # d relu / dx = (y > 0)
@@ -39,9 +67,9 @@ class ReLU(Layer):
     def backward(self, grad_y):
         y = self._y
         k = _fused(y, grad_y)
-        if k is not None:
-            dx = np.empty_like(grad_y)
-            k.relu_backward(y.reshape(-1), grad_y.reshape(-1), dx.reshape(-1))
+        dx = _like(self, "dx", grad_y) if k is not None else None
+        if dx is not None and dx.strides == grad_y.strides:
+            k.relu_backward(_flat(y), _flat(grad_y), _flat(dx))
             return dx
         return grad_y * (y > 0)
 

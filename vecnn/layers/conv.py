@@ -18,11 +18,16 @@ lays its work out channels-last, because that is where the memory traffic is che
   GEMM and one strided slice-add per kernel offset: never a Python loop over samples or
   pixels, never ``np.add.at``. The first layer of a model skips ``dX`` altogether.
 
-The column matrix is the only large temporary. When it would exceed the layer's budget
+Outputs and input gradients come from per-layer buffers (``reusable``) that are reused
+while nobody else holds them, so a training loop touches the same memory batch after batch
+(no page faults, nothing new resident during an epoch) and a result a caller kept is never
+overwritten. The column matrix is the only large temporary. When it would exceed the layer's budget
 (``col_budget`` bytes, default the module-level ``COLUMN_BUDGET``) the batch is processed in
 chunks of samples, with the same results.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -35,7 +40,7 @@ from .base import Layer
 from .dense import _positive_int
 
 #: Bytes the column matrix of one Conv2D call may take before the batch is split in chunks.
-COLUMN_BUDGET = 8 * 2**20
+COLUMN_BUDGET = 32 * 2**20
 
 
 # -- helpers shared with pooling ----------------------------------------------------------
@@ -100,6 +105,38 @@ def offset_slice(p: int, d: int, s: int, n_out: int) -> slice:
 def channels_last(x):
     """``(N, C, H, W) -> (N, H, W, C)`` as a view (contiguous when x came out of a Conv2D)."""
     return x.transpose(0, 2, 3, 1)
+
+
+def _free_refs() -> int:
+    """``sys.getrefcount`` of an array held only by a dict, read the way ``reusable`` reads it
+    (measured, not assumed: interpreters differ in the references they count)."""
+    cache = {"k": np.empty(1)}
+    buf = cache.get("k")
+    return sys.getrefcount(buf)
+
+
+_FREE_REFS = _free_refs()
+
+
+def reusable(cache: dict, name: str, shape, dtype, zero: bool = False):
+    """A scratch array of ``shape`` from ``cache`` when nobody but the cache still holds the
+    memory (no result handed out earlier, nor a view of one, is alive), else a fresh one that
+    replaces it.
+
+    Layers hand out their outputs and input gradients from here: in a training loop the
+    previous batch's arrays are dead by the next call, so the same memory serves batch after
+    batch (no page faults, no allocator churn; a smaller last batch uses a prefix of it),
+    while an array a caller kept is never overwritten (its reference count shows it alive)."""
+    size = int(np.prod(shape))
+    buf = cache.get(name)
+    # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
+    if buf is None or buf.size < size or buf.dtype != dtype or sys.getrefcount(buf) > _FREE_REFS:
+        buf = cache[name] = np.empty(size, dtype)
+        if zero:
+            buf.fill(0)
+    elif zero:
+        buf[:size].fill(0)
+    return buf[:size].reshape(shape)
 
 
 def chunk_size(n: int, bytes_per_sample: int, budget: int) -> int:
@@ -170,7 +207,9 @@ class Conv2D(Layer):
         self._alloc("W", (self.out_channels, self.in_channels, *self.kernel_size))
         if self.bias:
             self._alloc("b", (self.out_channels,))
-        self._bufs = {}                              # scratch arrays reused across calls
+        self._bufs = {}                              # column scratch arrays reused across calls
+        self._ones = {}                              # the shape each one's bias lane was filled for
+        self._outs = {}                              # outputs / input gradients (``reusable``)
         self.init_params(np.random.default_rng(seed))
 
     def init_params(self, rng):
@@ -180,16 +219,22 @@ class Conv2D(Layer):
 
     # -- buffers ---------------------------------------------------------------------------
     def _scratch(self, name, shape, dtype, ones=None):
-        """A per-layer scratch array kept across calls while its shape and dtype hold.
-        ``ones="col"`` / ``"row"`` fills the last column / row with ones once (the bias lane)."""
+        """A per-layer scratch array kept across calls (a prefix of the largest one so far, so a
+        smaller last batch allocates nothing). ``ones="col"`` / ``"row"`` fills the last column /
+        row with ones whenever the shape changes (the bias lane)."""
+        size = int(np.prod(shape))
         buf = self._bufs.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._bufs[name] = np.empty(shape, dtype)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(size, dtype)
+            self._ones.pop(name, None)
+        view = buf[:size].reshape(shape)
+        if ones is not None and self._ones.get(name) != (shape, ones):
             if ones == "col":
-                buf[:, -1] = 1
-            elif ones == "row":
-                buf[-1] = 1
-        return buf
+                view[:, -1] = 1
+            else:
+                view[-1] = 1
+            self._ones[name] = (shape, ones)
+        return view
 
     def _padded(self, x, channels_last_memory):
         """The input with a zero border of ``padding``, channels-last ``(N, Hp, Wp, C)`` or
@@ -273,7 +318,7 @@ class Conv2D(Layer):
         self._xp = channels_last(x) if self._compiled else self._padded(x, self._rows_layout)
         self._x_shape, self._out_hw = x.shape, (Ho, Wo)
         Wm = self._weight_matrix()                   # (O, K [+1])
-        Y = np.empty((N * L, O), dtype)              # rows (n, i, j): channels-last output
+        Y = reusable(self._outs, "Y", (N * L, O), dtype)   # rows (n, i, j): channels-last output
         chunks = self._chunks(N, L * Wm.shape[1] * Y.itemsize)
         for s, e in chunks:
             cols = self._columns(s, e)
@@ -320,7 +365,7 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
         if self._compiled:                           # one GEMM, then a compiled col2im pass
             Wm = self._weight_matrix()[:, :kh * kw * C]                 # (O, K)
-            dX = np.zeros((N, H, W, C), Wm.dtype)
+            dX = reusable(self._outs, "dX", (N, H, W, C), Wm.dtype, zero=True)
             for s, e in self._chunks(N, L * Wm.shape[1] * Wm.itemsize):
                 dcols = np.matmul(dY[s * L:e * L], Wm,
                                   out=self._scratch("dcols", ((e - s) * L, Wm.shape[1]), Wm.dtype))
@@ -370,5 +415,5 @@ class Conv2D(Layer):
         return 2 * Ho * Wo * self.out_channels * self.in_channels * kh * kw
 
     def astype(self, dtype):
-        self._bufs = {}
+        self._bufs, self._ones, self._outs = {}, {}, {}
         return super().astype(dtype)

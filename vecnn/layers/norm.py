@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..registry import register_layer
 from .base import Layer
+from .conv import reusable
 from .dense import _positive_int
 
 
@@ -39,41 +41,128 @@ class _BatchNorm(Layer):
         self.state["running_mean"][...] = 0
         self.state["running_var"][...] = 1
 
+    def _columns(self, x):
+        """``x`` as a C-contiguous ``(M, C)`` view, features along the fast axis, or None.
+
+        A ``(n, C)`` batch is one already; an NCHW batch is one when it is channels-last in
+        memory (a Conv2D's output, and what elementwise layers after it keep)."""
+        if x.ndim == 2:
+            return x if x.flags.c_contiguous else None
+        if x.ndim == 4:
+            t = x.transpose(0, 2, 3, 1)
+            if t.flags.c_contiguous:
+                return t.reshape(-1, x.shape[1])
+        return None
+
+    def _like(self, name, x, x2):
+        """An array shaped like ``x`` in ``x2``'s memory order, and its ``(M, C)`` view; from the
+        layer's reusable buffers (``conv.reusable``: never one a caller still holds)."""
+        cache = self.__dict__.setdefault("_bufs", {})
+        if x.ndim == 2:
+            out = reusable(cache, name, x2.shape, x2.dtype)
+            return out, out
+        N, C, H, W = x.shape
+        out = reusable(cache, name, (N, H, W, C), x2.dtype)
+        return out.transpose(0, 3, 1, 2), out.reshape(-1, C)
+
     def forward(self, x, training=False):
         self._check(x)
         shape = self.param_shape
         gamma = self.params["gamma"].reshape(shape)
         beta = self.params["beta"].reshape(shape)
+        m = x.size // self.num_features                          # samples per feature
+        if training and m < 2:
+            raise ValueError(f"{self!r}: training needs more than one value per feature, "
+                             f"received input of shape {x.shape}")
+        x2 = self._columns(x) if x.dtype == self.params["gamma"].dtype else None
+        k = kernels.get() if x2 is not None and x2.dtype == np.float32 else None
+        self._training = training
+        if x2 is not None:                        # (M, C) view: reductions over axis 0
+            if training:
+                if k is not None:                 # one pass, float64 accumulators
+                    mean, var = np.empty(self.num_features, np.float64), np.empty(self.num_features, np.float64)
+                    k.bn_stats(x2, mean, var)
+                    mean, var = mean.astype(x2.dtype), var.astype(x2.dtype)
+                else:
+                    mean = x2.mean(axis=0)
+                    var = x2.var(axis=0)
+                self._update_running(mean, var, m)
+            else:
+                mean, var = self.state["running_mean"], self.state["running_var"]
+            inv_std = (1 / np.sqrt(var + self.eps)).astype(x2.dtype)
+            self._inv_std = inv_std
+            self._xhat = self._xhat2 = None      # the previous batch's buffer may be reused
+            y, y2 = self._like("y", x, x2)
+            xhat, xhat2 = self._like("xhat", x, x2)
+            if k is not None:
+                k.bn_normalize(x2, mean.astype(x2.dtype), inv_std, self.params["gamma"], self.params["beta"],
+                               xhat2, y2)
+            else:
+                np.subtract(x2, mean, out=xhat2)
+                xhat2 *= inv_std
+                np.multiply(xhat2, self.params["gamma"], out=y2)
+                y2 += self.params["beta"]
+            self._xhat, self._xhat2 = xhat, xhat2
+            return y
         if training:
-            m = x.size // self.num_features                      # samples per feature
-            if m < 2:
-                raise ValueError(f"{self!r}: training needs more than one value per feature, "
-                                 f"received input of shape {x.shape}")
             mean = x.mean(axis=self.axes)                         # (C,)
             var = x.var(axis=self.axes)                           # (C,) biased, as used to normalize
-            mom = self.momentum
-            rm, rv = self.state["running_mean"], self.state["running_var"]
-            rm[...] = (1 - mom) * rm + mom * mean
-            rv[...] = (1 - mom) * rv + mom * var * (m / (m - 1))  # unbiased for the running estimate
+            self._update_running(mean, var, m)
         else:
             mean, var = self.state["running_mean"], self.state["running_var"]
         inv_std = 1 / np.sqrt(var + self.eps)                     # (C,)
-        self._training = training
         self._xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        self._xhat2 = None
         self._inv_std = inv_std
         return self._xhat * gamma + beta
+
+    def _update_running(self, mean, var, m):
+        mom = self.momentum
+        rm, rv = self.state["running_mean"], self.state["running_var"]
+        rm[...] = (1 - mom) * rm + mom * mean
+        rv[...] = (1 - mom) * rv + mom * var * (m / (m - 1))  # unbiased for the running estimate
 
     def backward(self, grad_y):
         shape = self.param_shape
         xhat, inv_std = self._xhat, self._inv_std
+        g = (self.params["gamma"] * inv_std).reshape(-1)         # (C,)
+        m = grad_y.size // self.num_features
+        xhat2 = self._xhat2
+        g2 = None
+        if xhat2 is not None and grad_y.dtype == xhat2.dtype:
+            g2 = self._columns(grad_y)
+            if g2 is not None and g2.shape != xhat2.shape:
+                g2 = None
+        if g2 is not None:                         # (M, C) views: reductions over axis 0
+            k = kernels.get() if g2.dtype == np.float32 else None
+            if k is not None:
+                k.bn_grad_sums(g2, xhat2, self.grads["gamma"], self.grads["beta"])
+            else:
+                np.sum(g2 * xhat2, axis=0, out=self.grads["gamma"])
+                np.sum(g2, axis=0, out=self.grads["beta"])
+            if not self.input_grad:
+                return None
+            dx, dx2 = self._like("dx", grad_y, xhat2)
+            if not self._training:                 # statistics are constants in eval mode
+                np.multiply(g2, g, out=dx2)
+                return dx
+            b = self.grads["beta"] / m
+            d = self.grads["gamma"] / m
+            if k is not None:
+                k.bn_input_grad(g2, xhat2, g.astype(g2.dtype), b, d, dx2)
+            else:
+                np.multiply(xhat2, d, out=dx2)
+                dx2 += b
+                np.subtract(g2, dx2, out=dx2)
+                dx2 *= g
+            return dx
         np.sum(grad_y * xhat, axis=self.axes, out=self.grads["gamma"])  # dgamma: (C,)
         np.sum(grad_y, axis=self.axes, out=self.grads["beta"])          # dbeta: (C,)
         if not self.input_grad:
             return None
-        g = (self.params["gamma"] * inv_std).reshape(shape)
+        g = g.reshape(shape)
         if not self._training:                     # statistics are constants in eval mode
             return grad_y * g
-        m = grad_y.size // self.num_features
         # dX = gamma inv_std / m * (m dY - sum(dY) - xhat sum(dY xhat)), per feature
         dbeta = self.grads["beta"].reshape(shape)
         dgamma = self.grads["gamma"].reshape(shape)

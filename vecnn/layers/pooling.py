@@ -13,7 +13,7 @@ import numpy as np
 from ..registry import register_layer
 from . import conv_kernels
 from .base import Layer
-from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain
+from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain, reusable
 
 
 class _Layout:
@@ -31,6 +31,15 @@ def _alloc_like(x, shape, zero=False):
     if like.channels_last:
         return make((shape[0], shape[2], shape[3], shape[1]), like.dtype).transpose(0, 3, 1, 2)
     return make(shape, like.dtype)
+
+
+def _reusable_like(layer, name, x, shape, zero=False):
+    """``_alloc_like``, from the layer's scratch arrays while no one holds the previous one."""
+    like = x if isinstance(x, _Layout) else _Layout(x)
+    cache = layer.__dict__.setdefault("_bufs", {})
+    if like.channels_last:
+        return reusable(cache, name, (shape[0], shape[2], shape[3], shape[1]), like.dtype, zero).transpose(0, 3, 1, 2)
+    return reusable(cache, name, tuple(shape), like.dtype, zero)
 
 
 def _pad(x, padding, value):
@@ -149,8 +158,9 @@ class MaxPool2D(_Pool2D):
         kernels = conv_kernels.get()
         if kernels is not None and kh * kw <= 256:   # compiled: one pass, winner offsets as uint8
             N, C = x.shape[:2]
-            y = _alloc_like(x, (N, C, Ho, Wo))
-            arg = np.empty((N, Ho, Wo, C), np.uint8)
+            self._compiled = None                    # the previous batch's buffers may be reused
+            y = _reusable_like(self, "y", x, (N, C, Ho, Wo))
+            arg = reusable(self._bufs, "arg", (N, Ho, Wo, C), np.uint8)
             kernels.maxpool_forward(channels_last(x), kh, kw, sh, sw, ph, pw, channels_last(y), arg)
             self._compiled = arg
             return y
@@ -186,7 +196,7 @@ class MaxPool2D(_Pool2D):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         (Ho, Wo), arg, kernels = self._out_hw, self._compiled, conv_kernels.compiled()
         tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)     # every element written once
-        dx = _alloc_like(self._like, self._x_shape, zero=not tiled)
+        dx = _reusable_like(self, "dx", self._like, self._x_shape, zero=not tiled)
         dy = np.ascontiguousarray(channels_last(grad_y))   # (N, Ho, Wo, C); a small copy at most
         kernels.maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, channels_last(dx), tiled)
         if tiled:                                    # rows / columns past the last window
