@@ -13,22 +13,34 @@ All arithmetic is float32, with float32 constants, so nothing is silently widene
 from __future__ import annotations
 
 enabled = True
-_compiled = None
-_failed = False
 
 
-def get():
-    """The compiled kernels, or None (numba missing or disabled, or it failed to compile)."""
-    global _compiled, _failed
-    if not enabled or _failed:
-        return None
-    if _compiled is None:
-        try:
-            _compiled = _compile()
-        except Exception:            # no numba, or it cannot compile here: the NumPy paths remain
-            _failed = True
+class Lazy:
+    """Kernels compiled on first use by ``compile_fn`` (numba's ``njit`` with an on-disk cache),
+    shared by every module of compiled kernels so that one switch, ``vecnn.kernels.enabled``,
+    selects them or the NumPy paths."""
+
+    def __init__(self, compile_fn):
+        self._compile_fn = compile_fn
+        self._compiled = None
+        self._failed = False
+
+    def get(self):
+        """The compiled kernels, or None (numba missing or disabled, or it failed to compile)."""
+        if not enabled or self._failed:
             return None
-    return _compiled
+        if self._compiled is None:
+            try:
+                self._compiled = self._compile_fn()
+            except Exception:        # no numba, or it cannot compile here: the NumPy paths remain
+                self._failed = True
+                return None
+        return self._compiled
+
+    def compiled(self):
+        """The kernels compiled so far (for a backward pass whose forward used them, whatever
+        the switch says meanwhile), or None."""
+        return self._compiled
 
 
 def _compile():
@@ -211,3 +223,7 @@ def _compile():
     k.adam, k.sgd, k.rmsprop, k.softmax_cross_entropy = adam, sgd, rmsprop, softmax_cross_entropy
     k.relu_forward, k.relu_backward, k.finite_check = relu_forward, relu_backward, finite_check
     return k
+
+
+_kernels = Lazy(_compile)
+get = _kernels.get

@@ -13,30 +13,7 @@ beside OpenBLAS's spinning workers costs more than it gains on a 2-core machine.
 """
 from __future__ import annotations
 
-from .. import kernels as _switch
-
-_compiled = None
-_failed = False
-
-
-def get():
-    """The compiled kernels, or None (numba missing or disabled, or compiling failed)."""
-    global _compiled, _failed
-    if not _switch.enabled or _failed:
-        return None
-    if _compiled is None:
-        try:
-            _compiled = _compile()
-        except Exception:            # no numba, or it cannot compile here: the NumPy paths remain
-            _failed = True
-            return None
-    return _compiled
-
-
-def compiled():
-    """The kernels a forward pass already used (for its backward pass, whatever the switch says
-    meanwhile). Layers keep a flag, not this object, so copying a layer never copies kernels."""
-    return _compiled
+from .. import kernels as _kernels
 
 
 def _compile():
@@ -153,3 +130,8 @@ def _compile():
     k = Kernels()
     k.maxpool_forward, k.maxpool_backward, k.col2im, k.im2col = maxpool_forward, maxpool_backward, col2im, im2col
     return k
+
+
+_lazy = _kernels.Lazy(_compile)
+get = _lazy.get            # the compiled kernels, or None
+compiled = _lazy.compiled  # what a forward pass used, for its backward
