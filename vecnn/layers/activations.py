@@ -12,11 +12,13 @@ import numpy as np
 from .. import kernels
 from ..registry import register_layer
 from .base import Layer
+from .conv import reusable
 
 
 def _flat(a):
-    """A 1-D view of ``a``'s memory when ``a`` fills one contiguous block in some axis order
-    (C order, or channels-last like a Conv2D's output), else None."""
+    """A 1-D view of ``a``'s memory when ``a`` fills one contiguous block in C order or
+    channels-last (a Conv2D's output), else None. Two arrays of one shape whose ``_flat`` views
+    come from the same branch list their elements in the same order."""
     if a.flags.c_contiguous:
         return a.reshape(-1)
     if a.ndim == 4:
@@ -26,26 +28,18 @@ def _flat(a):
     return None
 
 
-def _fused(*arrays):
-    """The compiled kernels when every array is float32 and all share one dense memory layout
-    (else None: use NumPy)."""
-    first = arrays[0]
-    if all(a.dtype == np.float32 and a.strides == first.strides and a.shape == first.shape
-           for a in arrays) and _flat(first) is not None:
-        return kernels.get()
-    return None
-
-
 def _like(layer, name, a):
     """An array shaped and laid out like ``a`` (dense), reused across calls while no one holds
     the previous one (``conv.reusable``)."""
-    from .conv import reusable
-
     cache = layer.__dict__.setdefault("_bufs", {})
     if a.flags.c_contiguous:
         return reusable(cache, name, a.shape, a.dtype)
     N, C, H, W = a.shape                       # channels-last (the only other dense layout here)
     return reusable(cache, name, (N, H, W, C), a.dtype).transpose(0, 3, 1, 2)
+
+
+def _same_order(a, b) -> bool:
+    return a.flags.c_contiguous == b.flags.c_contiguous
 
 
 @register_layer
@@ -54,11 +48,12 @@ class ReLU(Layer):
 
     def forward(self, x, training=False):
         self._check(x)
-        k = _fused(x)
         self._y = None                         # the previous batch's output may be reused
-        y = _like(self, "y", x) if k is not None else None    # x's memory order
-        if y is not None and y.strides == x.strides:          # one pass, no mask array
-            k.relu_forward(_flat(x), _flat(y))
+        xf = _flat(x) if x.dtype == np.float32 else None
+        k = kernels.get() if xf is not None else None
+        if k is not None:                      # one pass, no mask array
+            y = _like(self, "y", x)            # x's memory order, so the flat views match
+            k.relu_forward(xf, _flat(y))
         else:
             y = np.maximum(x, 0)
         self._y = y                            # d relu / dx = (y > 0)
@@ -66,10 +61,12 @@ class ReLU(Layer):
 
     def backward(self, grad_y):
         y = self._y
-        k = _fused(y, grad_y)
-        dx = _like(self, "dx", grad_y) if k is not None else None
-        if dx is not None and dx.strides == grad_y.strides:
-            k.relu_backward(_flat(y), _flat(grad_y), _flat(dx))
+        gf = _flat(grad_y) if grad_y.dtype == y.dtype == np.float32 and _same_order(y, grad_y) else None
+        yf = _flat(y) if gf is not None else None
+        k = kernels.get() if yf is not None else None
+        if k is not None:
+            dx = _like(self, "dx", grad_y)
+            k.relu_backward(yf, gf, _flat(dx))
             return dx
         return grad_y * (y > 0)
 

@@ -27,6 +27,7 @@ chunks of samples, with the same results.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -127,7 +128,7 @@ def reusable(cache: dict, name: str, shape, dtype, zero: bool = False):
     previous batch's arrays are dead by the next call, so the same memory serves batch after
     batch (no page faults, no allocator churn; a smaller last batch uses a prefix of it),
     while an array a caller kept is never overwritten (its reference count shows it alive)."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buf = cache.get(name)
     # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
     if buf is None or buf.size < size or buf.dtype != dtype or sys.getrefcount(buf) > _FREE_REFS:
