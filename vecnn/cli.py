@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--root", metavar="DIR", help="look for the dataset only in DIR")
     t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing (checked against SHA-256)")
     t.add_argument("--model", help="a preset (mlp, cnn, resnet) or a layer spec string (default: mlp)")
-    t.add_argument("--epochs", type=int, help="number of epochs (default: 20 for mlp, 12 for cnn)")
+    t.add_argument("--epochs", type=int, help="number of epochs (default: "
+                   + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items()) + ", 20 for a spec string)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (default: 128)")
     t.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="(default: adam)")
