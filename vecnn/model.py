@@ -18,7 +18,7 @@ from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
 from .layers.base import Layer
 
-_ALIGN = 16  # floats: every parameter view starts on a 64-byte boundary of the flat buffer
+_ALIGN = 16  # floats: every parameter view starts at a multiple of 16 floats (64 bytes) into the buffer
 
 
 class Sequential:
