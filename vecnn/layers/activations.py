@@ -12,7 +12,7 @@ import numpy as np
 from .. import kernels
 from ..registry import register_layer
 from .base import Layer
-from .conv import reusable
+from .conv import reusable_like
 
 
 def _flat(a):
@@ -29,13 +29,9 @@ def _flat(a):
 
 
 def _like(layer, name, a):
-    """An array shaped and laid out like ``a`` (dense), reused across calls while no one holds
-    the previous one (``conv.reusable``)."""
-    cache = layer.__dict__.setdefault("_bufs", {})
-    if a.flags.c_contiguous:
-        return reusable(cache, name, a.shape, a.dtype)
-    N, C, H, W = a.shape                       # channels-last (the only other dense layout here)
-    return reusable(cache, name, (N, H, W, C), a.dtype).transpose(0, 3, 1, 2)
+    """A dense array shaped and laid out like ``a`` (C order or channels-last), reused across
+    calls while no one holds the previous one."""
+    return reusable_like(layer, name, a.shape, a.dtype, channels_last=not a.flags.c_contiguous)
 
 
 def _same_order(a, b) -> bool:

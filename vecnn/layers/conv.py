@@ -140,6 +140,16 @@ def reusable(cache: dict, name: str, shape, dtype, zero: bool = False):
     return buf[:size].reshape(shape)
 
 
+def reusable_like(layer, name: str, shape, dtype, channels_last: bool, zero: bool = False):
+    """An array of logical NCHW (or any, when not ``channels_last``) ``shape`` from ``layer``'s
+    scratch buffers (``reusable``), laid out channels-last in memory when asked."""
+    cache = layer.__dict__.setdefault("_bufs", {})
+    if channels_last:
+        N, C, H, W = shape
+        return reusable(cache, name, (N, H, W, C), dtype, zero).transpose(0, 3, 1, 2)
+    return reusable(cache, name, tuple(shape), dtype, zero)
+
+
 def chunk_size(n: int, bytes_per_sample: int, budget: int) -> int:
     """Samples per chunk so that one chunk's temporary stays within ``budget`` bytes."""
     return max(1, min(n, budget // max(1, bytes_per_sample)))

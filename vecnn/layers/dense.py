@@ -44,10 +44,7 @@ class Dense(Layer):
         self.in_features = _positive_int(where, "in_features", in_features)
         self.out_features = _positive_int(where, "out_features", out_features)
         self.bias = bool(bias)
-        self.init = init
-        from .. import init as _init
-
-        _init.get(init)  # fail early on an unknown name
+        self.init = init                # an unknown name fails in init_params below
         self.input_spec = (self.in_features,)
         self._alloc("W", (self.in_features, self.out_features))
         if self.bias:

@@ -11,7 +11,7 @@ import numpy as np
 from .. import kernels
 from ..registry import register_layer
 from .base import Layer
-from .conv import reusable
+from .conv import reusable_like
 from .dense import _positive_int
 
 
@@ -55,15 +55,10 @@ class _BatchNorm(Layer):
         return None
 
     def _like(self, name, x, x2):
-        """An array shaped like ``x`` in ``x2``'s memory order, and its ``(M, C)`` view; from the
-        layer's reusable buffers (``conv.reusable``: never one a caller still holds)."""
-        cache = self.__dict__.setdefault("_bufs", {})
-        if x.ndim == 2:
-            out = reusable(cache, name, x2.shape, x2.dtype)
-            return out, out
-        N, C, H, W = x.shape
-        out = reusable(cache, name, (N, H, W, C), x2.dtype)
-        return out.transpose(0, 3, 1, 2), out.reshape(-1, C)
+        """An array shaped like ``x`` in ``x2``'s memory order (channels-last for images), and
+        its ``(M, C)`` view; from the layer's reusable buffers (never one a caller still holds)."""
+        out = reusable_like(self, name, x.shape, x2.dtype, channels_last=x.ndim == 4)
+        return out, (out if x.ndim == 2 else out.transpose(0, 2, 3, 1).reshape(-1, x.shape[1]))
 
     def forward(self, x, training=False):
         self._check(x)

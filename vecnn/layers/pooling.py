@@ -13,7 +13,8 @@ import numpy as np
 from ..registry import register_layer
 from . import conv_kernels
 from .base import Layer
-from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain, reusable
+from .conv import (channels_last, check_fits, check_image, offset_slice, pair, plain, reusable,
+                   reusable_like)
 
 
 class _Layout:
@@ -36,10 +37,7 @@ def _alloc_like(x, shape, zero=False):
 def _reusable_like(layer, name, x, shape, zero=False):
     """``_alloc_like``, from the layer's scratch arrays while no one holds the previous one."""
     like = x if isinstance(x, _Layout) else _Layout(x)
-    cache = layer.__dict__.setdefault("_bufs", {})
-    if like.channels_last:
-        return reusable(cache, name, (shape[0], shape[2], shape[3], shape[1]), like.dtype, zero).transpose(0, 3, 1, 2)
-    return reusable(cache, name, tuple(shape), like.dtype, zero)
+    return reusable_like(layer, name, shape, like.dtype, like.channels_last, zero)
 
 
 def _pad(x, padding, value):
