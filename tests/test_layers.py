@@ -217,6 +217,67 @@ def test_float32_stays_float32(layer, training):
     assert all(v.dtype == np.float32 for v in (*layer.grads.values(), *layer.state.values()))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("grad_order", ["C", "F"])
+def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
+    """Sequential runs Dense+ReLU as one step (bias and ReLU in one pass, the ReLU mask and the
+    bias gradient in one pass); it must give what the two layers give one after the other."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 7), dtype=np.float32)
+    g = np.asarray(rng.standard_normal((9, 5), dtype=np.float32), order=grad_order)
+    pairs = []
+    for _ in range(2):
+        d, r = L.Dense(7, 5, bias=bias, seed=4), L.ReLU()
+        if bias:
+            d.params["b"][...] = rng.standard_normal(5, dtype=np.float32)   # some units switched off
+        pairs.append((d, r))
+    (d1, r1), (d2, r2) = pairs
+    d2.params["b" if bias else "W"][...] = d1.params["b" if bias else "W"]
+    d2.params["W"][...] = d1.params["W"]
+    y_two = r1.forward(d1.forward(x, True), True)
+    y_fused = d2.forward_relu(x, r2, True)
+    np.testing.assert_allclose(y_fused, y_two, rtol=1e-6, atol=1e-6)
+    assert (y_fused == 0).any() and (y_fused > 0).any()
+    assert y_fused.dtype == np.float32
+    g_before = g.copy()
+    dx_two = d1.backward(r1.backward(g))
+    d2.backward_relu(g, r2)
+    dx_fused = d2.backward_relu(g, r2)                              # gradients are set, not summed
+    np.testing.assert_array_equal(g, g_before)                      # grad_y untouched
+    np.testing.assert_allclose(dx_fused, dx_two, rtol=1e-5, atol=1e-6)
+    for k in d1.grads:
+        np.testing.assert_allclose(d2.grads[k], d1.grads[k], rtol=1e-5, atol=1e-6)
+    # a second batch reuses the fused layer's scratch memory without corrupting held results
+    dx_kept = dx_fused.copy()
+    d2.forward_relu(x[:4], r2, True)
+    d2.backward_relu(g[:4], r2)
+    np.testing.assert_array_equal(dx_fused, dx_kept)
+
+
+def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
+    import vecnn as vn
+
+    rng = np.random.default_rng(5)
+    model = vn.Sequential([L.Dense(6, 8), L.ReLU(), L.Dense(8, 8), L.ReLU(), L.ReLU(), L.Dense(8, 3)], seed=1)
+    steps = model._plan()
+    assert [(type(a).__name__, type(b).__name__ if b else None) for a, b in steps] == [
+        ("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU", None), ("Dense", None)]
+    x = rng.standard_normal((10, 6), dtype=np.float32)
+    g = rng.standard_normal((10, 3), dtype=np.float32)
+    out = model.forward(x, training=True)
+    model.backward(g)
+    fused_grads = model.flat_grads.copy()
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=True)
+    np.testing.assert_allclose(out, h, rtol=1e-6, atol=1e-6)
+    for layer in reversed(model.layers):
+        g = layer.backward(g)
+    np.testing.assert_allclose(fused_grads, model.flat_grads, rtol=1e-5, atol=1e-6)
+    model.layers = model.layers[:-1]                                 # the plan follows the list
+    assert model._plan()[-1][1] is None and model.forward(x).shape == (10, 8)
+
+
 def test_dense_casts_float64_input_to_its_dtype():
     layer = L.Dense(3, 2)
     assert layer.forward(np.ones((2, 3))).dtype == np.float32

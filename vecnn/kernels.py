@@ -159,6 +159,27 @@ def _compile():
             dx[i] = g[i] if y[i] > zero else zero
 
     @njit(**opts)
+    def bias_relu(z, b):
+        # z = max(z + b, 0) in place, z (n, out) in C order: a Dense layer's bias and the ReLU
+        # after it in one pass over the product
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                t = z[i, j] + b[j]
+                z[i, j] = t if t > zero else zero
+
+    @njit(**opts)
+    def relu_backward_bias(y, g, dz, db):
+        # dz = g * (y > 0) and db = its column sums, one pass (row by row, the order of
+        # NumPy's sum over axis 0)
+        for j in range(db.shape[0]):
+            db[j] = zero
+        for i in range(y.shape[0]):
+            for j in range(y.shape[1]):
+                t = g[i, j] if y[i, j] > zero else zero
+                dz[i, j] = t
+                db[j] += t
+
+    @njit(**opts)
     def finite_check(x):
         # sum(x * 0): 0 exactly when every value is finite (inf * 0 and nan * 0 are NaN)
         acc = zero
@@ -222,6 +243,7 @@ def _compile():
     k.bn_stats, k.bn_normalize, k.bn_grad_sums, k.bn_input_grad = bn_stats, bn_normalize, bn_grad_sums, bn_input_grad
     k.adam, k.sgd, k.rmsprop, k.softmax_cross_entropy = adam, sgd, rmsprop, softmax_cross_entropy
     k.relu_forward, k.relu_backward, k.finite_check = relu_forward, relu_backward, finite_check
+    k.bias_relu, k.relu_backward_bias = bias_relu, relu_backward_bias
     return k
 
 

@@ -16,7 +16,9 @@ from . import optim as _optim
 from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
+from .layers.activations import ReLU
 from .layers.base import Layer
+from .layers.dense import Dense
 
 _ALIGN = 16  # floats: every parameter view starts at a multiple of 16 floats (64 bytes) into the buffer
 
@@ -131,14 +133,28 @@ class Sequential:
 
     # -- forward / backward ----------------------------------------------------------------
     def forward(self, x, training=False):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        for layer, relu in self._plan():
+            x = layer.forward(x, training) if relu is None else layer.forward_relu(x, relu, training)
         return x
 
     def backward(self, grad):
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        for layer, relu in reversed(self._plan()):
+            grad = layer.backward(grad) if relu is None else layer.backward_relu(grad, relu)
         return grad
+
+    def _plan(self):
+        """The layers as run: a Dense followed by a ReLU is one step (``Dense.forward_relu``:
+        bias and ReLU in one pass over the product), every other layer a step of its own.
+        Rebuilt when ``self.layers`` changes."""
+        key = tuple(map(id, self.layers))
+        if self.__dict__.get("_plan_key") != key:
+            steps, i, layers = [], 0, self.layers
+            while i < len(layers):
+                pair = i + 1 < len(layers) and type(layers[i]) is Dense and type(layers[i + 1]) is ReLU
+                steps.append((layers[i], layers[i + 1] if pair else None))
+                i += 2 if pair else 1
+            self._plan_steps, self._plan_key = steps, key
+        return self._plan_steps
 
     # -- checks at the API edge ------------------------------------------------------------
     def _check_X(self, X, name="X"):

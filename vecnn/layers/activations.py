@@ -11,8 +11,7 @@ import numpy as np
 
 from .. import kernels
 from ..registry import register_layer
-from .base import Layer
-from .conv import reusable_like
+from .base import Layer, reusable_like
 
 
 def _flat(a):

@@ -10,6 +10,9 @@ plain JSON data; ``output_shape`` and ``flops`` follow from the configuration al
 """
 from __future__ import annotations
 
+import math
+import sys
+
 import numpy as np
 
 from ..backend import DTYPE
@@ -91,3 +94,45 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _free_refs() -> int:
+    """``sys.getrefcount`` of an array held only by a dict, read the way ``reusable`` reads it
+    (measured, not assumed: interpreters differ in the references they count)."""
+    cache = {"k": np.empty(1)}
+    buf = cache.get("k")
+    return sys.getrefcount(buf)
+
+
+_FREE_REFS = _free_refs()
+
+
+def reusable(cache: dict, name: str, shape, dtype, zero: bool = False):
+    """A scratch array of ``shape`` from ``cache`` when nobody but the cache still holds the
+    memory (no result handed out earlier, nor a view of one, is alive), else a fresh one that
+    replaces it.
+
+    Layers hand out their outputs and input gradients from here: in a training loop the
+    previous batch's arrays are dead by the next call, so the same memory serves batch after
+    batch (no page faults, no allocator churn; a smaller last batch uses a prefix of it),
+    while an array a caller kept is never overwritten (its reference count shows it alive)."""
+    size = math.prod(shape)
+    buf = cache.get(name)
+    # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
+    if buf is None or buf.size < size or buf.dtype != dtype or sys.getrefcount(buf) > _FREE_REFS:
+        buf = cache[name] = np.empty(size, dtype)
+        if zero:
+            buf.fill(0)
+    elif zero:
+        buf[:size].fill(0)
+    return buf[:size].reshape(shape)
+
+
+def reusable_like(layer, name: str, shape, dtype, channels_last: bool, zero: bool = False):
+    """An array of logical NCHW (or any, when not ``channels_last``) ``shape`` from ``layer``'s
+    scratch buffers (``reusable``), laid out channels-last in memory when asked."""
+    cache = layer.__dict__.setdefault("_bufs", {})
+    if channels_last:
+        N, C, H, W = shape
+        return reusable(cache, name, (N, H, W, C), dtype, zero).transpose(0, 3, 1, 2)
+    return reusable(cache, name, tuple(shape), dtype, zero)

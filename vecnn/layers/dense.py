@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import init
+from .. import init, kernels
 from ..registry import register_layer
-from .base import Layer
+from .base import Layer, reusable
 
 
 def _positive_int(where: str, name: str, value) -> int:
@@ -68,14 +68,46 @@ class Dense(Layer):
         return Z
 
     def backward(self, grad_y):
-        W = self.params["W"]
-        x = self._x
-        np.matmul(x.T, grad_y, out=self.grads["W"])   # dW = X^T dZ: (in, out)
         if self.bias:
             np.sum(grad_y, axis=0, out=self.grads["b"])  # db: (out,)
+        return self._backward_products(grad_y)
+
+    def _backward_products(self, grad_y):
+        np.matmul(self._x.T, grad_y, out=self.grads["W"])  # dW = X^T dZ: (in, out)
         if not self.input_grad:
             return None
-        return grad_y @ W.T                           # dX = dZ W^T: (n, in)
+        return grad_y @ self.params["W"].T                 # dX = dZ W^T: (n, in)
+
+    # -- Dense followed by ReLU, fused (Sequential uses these; the results equal the two
+    # layers' own forward and backward) -------------------------------------------------------
+    def forward_relu(self, x, relu, training=False):
+        """``relu.forward(self.forward(x))`` with the bias and the ReLU applied in one pass
+        over the product, in place; ``relu`` keeps its output for its backward as usual."""
+        self._check(x)
+        W = self.params["W"]
+        x = x.astype(W.dtype, copy=False)
+        self._x = x
+        y = x @ W
+        k = kernels.get() if y.dtype == np.float32 else None
+        if k is not None and self.bias:
+            k.bias_relu(y, self.params["b"])
+        else:
+            if self.bias:
+                y += self.params["b"]
+            np.maximum(y, 0, out=y)
+        relu._y = y
+        return y
+
+    def backward_relu(self, grad_y, relu):
+        """``self.backward(relu.backward(grad_y))``: the ReLU mask and the bias gradient in one
+        pass, then the two matrix products."""
+        y = relu._y
+        k = kernels.get() if grad_y.dtype == y.dtype == np.float32 else None
+        if k is not None and self.bias and grad_y.flags.c_contiguous and y.flags.c_contiguous:
+            dz = reusable(self.__dict__.setdefault("_bufs", {}), "dz", y.shape, y.dtype)
+            k.relu_backward_bias(y, grad_y, dz, self.grads["b"])
+            return self._backward_products(dz)
+        return self.backward(relu.backward(grad_y))
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,

@@ -12,9 +12,8 @@ import numpy as np
 
 from ..registry import register_layer
 from . import conv_kernels
-from .base import Layer
-from .conv import (channels_last, check_fits, check_image, offset_slice, pair, plain, reusable,
-                   reusable_like)
+from .base import Layer, reusable, reusable_like
+from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain
 
 
 class _Layout:
