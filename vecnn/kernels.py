@@ -168,6 +168,15 @@ def _compile():
                 z[i, j] = t if t > zero else zero
 
     @njit(**opts)
+    def column_sums(g, out):
+        # out = g.sum(axis=0), row by row like NumPy, without its reduction machinery
+        for j in range(out.shape[0]):
+            out[j] = zero
+        for i in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                out[j] += g[i, j]
+
+    @njit(**opts)
     def relu_backward_bias(y, g, dz, db):
         # dz = g * (y > 0) and db = its column sums, one pass (row by row, the order of
         # NumPy's sum over axis 0)
@@ -243,7 +252,7 @@ def _compile():
     k.bn_stats, k.bn_normalize, k.bn_grad_sums, k.bn_input_grad = bn_stats, bn_normalize, bn_grad_sums, bn_input_grad
     k.adam, k.sgd, k.rmsprop, k.softmax_cross_entropy = adam, sgd, rmsprop, softmax_cross_entropy
     k.relu_forward, k.relu_backward, k.finite_check = relu_forward, relu_backward, finite_check
-    k.bias_relu, k.relu_backward_bias = bias_relu, relu_backward_bias
+    k.bias_relu, k.relu_backward_bias, k.column_sums = bias_relu, relu_backward_bias, column_sums
     return k
 
 

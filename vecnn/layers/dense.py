@@ -68,8 +68,12 @@ class Dense(Layer):
         return Z
 
     def backward(self, grad_y):
-        if self.bias:
-            np.sum(grad_y, axis=0, out=self.grads["b"])  # db: (out,)
+        if self.bias:                                      # db: (out,)
+            k = kernels.get() if grad_y.dtype == np.float32 and grad_y.flags.c_contiguous else None
+            if k is not None and self.grads["b"].dtype == np.float32:
+                k.column_sums(grad_y, self.grads["b"])
+            else:
+                np.sum(grad_y, axis=0, out=self.grads["b"])
         return self._backward_products(grad_y)
 
     def _backward_products(self, grad_y):
