@@ -254,14 +254,42 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     np.testing.assert_array_equal(dx_fused, dx_kept)
 
 
+@pytest.mark.parametrize("pool_args", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                       dict(kernel_size=(2, 3), stride=1)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last):
+    """Sequential runs ReLU+MaxPool2D as one pass (pool max(x, 0); windows without a positive
+    value pass no gradient); it must give what the two layers give one after the other,
+    including windows that are all negative and ties."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 7, 9), dtype=np.float32)
+    x[0, 0, :3, :3] = -1.0                          # an all-negative corner
+    x[1, 1, :2, :2] = 0.5                           # ties: the first maximum wins
+    if channels_last:                               # a Conv2D's output layout
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    r1, p1 = L.ReLU(), L.MaxPool2D(**pool_args)
+    r2, p2 = L.ReLU(), L.MaxPool2D(**pool_args)
+    y_two = p1.forward(r1.forward(x, True), True)
+    y_fused = p2.forward_after_relu(x, r2, True)
+    np.testing.assert_array_equal(y_fused, y_two)
+    assert y_fused.dtype == np.float32 and (y_fused == 0).any()
+    g = rng.standard_normal(y_two.shape, dtype=np.float32)
+    g_before = g.copy()
+    dx_two = r1.backward(p1.backward(g))
+    dx_fused = p2.backward_before_relu(g, r2)
+    np.testing.assert_array_equal(g, g_before)
+    np.testing.assert_array_equal(dx_fused, dx_two)
+    assert dx_fused.shape == x.shape
+
+
 def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
     import vecnn as vn
 
     rng = np.random.default_rng(5)
     model = vn.Sequential([L.Dense(6, 8), L.ReLU(), L.Dense(8, 8), L.ReLU(), L.ReLU(), L.Dense(8, 3)], seed=1)
     steps = model._plan()
-    assert [(type(a).__name__, type(b).__name__ if b else None) for a, b in steps] == [
-        ("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU", None), ("Dense", None)]
+    assert [tuple(type(l).__name__ for l in group) for group, _, _ in steps] == [
+        ("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU",), ("Dense",)]
     x = rng.standard_normal((10, 6), dtype=np.float32)
     g = rng.standard_normal((10, 3), dtype=np.float32)
     out = model.forward(x, training=True)
@@ -275,7 +303,32 @@ def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
         g = layer.backward(g)
     np.testing.assert_allclose(fused_grads, model.flat_grads, rtol=1e-5, atol=1e-6)
     model.layers = model.layers[:-1]                                 # the plan follows the list
-    assert model._plan()[-1][1] is None and model.forward(x).shape == (10, 8)
+    assert len(model._plan()[-1][0]) == 1 and model.forward(x).shape == (10, 8)
+
+
+def test_sequential_fuses_relu_maxpool_in_a_cnn():
+    import vecnn as vn
+
+    rng = np.random.default_rng(8)
+    model = vn.Sequential([L.Conv2D(2, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Conv2D(4, 5, 3, padding=1),
+                           L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(20, 6), L.ReLU(), L.Dense(6, 3)],
+                          seed=2)
+    assert [tuple(type(l).__name__ for l in group) for group, _, _ in model._plan()] == [
+        ("Conv2D",), ("ReLU", "MaxPool2D"), ("Conv2D",), ("ReLU", "MaxPool2D"), ("Flatten",),
+        ("Dense", "ReLU"), ("Dense",)]
+    x = rng.standard_normal((5, 2, 10, 10), dtype=np.float32)
+    g = rng.standard_normal((5, 3), dtype=np.float32)
+    out = model.forward(x, training=True).copy()
+    model.backward(g)
+    fused_grads = model.flat_grads.copy()
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=True)
+    np.testing.assert_allclose(out, h, rtol=1e-5, atol=1e-6)
+    for layer in reversed(model.layers):
+        g = layer.backward(g)
+    np.testing.assert_allclose(fused_grads, model.flat_grads, rtol=1e-5, atol=1e-6)
+    assert np.abs(fused_grads).sum() > 0
 
 
 def test_dense_casts_float64_input_to_its_dtype():

@@ -8,6 +8,7 @@ one Allreduce.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -19,8 +20,17 @@ from .errors import check_finite, fmt_shape
 from .layers.activations import ReLU
 from .layers.base import Layer
 from .layers.dense import Dense
+from .layers.pooling import MaxPool2D
 
 _ALIGN = 16  # floats: every parameter view starts at a multiple of 16 floats (64 bytes) into the buffer
+
+
+def _dense_relu_forward(dense, relu, x, training):
+    return dense.forward_relu(x, relu, training)
+
+
+def _relu_pool_forward(pool, relu, x, training):
+    return pool.forward_after_relu(x, relu, training)
 
 
 class Sequential:
@@ -133,26 +143,36 @@ class Sequential:
 
     # -- forward / backward ----------------------------------------------------------------
     def forward(self, x, training=False):
-        for layer, relu in self._plan():
-            x = layer.forward(x, training) if relu is None else layer.forward_relu(x, relu, training)
+        for _, forward, _ in self._plan():
+            x = forward(x, training)
         return x
 
     def backward(self, grad):
-        for layer, relu in reversed(self._plan()):
-            grad = layer.backward(grad) if relu is None else layer.backward_relu(grad, relu)
+        for _, _, backward in reversed(self._plan()):
+            grad = backward(grad)
         return grad
 
     def _plan(self):
-        """The layers as run: a Dense followed by a ReLU is one step (``Dense.forward_relu``:
-        bias and ReLU in one pass over the product), every other layer a step of its own.
-        Rebuilt when ``self.layers`` changes."""
+        """The layers as run, as ``(layers, forward, backward)`` steps: a Dense followed by a
+        ReLU is one step (bias and ReLU in one pass over the product), so is a ReLU followed by
+        a MaxPool2D (the pool reads the ReLU's input once; max commutes with ReLU); every other
+        layer is a step of its own. The fused steps compute what the layers compute one after
+        the other (tests compare them). Rebuilt when ``self.layers`` changes."""
         key = tuple(map(id, self.layers))
         if self.__dict__.get("_plan_key") != key:
             steps, i, layers = [], 0, self.layers
             while i < len(layers):
-                pair = i + 1 < len(layers) and type(layers[i]) is Dense and type(layers[i + 1]) is ReLU
-                steps.append((layers[i], layers[i + 1] if pair else None))
-                i += 2 if pair else 1
+                a, b = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+                if type(a) is Dense and type(b) is ReLU:
+                    steps.append(((a, b), partial(_dense_relu_forward, a, b), partial(a.backward_relu, relu=b)))
+                    i += 2
+                elif type(a) is ReLU and type(b) is MaxPool2D:
+                    steps.append(((a, b), partial(_relu_pool_forward, b, a),
+                                  partial(b.backward_before_relu, relu=a)))
+                    i += 2
+                else:
+                    steps.append(((a,), a.forward, a.backward))
+                    i += 1
             self._plan_steps, self._plan_key = steps, key
         return self._plan_steps
 

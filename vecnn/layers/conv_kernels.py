@@ -22,9 +22,11 @@ def _compile():
     opts = dict(cache=True, nogil=True, error_model="numpy")
 
     @njit(**opts)
-    def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg):
+    def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
         # x (N, H, W, C) -> y (N, Ho, Wo, C) and arg: the window offset p*kw + q of the first
         # maximum (row-major; NaN wins, as in PyTorch). Positions in the padding are skipped.
+        # ``relu``: pool max(x, 0) instead (a ReLU before the pool; max commutes with it), and
+        # mark windows whose maximum is not positive with arg 255, so no gradient flows there.
         N, H, W, C = x.shape
         _, Ho, Wo, _ = y.shape
         for n in range(N):
@@ -51,6 +53,11 @@ def _compile():
                                     if v > y[n, i, j, c] or v != v:
                                         y[n, i, j, c] = v
                                         arg[n, i, j, c] = k
+                    if relu:
+                        for c in range(C):
+                            if not y[n, i, j, c] > 0:
+                                y[n, i, j, c] = 0
+                                arg[n, i, j, c] = 255
 
     @njit(**opts)
     def maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, dx, tiled):
@@ -73,6 +80,8 @@ def _compile():
                     else:
                         for c in range(C):
                             k = arg[n, i, j, c]
+                            if k == 255:                 # a pooled ReLU's zero-slope window
+                                continue
                             r = i * sh + k // kw - ph
                             s = j * sw + k % kw - pw
                             dx[n, r, s, c] += dy[n, i, j, c]

@@ -151,21 +151,48 @@ class MaxPool2D(_Pool2D):
     def forward(self, x, training=False):
         Ho, Wo = self._check_image(x)
         self._like, self._x_shape, self._out_hw, self._x = _Layout(x), x.shape, (Ho, Wo), None
+        self._fused_relu = None
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         kernels = conv_kernels.get()
-        if kernels is not None and kh * kw <= 256:   # compiled: one pass, winner offsets as uint8
-            N, C = x.shape[:2]
-            self._compiled = None                    # the previous batch's buffers may be reused
-            y = _reusable_like(self, "y", x, (N, C, Ho, Wo))
-            arg = reusable(self._bufs, "arg", (N, Ho, Wo, C), np.uint8)
-            kernels.maxpool_forward(channels_last(x), kh, kw, sh, sw, ph, pw, channels_last(y), arg)
-            self._compiled = arg
-            return y
+        if kernels is not None and kh * kw <= 255:   # compiled: one pass, winner offsets as uint8
+            return self._forward_compiled(kernels, x, Ho, Wo, relu=False)
         self._compiled = None
         y, self._index = self._pool(x, Ho, Wo, keep_index=training)
         if not training:
             self._x = x                              # a backward after eval recomputes the index
         return y
+
+    def _forward_compiled(self, kernels, x, Ho, Wo, relu):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        N, C = x.shape[:2]
+        self._compiled = None                        # the previous batch's buffers may be reused
+        y = _reusable_like(self, "y", x, (N, C, Ho, Wo))
+        arg = reusable(self._bufs, "arg", (N, Ho, Wo, C), np.uint8)
+        kernels.maxpool_forward(channels_last(x), kh, kw, sh, sw, ph, pw, channels_last(y), arg, relu)
+        self._compiled = arg
+        return y
+
+    # -- ReLU followed by MaxPool2D, fused (Sequential uses these; the results equal the two
+    # layers' own forward and backward) ----------------------------------------------------
+    def forward_after_relu(self, x, relu, training=False):
+        """``self.forward(relu.forward(x))`` in one pass: the max of a window commutes with the
+        ReLU, so the pool reads ``x`` once and never writes the ReLU's full-size output.
+        Windows whose maximum is not positive send no gradient back (the ReLU's zero slope)."""
+        relu._check(x)
+        Ho, Wo = self._check_image(x)
+        kernels = conv_kernels.get() if x.dtype == np.float32 else None
+        if kernels is None or self.kernel_size[0] * self.kernel_size[1] > 255:
+            self._fused_relu = None
+            return self.forward(relu.forward(x, training), training)
+        self._like, self._x_shape, self._out_hw, self._x = _Layout(x), x.shape, (Ho, Wo), None
+        self._fused_relu = relu
+        return self._forward_compiled(kernels, x, Ho, Wo, relu=True)
+
+    def backward_before_relu(self, grad_y, relu):
+        """``relu.backward(self.backward(grad_y))`` after ``forward_after_relu``."""
+        if self.__dict__.get("_fused_relu") is relu:
+            return self._backward_compiled(grad_y)   # arg 255 marks the zero-slope windows
+        return relu.backward(self.backward(grad_y))
 
     def _pool(self, x, Ho, Wo, keep_index):
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
