@@ -8,12 +8,14 @@ one Allreduce.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from functools import partial
 
 import numpy as np
 
 from . import losses as _losses
 from . import optim as _optim
+from . import parallel as _parallel
 from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
@@ -204,7 +206,7 @@ class Sequential:
     # -- training --------------------------------------------------------------------------
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, validation_data=None,
             validation_split=0.0, callbacks=None, seed=None, verbose=1, shuffle=True, augment=None,
-            initial_epoch=0):
+            initial_epoch=0, workers="auto"):
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
         Parameters
@@ -231,6 +233,11 @@ class Sequential:
         initial_epoch : int
             Epoch to start counting from (when resuming a run): trains epochs
             ``initial_epoch .. epochs-1``.
+        workers : int or "auto"
+            Threads that each run forward and backward on a share of every mini-batch, with
+            single-threaded BLAS; their gradients are averaged (``vecnn.parallel``). "auto": one
+            per BLAS thread for convolutional networks without BatchNorm or Dropout (where it
+            measures faster), else 1, which leaves all cores to BLAS.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")
@@ -242,6 +249,7 @@ class Sequential:
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: expected verbose in (0, 1, 2), received {verbose!r}")
         X, y = self._check_Xy(X, y)
+        workers = _parallel.check_workers(self, workers, batch_size)
         if validation_data is not None and validation_split:
             raise ValueError("fit: pass validation_data or validation_split, not both")
         if validation_split:
@@ -271,13 +279,15 @@ class Sequential:
                 raise ValueError(f"fit: callbacks must be vecnn Callback instances, received {cb!r}")
             cb.set_model(self)
         self.stop_training = False
+        split = _parallel.DataParallel(self, workers) if workers > 1 else None
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            with np.errstate(over="ignore", invalid="ignore"):   # divergence is detected and reported below
-                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment)
+            with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
+                # divergence is detected and reported in _train_epoch
+                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
@@ -288,7 +298,7 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None):
+    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None):
         n = len(X)
         order = rng.permutation(n) if rng is not None else np.arange(n)
         opt, loss = self.optimizer, self.loss
@@ -301,9 +311,12 @@ class Sequential:
             xs, ys = X[idx], y[idx]                     # one gather per batch (faster than take(out=))
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
-            out = self.forward(xs, training=True)
-            value = loss.forward(out, ys)
-            self.backward(loss.backward())
+            if split is None:
+                value = loss.forward(self.forward(xs, training=True), ys)
+                self.backward(loss.backward())
+                metrics = loss.last_metrics()
+            else:                                       # the batch split across worker threads
+                value, metrics = split.step(xs, ys)
             if not (math.isfinite(value) and opt.step(params, grads)):
                 if math.isfinite(value):
                     opt.undo(params)
@@ -314,7 +327,7 @@ class Sequential:
                     f"Try a smaller learning rate or gradient clipping (clip_norm=...)")
             total_loss += value * m
             seen += m
-            for k, v in loss.last_metrics().items():
+            for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v * m
             if batch_cbs:                               # running means, only when someone shows them
                 running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}

@@ -1,0 +1,160 @@
+"""Data parallelism inside one process: each mini-batch split across worker threads.
+
+BLAS parallelizes one matrix product at a time; the memory-bound work between products
+(im2col, col2im, pooling, activations) runs on one core. For convolutional networks that work
+is a large share of a step, so on a multi-core CPU the batch is split instead: each worker runs
+forward and backward on its share of the rows, with single-threaded BLAS, into its own gradient
+buffer, and the shares' mean gradients are combined weighted by their row counts, which is the
+whole batch's mean gradient (the same thing an MPI Allreduce does across machines). NumPy's
+matrix products and vecnn's compiled kernels release the GIL, so the workers run in parallel.
+
+Replicas are built from the model's layer configurations and share its parameter arrays; only
+layers whose result for a sample does not depend on the other samples of the batch, and that
+draw no random numbers, qualify (``SPLITTABLE``): BatchNorm's batch statistics and Dropout's
+masks would change with the split.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import layers as L
+
+#: layers whose per-sample outputs and gradients do not depend on how the batch is split
+SPLITTABLE = (L.Dense, L.Conv2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.GELU, L.Softmax,
+              L.MaxPool2D, L.AvgPool2D, L.GlobalAvgPool2D, L.Flatten, L.Standardize)
+
+#: rows each worker should get at least; smaller shares waste more than they gain
+MIN_ROWS = 32
+
+
+def blas_threads() -> int:
+    """The thread count of the BLAS NumPy uses (1 when unknown)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [i.get("num_threads", 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(1, min(counts)) if counts else 1
+
+
+def auto_workers(model, batch_size: int) -> int:
+    """How many workers ``fit(workers="auto")`` uses: one per BLAS thread for convolutional
+    models whose layers are all ``SPLITTABLE`` (measured faster there: the memory-bound work
+    between products runs on every core), else 1 (dense networks: BLAS threads win)."""
+    if not any(isinstance(l, L.Conv2D) for l in model.layers):
+        return 1
+    if not all(type(l) in SPLITTABLE for l in model.layers):
+        return 1
+    return max(1, min(blas_threads(), batch_size // MIN_ROWS))
+
+
+def check_workers(model, workers, batch_size: int) -> int:
+    if workers == "auto":
+        return auto_workers(model, batch_size)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"fit: expected workers to be a positive integer or 'auto', received {workers!r}")
+    if workers > 1:
+        bad = [f"{i} {l!r}" for i, l in enumerate(model.layers) if type(l) not in SPLITTABLE]
+        if bad:
+            raise ValueError(f"fit: workers={workers} splits each batch, which changes what these layers "
+                             f"compute (batch statistics or random masks): layer {', layer '.join(bad)}; "
+                             f"use workers=1")
+    return int(workers)
+
+
+class DataParallel:
+    """``workers`` replicas of ``model`` (the model itself is the first), each with its own
+    gradient buffer and worker thread; ``step(x, y)`` leaves the batch's mean gradient in the
+    model's ``flat_grads`` and returns the loss and metrics of the whole batch. Use as a context
+    manager: the threads stop and BLAS gets its threads back on exit."""
+
+    def __init__(self, model, workers: int):
+        self.model = model
+        self.replicas = [model] + [_replica(model) for _ in range(workers - 1)]
+        self._jobs = [None] * workers
+        self._results = [None] * workers
+        self._go = [threading.Semaphore(0) for _ in range(workers)]
+        self._done = threading.Semaphore(0)
+        self._threads = []
+        self._limit = None
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+
+        self._limit = threadpool_limits(1, user_api="blas")   # each worker multiplies on one core
+        for i in range(1, len(self.replicas)):
+            t = threading.Thread(target=self._serve, args=(i,), daemon=True, name=f"vecnn-worker-{i}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        for i in range(1, len(self.replicas)):
+            self._jobs[i] = None
+            self._go[i].release()
+        for t in self._threads:
+            t.join()
+        self._limit.restore_original_limits()
+        return False
+
+    def _serve(self, i):
+        while True:
+            self._go[i].acquire()
+            job = self._jobs[i]
+            if job is None:
+                return
+            try:
+                self._results[i] = _forward_backward(self.replicas[i], *job)
+            except BaseException as e:      # handed to the main thread, raised there
+                self._results[i] = e
+            self._done.release()
+
+    def step(self, x, y):
+        n, k = len(x), len(self.replicas)
+        bounds = [n * i // k for i in range(k + 1)]
+        shares = [(bounds[i], bounds[i + 1]) for i in range(k) if bounds[i + 1] > bounds[i]]
+        for i, (s, e) in enumerate(shares[1:], 1):
+            self._jobs[i] = (x[s:e], y[s:e])
+            self._go[i].release()
+        first = _forward_backward(self.model, x[shares[0][0]:shares[0][1]], y[shares[0][0]:shares[0][1]])
+        for _ in shares[1:]:
+            self._done.acquire()
+        results = [first] + self._results[1:len(shares)]
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        # each share's gradient is the mean over its rows: weight it by its share of the batch
+        weights = [(e - s) / n for s, e in shares]
+        grads = self.model.flat_grads
+        grads *= np.float32(weights[0])
+        for rep, w in zip(self.replicas[1:len(shares)], weights[1:]):
+            g = rep.flat_grads
+            g *= np.float32(w)
+            grads += g
+        value = sum(w * v for w, (v, _) in zip(weights, results))
+        metrics = {key: sum(w * m[key] for w, (_, m) in zip(weights, results)) for key in results[0][1]}
+        return value, metrics
+
+
+def _forward_backward(model, x, y):
+    loss = model.loss
+    value = loss.forward(model.forward(x, training=True), y)
+    model.backward(loss.backward())
+    return value, loss.last_metrics()
+
+
+def _replica(model):
+    """A model of the same layers (built from their configurations) that shares ``model``'s
+    parameter and state arrays and has its own gradient buffer and scratch memory."""
+    from .model import Sequential
+
+    layers = [type(l).from_config(l.config()) for l in model.layers]
+    rep = Sequential(layers, seed=model.seed)
+    for mine, theirs in zip(rep.layers, model.layers):
+        for k in theirs.params:
+            mine.params[k] = theirs.params[k]           # views into model.flat_params
+        mine.state = theirs.state
+        mine.input_grad = theirs.input_grad
+    rep.flat_params = model.flat_params
+    rep.loss = type(model.loss).from_config(model.loss.config())
+    return rep
