@@ -1,4 +1,5 @@
 """fit(workers=...): each batch split across threads, gradients averaged by share."""
+import copy
 import threading
 
 import numpy as np
@@ -80,10 +81,22 @@ def test_worker_error_reaches_the_caller_and_threads_stop(monkeypatch):
 
 def test_replicas_share_parameters_and_keep_their_own_gradients():
     model = small_cnn()
-    model.loss = vn.losses.get("cross_entropy")
     rep = parallel._replica(model)
     for mine, theirs in zip(rep.layers, model.layers):
         for k in theirs.params:
             assert np.shares_memory(mine.params[k], model.flat_params)
             assert not np.shares_memory(mine.grads[k], model.flat_grads)
     assert rep.layers[0].input_grad is False
+
+
+def test_replicas_are_kept_across_fit_calls_while_the_layers_stay():
+    X, y = data()
+    model = small_cnn()
+    model.fit(X, y, batch_size=8, verbose=0, workers=2)
+    first = model._data_parallel
+    model.fit(X, y, batch_size=8, verbose=0, workers=2, loss="cross_entropy")
+    assert model._data_parallel is first
+    copy.deepcopy(model)                                             # no locks left behind
+    model.layers[-1].params["b"] = model.layers[-1].params["b"].copy()   # parameters rebound
+    model.fit(X, y, batch_size=8, verbose=0, workers=2)
+    assert model._data_parallel is not first

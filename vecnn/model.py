@@ -279,7 +279,7 @@ class Sequential:
                 raise ValueError(f"fit: callbacks must be vecnn Callback instances, received {cb!r}")
             cb.set_model(self)
         self.stop_training = False
-        split = _parallel.DataParallel(self, workers) if workers > 1 else None
+        split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
         for cb in cbs:
             cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):

@@ -71,16 +71,29 @@ class DataParallel:
     def __init__(self, model, workers: int):
         self.model = model
         self.replicas = [model] + [_replica(model) for _ in range(workers - 1)]
+        self.key = _key(model, workers)
         self._jobs = [None] * workers
         self._results = [None] * workers
-        self._go = [threading.Semaphore(0) for _ in range(workers)]
-        self._done = threading.Semaphore(0)
         self._threads = []
         self._limit = None
+
+    @classmethod
+    def of(cls, model, workers: int) -> "DataParallel":
+        """The model's replicas from its last ``fit`` when its layers and parameter arrays are
+        the same (so a ``fit`` per epoch allocates their scratch memory once), else new ones."""
+        cached = model.__dict__.get("_data_parallel")
+        if cached is None or cached.key != _key(model, workers):
+            cached = model._data_parallel = cls(model, workers)
+        return cached
 
     def __enter__(self):
         from threadpoolctl import threadpool_limits
 
+        for rep in self.replicas[1:]:                 # fit may have been given another loss
+            rep.loss = type(self.model.loss).from_config(self.model.loss.config())
+        self._go = [threading.Semaphore(0) for _ in self.replicas]
+        self._done = threading.Semaphore(0)
+        self._threads = []
         self._limit = threadpool_limits(1, user_api="blas")   # each worker multiplies on one core
         for i in range(1, len(self.replicas)):
             t = threading.Thread(target=self._serve, args=(i,), daemon=True, name=f"vecnn-worker-{i}")
@@ -95,6 +108,9 @@ class DataParallel:
         for t in self._threads:
             t.join()
         self._limit.restore_original_limits()
+        # nothing thread-bound stays behind (a model remains copyable)
+        self._go = self._done = self._limit = None
+        self._threads, self._results = [], [None] * len(self.replicas)
         return False
 
     def _serve(self, i):
@@ -136,6 +152,11 @@ class DataParallel:
         return value, metrics
 
 
+def _key(model, workers):
+    return (workers, id(model.flat_params), tuple(id(l) for l in model.layers),
+            tuple(id(p) for l in model.layers for p in l.params.values()))
+
+
 def _forward_backward(model, x, y):
     loss = model.loss
     value = loss.forward(model.forward(x, training=True), y)
@@ -156,5 +177,4 @@ def _replica(model):
         mine.state = theirs.state
         mine.input_grad = theirs.input_grad
     rep.flat_params = model.flat_params
-    rep.loss = type(model.loss).from_config(model.loss.config())
     return rep
