@@ -41,7 +41,7 @@ def test_auto_splits_convolutional_models_only(monkeypatch):
     assert parallel.auto_workers(mlp, 128) == 1
     assert parallel.auto_workers(small_cnn(), 128) == 2
     assert parallel.auto_workers(small_cnn(), 32) == 1                    # too few rows to share
-    assert parallel.auto_workers(small_cnn(extra=[L.Dropout(0.5)]), 128) == 1
+    assert parallel.auto_workers(small_cnn(extra=[L.Dropout(0.5)]), 128) == 2
     assert parallel.auto_workers(small_cnn(extra=[L.BatchNorm2D(4)]), 128) == 1
     monkeypatch.setattr(parallel, "blas_threads", lambda: 1)
     assert parallel.auto_workers(small_cnn(), 128) == 1
@@ -100,3 +100,20 @@ def test_replicas_are_kept_across_fit_calls_while_the_layers_stay():
     model.layers[-1].params["b"] = model.layers[-1].params["b"].copy()   # parameters rebound
     model.fit(X, y, batch_size=8, verbose=0, workers=2)
     assert model._data_parallel is not first
+
+
+def test_dropout_masks_per_worker_are_reproducible_and_differ_between_workers():
+    X, y = data(n=32)
+    runs = []
+    for _ in range(2):
+        model = small_cnn(seed=3, extra=[L.Dropout(0.5)])
+        model.fit(X, y, batch_size=16, epochs=2, verbose=0, workers=2)
+        runs.append(model.flat_params.copy())
+        rep = model._data_parallel.replicas[1]
+        drop_main, drop_rep = model.layers[3], rep.layers[3]
+        assert drop_rep.rng is not drop_main.rng
+        assert drop_rep.rng.bit_generator.state != drop_main.rng.bit_generator.state
+    np.testing.assert_array_equal(runs[0], runs[1])                    # same seed, same result
+    one = small_cnn(seed=3, extra=[L.Dropout(0.5)])
+    one.fit(X, y, batch_size=16, epochs=2, verbose=0, workers=1)
+    assert np.isfinite(one.flat_params).all() and not np.array_equal(one.flat_params, runs[0])

@@ -9,9 +9,11 @@ whole batch's mean gradient (the same thing an MPI Allreduce does across machine
 matrix products and vecnn's compiled kernels release the GIL, so the workers run in parallel.
 
 Replicas are built from the model's layer configurations and share its parameter arrays; only
-layers whose result for a sample does not depend on the other samples of the batch, and that
-draw no random numbers, qualify (``SPLITTABLE``): BatchNorm's batch statistics and Dropout's
-masks would change with the split.
+layers whose result for a sample does not depend on the other samples of the batch qualify
+(``SPLITTABLE``): BatchNorm's batch statistics would change with the split. Dropout qualifies:
+each replica draws its masks from a generator seeded from the layer's own generator at the
+start of every epoch, so a seeded run is reproducible and resumes like any other (its masks
+differ from a one-worker run's, as masks from any other stream would).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from . import layers as L
 
 #: layers whose per-sample outputs and gradients do not depend on how the batch is split
 SPLITTABLE = (L.Dense, L.Conv2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.GELU, L.Softmax,
-              L.MaxPool2D, L.AvgPool2D, L.GlobalAvgPool2D, L.Flatten, L.Standardize)
+              L.MaxPool2D, L.AvgPool2D, L.GlobalAvgPool2D, L.Flatten, L.Standardize, L.Dropout)
 
 #: rows each worker should get at least; smaller shares waste more than they gain
 MIN_ROWS = 32
@@ -91,6 +93,9 @@ class DataParallel:
 
         for rep in self.replicas[1:]:                 # fit may have been given another loss
             rep.loss = type(self.model.loss).from_config(self.model.loss.config())
+            for mine, theirs in zip(rep.layers, self.model.layers):
+                if isinstance(getattr(theirs, "rng", None), np.random.Generator):
+                    mine.rng = np.random.default_rng(theirs.rng.integers(2**63))   # this epoch's masks
         self._go = [threading.Semaphore(0) for _ in self.replicas]
         self._done = threading.Semaphore(0)
         self._threads = []
