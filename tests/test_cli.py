@@ -133,6 +133,7 @@ def test_resume_refuses_different_settings(tmp_path):
     (["train", "--model", "dense:32,dropout:abc,dense:10"], "token 2 'dropout:abc'"),
     (["train", "--model", "dense:32,relu,dense:7"], "10 classes"),
     (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--workers", "none"], "--workers"),
     (["evaluate", "nope.vecnn"], "no such model file"),
     (["train", "--data", "missing.npz"], "missing.npz"),
 ])
@@ -153,6 +154,16 @@ def test_spec_string_model_and_own_data(tmp_path):
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.9
     assert [type(l).__name__ for l in vn.load(out / "model.vecnn").layers] == ["Standardize", "Dense", "ReLU", "Dense"]
+
+
+def test_cnn_with_two_workers(tmp_path):
+    """--workers 2 splits every batch of a small CNN across two threads."""
+    out = tmp_path / "run"
+    r = run(["train", "--model", "conv:8:3,relu,maxpool:2,flatten,dense:10", "--epochs", "10", "--lr", "0.01",
+             "--workers", "2", "--out", str(out), "--quiet"])
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.85
+    assert json.loads((out / "config.json").read_text())["workers"] == 2
 
 
 def test_help_on_every_command():

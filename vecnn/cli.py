@@ -17,8 +17,22 @@ RUN_KEYS = ("dataset", "data", "label_column", "model", "batch_size", "lr", "opt
             "val_split", "standardize", "augment")
 TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "label_column": "label", "model": "mlp", "epochs": None,
                   "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0, "val_split": 0.1,
-                  "standardize": True, "augment": None, "root": None, "download": False, "threads": None}
+                  "standardize": True, "augment": None, "root": None, "download": False, "threads": None,
+                  "workers": "auto"}
 PRESET_EPOCHS = {"mlp": 20, "cnn": 16, "resnet": 10}
+
+
+def _workers(text: str):
+    """``--workers``: a positive integer or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', received {text!r}")
+    return n
 
 
 class UsageError(ValueError):
@@ -61,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="don't standardize inputs with training-set statistics")
     t.add_argument("--augment", metavar="SPEC", help="augmentation, e.g. 'shift:2' or 'shift:2,flip'")
     t.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    t.add_argument("--workers", type=_workers,
+                   help="threads that each train on a share of every batch (data parallel in this "
+                        "process); 'auto': one per BLAS thread for convolutional models (default: auto)")
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -174,7 +191,7 @@ def cmd_train(args) -> int:
                  for k, v in given.items() if k in RUN_KEYS and saved.get(k) != v]
         if diffs:
             raise UsageError("cannot resume: the checkpoint was made with different settings:\n  " + "\n  ".join(diffs))
-        cfg = {**saved, **{k: v for k, v in given.items() if k in ("epochs", "threads", "root", "download")}}
+        cfg = {**saved, **{k: v for k, v in given.items() if k in ("epochs", "threads", "workers", "root", "download")}}
     else:
         cfg = {**TRAIN_DEFAULTS, **given}
         if cfg.get("data"):
@@ -226,7 +243,8 @@ def cmd_train(args) -> int:
     try:
         if start < cfg["epochs"]:
             model.fit(X_fit, y_fit, batch_size=cfg["batch_size"], epochs=cfg["epochs"], initial_epoch=start,
-                      validation_data=val, callbacks=[recorder], augment=augment, verbose=0 if args.quiet else 1)
+                      validation_data=val, callbacks=[recorder], augment=augment, verbose=0 if args.quiet else 1,
+                      workers=cfg.get("workers", "auto"))
     except KeyboardInterrupt:
         ck = R.latest_checkpoint(out)
         done = R.CHECKPOINT_RE.search(ck.name).group(1) if ck else "none"
