@@ -1,4 +1,4 @@
-"""Head-to-head: training a small CNN with vecnn and with PyTorch eager on the CPU.
+"""Head-to-head: training a small CNN with vecnn, PyTorch eager and (optionally) Keras/TensorFlow on the CPU.
 
 The network (issue 4): conv3x3(1->32)-ReLU-maxpool2-conv3x3(32->64)-ReLU-maxpool2-
 dense(1600->128)-ReLU-dense(10), batch 128, Adam lr 1e-3, Fashion-MNIST (or random data of the
@@ -13,6 +13,7 @@ increase during an epoch (the kernel's high-water mark, reset before each epoch)
     python benchmarks/bench_cnn.py                  # Fashion-MNIST, 3 epochs each
     python benchmarks/bench_cnn.py --quick          # 12,800-sample subset
     python benchmarks/bench_cnn.py --synthetic --epochs 5 --json out.json
+    python benchmarks/bench_cnn.py --contenders vecnn,torch,keras --keras-python /path/to/tf-venv/bin/python
 
 The machine is shared and has 2 cores: other work running at the same time slows both sides,
 usually not equally; alternating epochs and taking medians limits, but does not remove, that.
@@ -138,7 +139,43 @@ class TorchRunner:
         return correct / len(X)
 
 
-RUNNERS = {"vecnn": VecnnRunner, "torch": TorchRunner}
+class KerasRunner:
+    """Keras 3 on TensorFlow, the same network in its native channels-last layout (the NCHW
+    arrays are transposed once, outside the timing), trained with ``model.fit`` on in-memory
+    arrays, as Keras users do."""
+
+    name = "keras"
+
+    def __init__(self, threads, batch_size, lr, seed):
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.keras.utils.set_random_seed(seed)
+        k = tf.keras
+        self.model = k.Sequential([
+            k.Input((28, 28, 1)),
+            k.layers.Conv2D(32, 3, activation="relu"), k.layers.MaxPooling2D(2),
+            k.layers.Conv2D(64, 3, activation="relu"), k.layers.MaxPooling2D(2),
+            k.layers.Flatten(), k.layers.Dense(128, activation="relu"), k.layers.Dense(10)])
+        self.model.compile(optimizer=k.optimizers.Adam(lr),
+                           loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        self.batch_size = batch_size
+        self._nhwc = {}
+
+    def _data(self, X):
+        if id(X) not in self._nhwc:
+            self._nhwc[id(X)] = (X, np.ascontiguousarray(X.transpose(0, 2, 3, 1)))
+        return self._nhwc[id(X)][1]
+
+    def epoch(self, X, y):
+        self.model.fit(self._data(X), y, batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0)
+
+    def accuracy(self, X, y):
+        return float(self.model.evaluate(self._data(X), y, batch_size=1024, verbose=0)[1])
+
+
+RUNNERS = {"vecnn": VecnnRunner, "torch": TorchRunner, "keras": KerasRunner}
 
 
 def worker(args):
@@ -167,7 +204,8 @@ def worker(args):
 
 class Worker:
     def __init__(self, name, args, data_path):
-        cmd = [sys.executable, __file__, "--worker", name, "--data", str(data_path),
+        python = args.keras_python if name == "keras" and args.keras_python else sys.executable
+        cmd = [python, __file__, "--worker", name, "--data", str(data_path),
                "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                "--seed", str(args.seed), "--warmup-batches", str(args.warmup_batches)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
@@ -230,7 +268,10 @@ def main(argv=None):
     p.add_argument("--warmup-batches", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="a 12,800-sample training subset")
     p.add_argument("--synthetic", action="store_true", help="random data of Fashion-MNIST's shape")
-    p.add_argument("--contenders", default="vecnn,torch")
+    p.add_argument("--contenders", default="vecnn,torch",
+                   help="comma-separated, of vecnn, torch, keras (default: vecnn,torch)")
+    p.add_argument("--keras-python", metavar="PYTHON",
+                   help="interpreter with TensorFlow for the keras contender (default: this one)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -275,6 +316,11 @@ def main(argv=None):
         r["peak_increase_mib_max"] = max(r["peak_increase_mib"])
         print(f"{n:8s}{r['median_seconds']:12.2f} s{r['best_seconds']:10.2f} s{r['samples_per_second']:12.0f}"
               f"{r['accuracy']:10.4f}{r['peak_increase_mib_max']:9.0f} MiB")
+    if "vecnn" in results and "keras" in results:
+        ratio = results["keras"]["median_seconds"] / results["vecnn"]["median_seconds"]
+        results["speedup_vs_keras"] = ratio
+        print(f"vecnn / Keras-TensorFlow throughput, ratio of median epoch times: {ratio:.2f}x "
+              f"(target > 1x)")
     if "vecnn" in results and "torch" in results:
         ratio = results["torch"]["median_seconds"] / results["vecnn"]["median_seconds"]
         best = results["torch"]["best_seconds"] / results["vecnn"]["best_seconds"]

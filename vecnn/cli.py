@@ -19,7 +19,7 @@ TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "label_column": "label", "m
                   "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0, "val_split": 0.1,
                   "standardize": True, "augment": None, "root": None, "download": False, "threads": None,
                   "workers": "auto"}
-PRESET_EPOCHS = {"mlp": 20, "cnn": 16, "resnet": 10}
+PRESET_EPOCHS = {"mlp": 20, "cnn": 20, "resnet": 10}
 
 
 def _workers(text: str):
