@@ -30,8 +30,9 @@ def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=(0.0, 0.2
 
     For 28x28 grey images: (1, 28, 28) -> 32x14x14 -> 64x7x7 -> 3136 -> 128 -> classes.
     (On Fashion-MNIST with the CLI's defaults, cosine schedule: 12 epochs gave test accuracy
-    0.917, 16 epochs 0.922 in 268 s, 20 epochs 0.922-0.925 in 306-352 s on the 2-core machine;
-    dropout (0.25, 0.5) gave 0.915 and channels (16, 32, 64) 0.910 at 12 epochs.)
+    0.917, 16 epochs 0.922, 20 epochs (the CLI default) 0.922-0.926, in 211 s on the 2-core
+    machine since batches are split across its cores (``fit(workers=...)``); dropout
+    (0.25, 0.5) gave 0.915 and channels (16, 32, 64) 0.910 at 12 epochs.)
     ``dropout`` is (after the conv blocks, after the hidden layer); 0 leaves one out.
     ``batchnorm=True`` puts a BatchNorm2D between each convolution (then without bias) and its
     ReLU; it costs about half again the time per batch, so the default leaves it out.
