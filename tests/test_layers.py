@@ -282,42 +282,12 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last):
     assert dx_fused.shape == x.shape
 
 
-def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
-    import vecnn as vn
-
-    rng = np.random.default_rng(5)
-    model = vn.Sequential([L.Dense(6, 8), L.ReLU(), L.Dense(8, 8), L.ReLU(), L.ReLU(), L.Dense(8, 3)], seed=1)
-    steps = model._plan()
-    assert [tuple(type(l).__name__ for l in group) for group, _, _ in steps] == [
-        ("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU",), ("Dense",)]
-    x = rng.standard_normal((10, 6), dtype=np.float32)
-    g = rng.standard_normal((10, 3), dtype=np.float32)
-    out = model.forward(x, training=True)
-    model.backward(g)
-    fused_grads = model.flat_grads.copy()
-    h = x
-    for layer in model.layers:
-        h = layer.forward(h, training=True)
-    np.testing.assert_allclose(out, h, rtol=1e-6, atol=1e-6)
-    for layer in reversed(model.layers):
-        g = layer.backward(g)
-    np.testing.assert_allclose(fused_grads, model.flat_grads, rtol=1e-5, atol=1e-6)
-    model.layers = model.layers[:-1]                                 # the plan follows the list
-    assert len(model._plan()[-1][0]) == 1 and model.forward(x).shape == (10, 8)
+def plan_groups(model):
+    return [tuple(type(l).__name__ for l in group) for group, _, _ in model._plan()]
 
 
-def test_sequential_fuses_relu_maxpool_in_a_cnn():
-    import vecnn as vn
-
-    rng = np.random.default_rng(8)
-    model = vn.Sequential([L.Conv2D(2, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Conv2D(4, 5, 3, padding=1),
-                           L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(20, 6), L.ReLU(), L.Dense(6, 3)],
-                          seed=2)
-    assert [tuple(type(l).__name__ for l in group) for group, _, _ in model._plan()] == [
-        ("Conv2D",), ("ReLU", "MaxPool2D"), ("Conv2D",), ("ReLU", "MaxPool2D"), ("Flatten",),
-        ("Dense", "ReLU"), ("Dense",)]
-    x = rng.standard_normal((5, 2, 10, 10), dtype=np.float32)
-    g = rng.standard_normal((5, 3), dtype=np.float32)
+def check_plan_matches_layer_by_layer(model, x, g):
+    """The model's fused steps give the outputs and gradients of its layers run one by one."""
     out = model.forward(x, training=True).copy()
     model.backward(g)
     fused_grads = model.flat_grads.copy()
@@ -329,6 +299,31 @@ def test_sequential_fuses_relu_maxpool_in_a_cnn():
         g = layer.backward(g)
     np.testing.assert_allclose(fused_grads, model.flat_grads, rtol=1e-5, atol=1e-6)
     assert np.abs(fused_grads).sum() > 0
+
+
+def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
+    import vecnn as vn
+
+    rng = np.random.default_rng(5)
+    model = vn.Sequential([L.Dense(6, 8), L.ReLU(), L.Dense(8, 8), L.ReLU(), L.ReLU(), L.Dense(8, 3)], seed=1)
+    assert plan_groups(model) == [("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU",), ("Dense",)]
+    x = rng.standard_normal((10, 6), dtype=np.float32)
+    check_plan_matches_layer_by_layer(model, x, rng.standard_normal((10, 3), dtype=np.float32))
+    model.layers = model.layers[:-1]                                 # the plan follows the list
+    assert plan_groups(model)[-1] == ("ReLU",) and model.forward(x).shape == (10, 8)
+
+
+def test_sequential_fuses_relu_maxpool_in_a_cnn():
+    import vecnn as vn
+
+    rng = np.random.default_rng(8)
+    model = vn.Sequential([L.Conv2D(2, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Conv2D(4, 5, 3, padding=1),
+                           L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(20, 6), L.ReLU(), L.Dense(6, 3)],
+                          seed=2)
+    assert plan_groups(model) == [("Conv2D",), ("ReLU", "MaxPool2D"), ("Conv2D",), ("ReLU", "MaxPool2D"),
+                                  ("Flatten",), ("Dense", "ReLU"), ("Dense",)]
+    check_plan_matches_layer_by_layer(model, rng.standard_normal((5, 2, 10, 10), dtype=np.float32),
+                                      rng.standard_normal((5, 3), dtype=np.float32))
 
 
 def test_dense_casts_float64_input_to_its_dtype():
