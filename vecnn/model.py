@@ -236,8 +236,8 @@ class Sequential:
         workers : int or "auto"
             Threads that each run forward and backward on a share of every mini-batch, with
             single-threaded BLAS; their gradients are averaged (``vecnn.parallel``). "auto": one
-            per BLAS thread for convolutional networks without BatchNorm or Dropout (where it
-            measures faster), else 1, which leaves all cores to BLAS.
+            per BLAS thread for convolutional networks without BatchNorm (where it measures
+            faster), else 1, which leaves all cores to BLAS.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")

@@ -125,7 +125,8 @@ class DataParallel:
             if job is None:
                 return
             try:
-                self._results[i] = _forward_backward(self.replicas[i], *job)
+                with np.errstate(over="ignore", invalid="ignore"):   # as in fit: divergence is reported
+                    self._results[i] = _forward_backward(self.replicas[i], *job)
             except BaseException as e:      # handed to the main thread, raised there
                 self._results[i] = e
             self._done.release()
