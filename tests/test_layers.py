@@ -224,6 +224,7 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     bias gradient in one pass); it must give what the two layers give one after the other."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 7), dtype=np.float32)
+    x[8, 0] = np.nan                                # the fused step treats NaN as the ReLU does
     g = np.asarray(rng.standard_normal((9, 5), dtype=np.float32), order=grad_order)
     pairs = []
     for _ in range(2):
@@ -257,7 +258,7 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
 @pytest.mark.parametrize("pool_args", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                                        dict(kernel_size=(2, 3), stride=1)])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last):
+def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last, kernel_path):
     """Sequential runs ReLU+MaxPool2D as one pass (pool max(x, 0); windows without a positive
     value pass no gradient); it must give what the two layers give one after the other,
     including windows that are all negative and ties."""
@@ -265,6 +266,9 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last):
     x = rng.standard_normal((3, 4, 7, 9), dtype=np.float32)
     x[0, 0, :3, :3] = -1.0                          # an all-negative corner
     x[1, 1, :2, :2] = 0.5                           # ties: the first maximum wins
+    x[2, 2, 0, 0], x[2, 2, 1, 1] = np.nan, 5.0      # NaN beside a positive value (ReLU maps NaN to 0)
+    x[2, 3, 0, 0] = np.nan                          # NaN among negatives
+    x[2, 3, :3, 1:3] = -2.0
     if channels_last:                               # a Conv2D's output layout
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     r1, p1 = L.ReLU(), L.MaxPool2D(**pool_args)
@@ -273,6 +277,8 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last):
     y_fused = p2.forward_after_relu(x, r2, True)
     np.testing.assert_array_equal(y_fused, y_two)
     assert y_fused.dtype == np.float32 and (y_fused == 0).any()
+    if pool_args == dict(kernel_size=2) and kernel_path == "fused":   # NumPy's maximum keeps NaN
+        assert y_fused[2, 2, 0, 0] == 5.0
     g = rng.standard_normal(y_two.shape, dtype=np.float32)
     g_before = g.copy()
     dx_two = r1.backward(p1.backward(g))

@@ -117,3 +117,26 @@ def test_dropout_masks_per_worker_are_reproducible_and_differ_between_workers():
     one = small_cnn(seed=3, extra=[L.Dropout(0.5)])
     one.fit(X, y, batch_size=16, epochs=2, verbose=0, workers=1)
     assert np.isfinite(one.flat_params).all() and not np.array_equal(one.flat_params, runs[0])
+
+
+def test_float64_models_split_exactly_in_float64():
+    X, y = data()
+    models = [small_cnn(), small_cnn()]
+    for m in models:
+        for layer in m.layers:
+            layer.astype(np.float64)
+        m._build_flat()
+    hist = [m.fit(X.astype(np.float64), y, optimizer=vn.optim.SGD(lr=0.1), epochs=2, batch_size=6,
+                  shuffle=False, verbose=0, workers=w) for m, w in zip(models, (1, 2))]
+    assert models[1]._data_parallel.replicas[1].flat_grads.dtype == np.float64
+    np.testing.assert_allclose(models[1].flat_params, models[0].flat_params, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(hist[1].history["loss"], hist[0].history["loss"], rtol=1e-12)
+
+
+def test_replicas_follow_a_layer_changed_in_place():
+    X, y = data()
+    model = small_cnn(extra=[L.Dropout(0.5)])
+    model.fit(X, y, batch_size=8, verbose=0, workers=2)
+    model.layers[3].rate = 0.0
+    model.fit(X, y, batch_size=8, verbose=0, workers=2)
+    assert model._data_parallel.replicas[1].layers[3].rate == 0.0

@@ -100,22 +100,28 @@ class DataParallel:
         self._done = threading.Semaphore(0)
         self._threads = []
         self._limit = threadpool_limits(1, user_api="blas")   # each worker multiplies on one core
-        for i in range(1, len(self.replicas)):
-            t = threading.Thread(target=self._serve, args=(i,), daemon=True, name=f"vecnn-worker-{i}")
-            t.start()
-            self._threads.append(t)
+        try:
+            for i in range(1, len(self.replicas)):
+                t = threading.Thread(target=self._serve, args=(i,), daemon=True, name=f"vecnn-worker-{i}")
+                t.start()
+                self._threads.append(t)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc):
         for i in range(1, len(self.replicas)):
             self._jobs[i] = None
             self._go[i].release()
-        for t in self._threads:
-            t.join()
-        self._limit.restore_original_limits()
-        # nothing thread-bound stays behind (a model remains copyable)
-        self._go = self._done = self._limit = None
-        self._threads, self._results = [], [None] * len(self.replicas)
+        try:
+            for t in self._threads:
+                t.join()
+        finally:                                      # even if a second Ctrl-C cuts the wait short
+            self._limit.restore_original_limits()
+            # nothing thread-bound stays behind (a model remains copyable)
+            self._go = self._done = self._limit = None
+            self._threads, self._results = [], [None] * len(self.replicas)
         return False
 
     def _serve(self, i):
@@ -148,10 +154,10 @@ class DataParallel:
         # each share's gradient is the mean over its rows: weight it by its share of the batch
         weights = [(e - s) / n for s, e in shares]
         grads = self.model.flat_grads
-        grads *= np.float32(weights[0])
+        grads *= weights[0]                           # Python floats keep the buffers' dtype
         for rep, w in zip(self.replicas[1:len(shares)], weights[1:]):
             g = rep.flat_grads
-            g *= np.float32(w)
+            g *= w
             grads += g
         value = sum(w * v for w, (v, _) in zip(weights, results))
         metrics = {key: sum(w * m[key] for w, (_, m) in zip(weights, results)) for key in results[0][1]}
@@ -160,7 +166,8 @@ class DataParallel:
 
 def _key(model, workers):
     return (workers, id(model.flat_params), tuple(id(l) for l in model.layers),
-            tuple(id(p) for l in model.layers for p in l.params.values()))
+            tuple(id(p) for l in model.layers for p in l.params.values()),
+            repr([l.config() for l in model.layers]))   # a layer changed in place (Dropout.rate)
 
 
 def _forward_backward(model, x, y):
@@ -175,7 +182,8 @@ def _replica(model):
     parameter and state arrays and has its own gradient buffer and scratch memory."""
     from .model import Sequential
 
-    layers = [type(l).from_config(l.config()) for l in model.layers]
+    dtype = model.flat_params.dtype
+    layers = [type(l).from_config(l.config()).astype(dtype) for l in model.layers]
     rep = Sequential(layers, seed=model.seed)
     for mine, theirs in zip(rep.layers, model.layers):
         for k in theirs.params:

@@ -25,8 +25,9 @@ def _compile():
     def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
         # x (N, H, W, C) -> y (N, Ho, Wo, C) and arg: the window offset p*kw + q of the first
         # maximum (row-major; NaN wins, as in PyTorch). Positions in the padding are skipped.
-        # ``relu``: pool max(x, 0) instead (a ReLU before the pool; max commutes with it), and
-        # mark windows whose maximum is not positive with arg 255, so no gradient flows there.
+        # ``relu``: pool max(x, 0) instead, exactly as a ReLU (NaN -> 0) and then this pool: each
+        # window starts at 0 with arg 255 ("no positive value": no gradient flows back) and only
+        # a strictly greater value takes over, so the first positive maximum wins.
         N, H, W, C = x.shape
         _, Ho, Wo, _ = y.shape
         if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
@@ -37,26 +38,30 @@ def _compile():
                     for j in range(Wo):
                         r, s = 2 * i, 2 * j
                         for c in range(C):
-                            m = x[n, r, s, c]
-                            a = 0
+                            m, a = (zero, 255) if relu else (x[n, r, s, c], 0)
+                            v = x[n, r, s, c]
+                            t = v > m                # relu only: offset 0 against the start value
+                            m, a = (v, 0) if t else (m, a)
                             v = x[n, r, s + 1, c]
-                            t = v > m or v != v
+                            t = v > m or (v != v and not relu)
                             m, a = (v, 1) if t else (m, a)
                             v = x[n, r + 1, s, c]
-                            t = v > m or v != v
+                            t = v > m or (v != v and not relu)
                             m, a = (v, 2) if t else (m, a)
                             v = x[n, r + 1, s + 1, c]
-                            t = v > m or v != v
+                            t = v > m or (v != v and not relu)
                             m, a = (v, 3) if t else (m, a)
-                            if relu and not m > 0:
-                                m, a = zero, 255
                             y[n, i, j, c] = m
                             arg[n, i, j, c] = a
             return
         for n in range(N):
             for i in range(Ho):
                 for j in range(Wo):
-                    first = True
+                    first = not relu
+                    if relu:
+                        for c in range(C):
+                            y[n, i, j, c] = 0
+                            arg[n, i, j, c] = 255
                     for p in range(kh):
                         r = i * sh + p - ph
                         if r < 0 or r >= H:
@@ -74,14 +79,9 @@ def _compile():
                             else:
                                 for c in range(C):
                                     v = x[n, r, s, c]
-                                    if v > y[n, i, j, c] or v != v:
+                                    if v > y[n, i, j, c] or (v != v and not relu):
                                         y[n, i, j, c] = v
                                         arg[n, i, j, c] = k
-                    if relu:
-                        for c in range(C):
-                            if not y[n, i, j, c] > 0:
-                                y[n, i, j, c] = 0
-                                arg[n, i, j, c] = 255
 
     @njit(**opts)
     def maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, dx, tiled):

@@ -95,6 +95,8 @@ class Dense(Layer):
         k = kernels.get() if y.dtype == np.float32 else None
         if k is not None and self.bias:
             k.bias_relu(y, self.params["b"])
+        elif k is not None:                       # the ReLU layer's own kernel (NaN -> 0 like it)
+            k.relu_forward(y.reshape(-1), y.reshape(-1))
         else:
             if self.bias:
                 y += self.params["b"]
