@@ -24,15 +24,9 @@ PRESET_EPOCHS = {"mlp": 20, "cnn": 20, "resnet": 10}
 
 def _workers(text: str):
     """``--workers``: a positive integer or 'auto'."""
-    if text == "auto":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', received {text!r}")
-    return n
+    from .bench.cli import positive_int     # stdlib-only module: no cost at startup
+
+    return text if text == "auto" else positive_int(text)
 
 
 class UsageError(ValueError):

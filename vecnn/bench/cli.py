@@ -24,7 +24,8 @@ examples:
 """
 
 
-def _positive_int(text):
+def positive_int(text):
+    """An argparse type: a positive integer."""
     try:
         value = int(text)
     except ValueError:
@@ -37,7 +38,7 @@ def _positive_int(text):
 def configure(parser):
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats, a smaller sweep and smaller loop slices (under a minute)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="threads for BLAS and PyTorch (default: all cores)")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--plots", metavar="DIR", help="also draw ladder.png and sweep.png into DIR")

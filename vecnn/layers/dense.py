@@ -58,14 +58,17 @@ class Dense(Layer):
             self.params["b"][...] = 0
 
     def forward(self, x, training=False):
-        self._check(x)
-        W = self.params["W"]
-        x = x.astype(W.dtype, copy=False)
-        self._x = x                                   # (n, in) kept for dW
-        Z = x @ W                                     # (n, out)
+        Z = self._product(x)                          # (n, out)
         if self.bias:
             Z += self.params["b"]                     # broadcast over the batch
         return Z
+
+    def _product(self, x):
+        """``x @ W`` for a checked input, keeping ``x`` (in ``W``'s dtype) for ``dW``."""
+        self._check(x)
+        W = self.params["W"]
+        self._x = x = x.astype(W.dtype, copy=False)   # (n, in)
+        return x @ W
 
     def backward(self, grad_y):
         if self.bias:                                      # db: (out,)
@@ -87,11 +90,7 @@ class Dense(Layer):
     def forward_relu(self, x, relu, training=False):
         """``relu.forward(self.forward(x))`` with the bias and the ReLU applied in one pass
         over the product, in place; ``relu`` keeps its output for its backward as usual."""
-        self._check(x)
-        W = self.params["W"]
-        x = x.astype(W.dtype, copy=False)
-        self._x = x
-        y = x @ W
+        y = self._product(x)
         k = kernels.get() if y.dtype == np.float32 else None
         if k is not None and self.bias:
             k.bias_relu(y, self.params["b"])
