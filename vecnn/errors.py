@@ -41,11 +41,14 @@ def check_finite(where: str, x) -> None:
     # fast path: one pass, no (n, ...) boolean temporary: sum(x * 0) is 0 exactly when every
     # value is finite; without the compiled kernel a plain sum, finite iff every term is (unless
     # finite terms overflow it, which the exact check below then clears)
-    from . import kernels
+    from . import kernels, pool
 
     k = kernels.get() if x.dtype == np.float32 and x.flags.c_contiguous else None
+    p = pool.get() if k is not None and x.size >= pool.MIN_ELEMENTS else None
     with np.errstate(over="ignore", invalid="ignore"):
-        if k is not None and k.finite_check(x.reshape(-1)) == 0:
+        if p is not None and p.finite_check(x.reshape(-1)) == 0:    # split across BLAS's threads
+            return
+        if p is None and k is not None and k.finite_check(x.reshape(-1)) == 0:
             return
         if k is None and np.isfinite(np.add.reduce(x, axis=None)):
             return

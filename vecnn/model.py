@@ -16,6 +16,7 @@ import numpy as np
 from . import losses as _losses
 from . import optim as _optim
 from . import parallel as _parallel
+from . import pool as _pool
 from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
@@ -300,7 +301,9 @@ class Sequential:
 
     def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None):
         n = len(X)
-        order = rng.permutation(n) if rng is not None else np.arange(n)
+        pool = _pool.get() if X.dtype == np.float32 else None
+        rows = X.reshape(n, -1) if pool is not None else None     # X is C-contiguous (_check_X)
+        order = rng.permutation(n) if rng is not None else np.arange(n, dtype=np.int64)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
         total_loss, seen, sums = 0.0, 0, {}
@@ -308,7 +311,11 @@ class Sequential:
         for step, start in enumerate(range(0, n, batch_size)):
             idx = order[start:start + batch_size]
             m = len(idx)
-            xs, ys = X[idx], y[idx]                     # one gather per batch (faster than take(out=))
+            if rows is not None:                        # the gather split across BLAS's threads
+                xs = pool.gather(rows, idx, np.empty((m, rows.shape[1]), rows.dtype)).reshape(m, *X.shape[1:])
+            else:
+                xs = X[idx]                             # one gather per batch (faster than take(out=))
+            ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
             if split is None:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import kernels
+from . import pool as _pool
 
 
 # -- learning-rate schedules: lr(step) from the optimizer's base lr; steps count batches ------
@@ -150,7 +151,7 @@ class Optimizer:
         lr = self.current_lr()
         k = kernels.get() if params.dtype == np.float32 else None
         if k is not None:
-            return self.fused(k, params, grads, lr) == 0
+            return self.fused(k, params, grads, lr, _pool.get()) == 0
         np.copyto(self._previous, params)
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is reported by the return value
             self.update(params, grads, lr)
@@ -170,10 +171,22 @@ class Optimizer:
         """The rule in NumPy whole-buffer operations."""
         raise NotImplementedError
 
-    def fused(self, k, p, g, lr) -> float:
-        """The rule as one compiled pass (``vecnn.kernels``); returns its finiteness check."""
-        self.update(p, g, lr)
-        return 0.0 if np.isfinite(p).all() else math.nan
+    def fused(self, k, p, g, lr, pool=None) -> float:
+        """The rule as one compiled pass (``vecnn.kernels``; split across BLAS's threads by
+        ``pool`` when given, see ``vecnn.pool``); returns its finiteness check."""
+        call = self._kernel_call(p, g, lr)
+        if call is None:                  # a rule without a compiled kernel: NumPy, then a check
+            self.update(p, g, lr)
+            return 0.0 if np.isfinite(p).all() else math.nan
+        name, state, scalars = call
+        if pool is not None:
+            return pool.optimizer(name, p, g, state[0], state[-1], self._previous, *scalars)
+        return getattr(k, name)(p, g, *state, self._previous, *scalars)
+
+    def _kernel_call(self, p, g, lr):
+        """``(kernel name, state buffers, float32 scalars)`` of the rule's compiled pass
+        ``kernel(p, g, *state, previous, *scalars)``, or None."""
+        return None
 
     # -- (de)serialization for checkpoints ------------------------------------------------
     def config(self) -> dict:
@@ -236,10 +249,9 @@ class SGD(Optimizer):
         np.multiply(g, lr, out=self._scratch)
         p -= self._scratch
 
-    def fused(self, k, p, g, lr):
+    def _kernel_call(self, p, g, lr):
         buf = self.state["velocity"] if self.momentum else self._scratch
-        return k.sgd(p, g, buf, self._previous, _f32(lr), _f32(self.momentum), _f32(self.weight_decay),
-                     self.nesterov, self.t == 1)
+        return "sgd", (buf,), (_f32(lr), _f32(self.momentum), _f32(self.weight_decay), self.nesterov, self.t == 1)
 
     def _rule_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -268,9 +280,9 @@ class RMSProp(Optimizer):
         d *= lr
         p -= d                                             # p -= lr g / (sqrt(s) + eps)
 
-    def fused(self, k, p, g, lr):
-        return k.rmsprop(p, g, self.state["square_avg"], self._previous, _f32(lr), _f32(self.alpha),
-                         _f32(1 - self.alpha), _f32(self.eps), _f32(self.weight_decay))
+    def _kernel_call(self, p, g, lr):
+        return "rmsprop", (self.state["square_avg"],), (_f32(lr), _f32(self.alpha), _f32(1 - self.alpha),
+                                                       _f32(self.eps), _f32(self.weight_decay))
 
     def _rule_config(self):
         return {"alpha": self.alpha, "eps": self.eps}
@@ -315,13 +327,13 @@ class Adam(Optimizer):
         d *= lr / bc1
         p -= d                                             # p -= lr m_hat / (sqrt(v_hat) + eps)
 
-    def fused(self, k, p, g, lr):
+    def _kernel_call(self, p, g, lr):
         b1, b2 = self.betas
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         wd = self.weight_decay
-        return k.adam(p, g, self.state["m"], self.state["v"], self._previous, _f32(b1), _f32(1 - b1),
-                      _f32(b2), _f32(1 - b2), _f32(self.eps), _f32(lr / bc1), _f32(1 / math.sqrt(bc2)),
-                      _f32(0 if self.decoupled else wd), _f32(1 - lr * wd if self.decoupled else 1))
+        return "adam", (self.state["m"], self.state["v"]), (
+            _f32(b1), _f32(1 - b1), _f32(b2), _f32(1 - b2), _f32(self.eps), _f32(lr / bc1),
+            _f32(1 / math.sqrt(bc2)), _f32(0 if self.decoupled else wd), _f32(1 - lr * wd if self.decoupled else 1))
 
     def _rule_config(self):
         return {"betas": list(self.betas), "eps": self.eps}

@@ -1,0 +1,139 @@
+"""vecnn.pool: memory-bound kernels split across OpenBLAS's own threads."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import vecnn as vn
+from vecnn import kernels, pool
+from vecnn import layers as L
+
+pytestmark = pytest.mark.skipif(pool.get() is None, reason="no pthreads OpenBLAS with blas_level1_thread here")
+
+F = np.float32
+ADAM = (F(0.9), F(0.1), F(0.999), F(0.001), F(1e-8), F(1e-3), F(1.3), F(0), F(1))
+RULES = {
+    "adam": ((ADAM), 2),
+    "sgd": ((F(0.01), F(0.9), F(1e-4), True, False), 1),
+    "rmsprop": ((F(0.01), F(0.99), F(0.01), F(1e-8), F(0)), 1),
+}
+
+
+def test_numpy_openblas_gets_the_pool():
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    assert blas and blas[0]["internal_api"] == "openblas"
+    assert pool.get() is not None and pool.get().threads >= 1
+
+
+def _state(rng, n):
+    p = rng.standard_normal(n).astype(F)
+    g = rng.standard_normal(n).astype(F)
+    s1 = (rng.random(n) * 0.01).astype(F)           # valid for every rule (RMSProp: >= 0)
+    s2 = (rng.random(n) * 0.01).astype(F)
+    return p, g, s1, s2
+
+
+def _step(name, arrays, threads):
+    p, g, s1, s2 = (a.copy() for a in arrays)
+    old = np.full_like(p, np.nan)
+    scalars, n_state = RULES[name]
+    with threadpool_limits(threads, user_api="blas"):
+        chk = pool.get().optimizer(name, p, g, s1, s2 if n_state == 2 else s1, old, *scalars)
+    return chk, p, s1, s2, old
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("n", [5, pool.MIN_ELEMENTS - 1, pool.MIN_ELEMENTS + 3, 100_003])
+def test_optimizer_split_does_not_depend_on_threads_and_matches_the_kernel(name, n):
+    rng = np.random.default_rng(n)
+    arrays = _state(rng, n)
+    one = _step(name, arrays, 1)
+    two = _step(name, arrays, 2)
+    assert one[0] == two[0] == 0
+    for a, b in zip(one[1:], two[1:]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(one[4], arrays[0])              # old: the parameters before
+    # the one-thread kernel computes the same rule (to rounding: it is compiled separately)
+    p, g, s1, s2 = (a.copy() for a in arrays)
+    scalars, n_state = RULES[name]
+    state = (s1, s2) if n_state == 2 else (s1,)
+    getattr(kernels.get(), name)(p, g, *state, np.empty_like(p), *scalars)
+    np.testing.assert_allclose(one[1], p, rtol=1e-6, atol=1e-7)
+    assert np.abs(one[1] - arrays[0]).max() > 0                      # the step did move them
+
+
+@pytest.mark.parametrize("where", [0, 40_000, -1])
+def test_optimizer_split_reports_a_non_finite_gradient_anywhere(where):
+    p, g, s1, s2 = _state(np.random.default_rng(0), 80_001)
+    g[where] = np.nan
+    for threads in (1, 2):
+        chk, *_ = _step("adam", (p, g, s1, s2), threads)
+        assert not np.isfinite(chk)
+
+
+@pytest.mark.parametrize("d", [1, 13, 784])
+@pytest.mark.parametrize("m", [1, 7, 128])
+def test_gather_equals_fancy_indexing(d, m):
+    rng = np.random.default_rng(d * m)
+    X = rng.standard_normal((500, d)).astype(F)
+    idx = rng.permutation(500)[:m]
+    for threads in (1, 2):
+        out = np.full((m, d), np.nan, F)
+        with threadpool_limits(threads, user_api="blas"):
+            pool.get().gather(X, idx, out)
+        np.testing.assert_array_equal(out, X[idx])
+
+
+@pytest.mark.parametrize("bad", [0, 33_333, 99_999])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_finite_check_finds_one_bad_value_anywhere(bad, value):
+    x = np.random.default_rng(1).standard_normal(100_000).astype(F)
+    assert pool.get().finite_check(x) == 0
+    x[bad] = value
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            assert not np.isfinite(pool.get().finite_check(x))
+
+
+def test_fit_runs_its_optimizer_and_gather_through_the_pool(monkeypatch):
+    calls = {"optimizer": 0, "gather": 0}
+    P = type(pool.get())
+    for name in calls:
+        original = getattr(P, name)
+
+        def counted(self, *args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(P, name, counted)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 300)).astype(F)
+    y = rng.integers(0, 3, 256)
+    model = vn.Sequential([L.Dense(300, 128), L.ReLU(), L.Dense(128, 3)])
+    assert model.n_params >= pool.MIN_ELEMENTS
+    model.fit(X, y, epochs=2, batch_size=64, verbose=0)
+    assert calls == {"optimizer": 8, "gather": 8}
+
+
+def test_training_is_the_same_for_any_thread_count():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((512, 64)).astype(F)
+    y = rng.integers(0, 4, 512)
+    weights = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            model = vn.Sequential([L.Dense(64, 512), L.ReLU(), L.Dense(512, 4)])
+            model.fit(X, y, epochs=2, batch_size=128, verbose=0, seed=0)
+        weights.append(model.flat_params.copy())
+    np.testing.assert_array_equal(*weights)
+
+
+def test_no_pool_without_kernels_or_without_the_blas_function(monkeypatch):
+    monkeypatch.setattr(kernels, "enabled", False)
+    assert pool.get() is None
+    monkeypatch.setattr(kernels, "enabled", True)
+    monkeypatch.setattr(pool, "_find_functions", lambda: None)
+    monkeypatch.setattr(pool, "_pool", kernels.Lazy(pool._build))
+    assert pool.get() is None
+    # training still works, on one thread
+    model = vn.Sequential([L.Dense(4, 3)])
+    model.fit(np.ones((8, 4), F), np.zeros(8, int), epochs=1, verbose=0)

@@ -1,0 +1,112 @@
+"""Memory-bound kernels split across the BLAS's own threads.
+
+BLAS runs the matrix products of a step on every core; what runs between them (the optimizer
+pass over all parameters, the batch gather) ran on one core while the others waited. A second
+thread pool beside BLAS's does not help here: handing work to a sleeping thread costs tens of
+microseconds (more in a virtual machine), and two pools of spinning threads fight over the
+cores. So vecnn hands that work to OpenBLAS's own worker threads, which are already awake
+and spinning between products: OpenBLAS's ``blas_level1_thread`` (the routine that splits its
+own vector operations, exported by its shared library) splits a range into one share per
+thread and calls a function on each share; here that function is a compiled vecnn kernel (a
+numba ``cfunc``) working on its share of the elements or rows.
+
+Results are exactly those of the one-thread kernels: every element is computed by the same
+code. The pool is used only where it was verified at start-up: NumPy's BLAS is an OpenBLAS with
+pthreads whose ``blas_level1_thread`` is found and splits a probe range as expected; otherwise
+``get()`` returns None and the kernels run on one thread. ``vecnn.kernels.enabled = False``
+turns it off with the other kernels.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from . import kernels
+
+#: fewer elements than this run on one thread (the split costs a few microseconds)
+MIN_ELEMENTS = 1 << 15
+
+
+def _find_functions():
+    """Addresses of ``blas_level1_thread`` and ``openblas_get_num_threads`` in the pthreads
+    OpenBLAS NumPy uses, or None."""
+    from threadpoolctl import ThreadpoolController
+
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    numpy_blas = [lib for lib in libs if "numpy" in lib.filepath] or libs[:1]
+    for lib in numpy_blas:
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "pthreads") != "pthreads":
+            return None
+        dll = ctypes.CDLL(lib.filepath)
+        level1 = getattr(dll, "blas_level1_thread", None)
+        threads = next((fn for fn in (getattr(dll, name, None) for name in (
+            "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+            "openblas_get_num_threads")) if fn is not None), None)
+        if level1 is not None and threads is not None:
+            return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (level1, threads))
+    return None
+
+
+def _verified(c, fns) -> bool:
+    """Whether the BLAS splits a probe range into contiguous shares that cover it exactly,
+    for 1 up to its current thread count (never more: it has no threads beyond those), so its
+    calling convention and strides are what the kernels assume."""
+    for threads in range(1, min(int(c.current_threads(fns)), 4) + 1):
+        for m in (1, 7, 1000):
+            table = np.zeros(m, np.float32)
+            c.run_probe(fns, table, threads)
+            start = 0
+            while start < m and table[start] > 0:
+                start += int(table[start])
+            if start != m:
+                return False
+    return True
+
+
+def _build():
+    blas = _find_functions()
+    if blas is None:
+        raise RuntimeError("no OpenBLAS blas_level1_thread here")
+    from . import kernels_numba as c
+
+    fns = np.array([*blas, *c.SHARES], np.int64)      # addresses: arguments, never compiled in
+    if not _verified(c, fns):
+        raise RuntimeError("OpenBLAS's blas_level1_thread does not split as expected")
+    return Pool(c, fns)
+
+
+class Pool:
+    """The compiled kernels that run split across OpenBLAS's threads (see the module docs)."""
+
+    def __init__(self, compiled, fns):
+        self._c, self._fns = compiled, fns
+
+    @property
+    def threads(self) -> int:
+        return int(self._c.current_threads(self._fns))
+
+    def optimizer(self, name, p, g, s1, s2, old, *scalars) -> float:
+        """One fused optimizer pass (``name``: "adam", "sgd", "rmsprop"; ``vecnn.kernels``)
+        split by element ranges (below ``MIN_ELEMENTS``, one range on this thread); returns its
+        finiteness check (0 when all finite)."""
+        f = [float(x) for x in scalars] + [0.0] * (9 - len(scalars))
+        return float(self._c.run_optimizer(self._fns, MIN_ELEMENTS, _KINDS[name], p, g, s1, s2, old, *f))
+
+    def gather(self, X, idx, out):
+        """``out[:] = X[idx]`` split by rows, for C-contiguous float32 ``X`` (n, d) and
+        ``out`` (len(idx), d) and an int64 ``idx`` of valid row numbers."""
+        return self._c.run_gather(self._fns, X, idx, out)
+
+    def finite_check(self, x) -> float:
+        """0 when every value of the 1-D float32 ``x`` is finite, split by element ranges."""
+        return float(self._c.run_finite_check(self._fns, x))
+
+
+_KINDS = {"adam": 0, "sgd": 1, "rmsprop": 2}
+_pool = kernels.Lazy(_build)
+
+
+def get():
+    """The pool, or None where it cannot run (no numba, kernels disabled, another BLAS)."""
+    return _pool.get()
