@@ -121,6 +121,9 @@ def test_state_survives_between_fits(rng):
     (lambda: optim.RMSProp(lr=1e38, eps=1e-30), 1e10),
     (lambda: optim.Adam(lr=0.1), np.inf),                       # non-finite gradient
     (lambda: optim.SGD(lr=0.1), np.nan),
+    (lambda: optim.Adam(lr=0.1), np.nan),                       # NaN must survive the flush of
+    (lambda: optim.SGD(lr=0.1, momentum=0.9), np.nan),          # tiny state to zero
+    (lambda: optim.RMSProp(lr=0.1), np.nan),
 ])
 def test_step_reports_non_finite_and_undo_restores(make, bad, path):
     opt = make()

@@ -298,16 +298,24 @@ def optimizer_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     return 0
 
 
+@intrinsic
+def copy_bytes(typingctx, dst, src, nbytes):
+    # memcpy(dst, src, nbytes) on addresses: the C library's copy, as NumPy's row gather uses
+    def codegen(context, builder, sig, args):
+        d, s, n = args
+        cgutils.raw_memcpy(builder, builder.inttoptr(d, vp), builder.inttoptr(s, vp), n, 1)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
 @cfunc(share_sig, nogil=True, cache=True)
 def gather_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     # rows: a = idx (int64, lda 2 = 8 bytes), b = out rows (ldb = row length); ctx: X, width
     ctx = carray(c, (2,))
-    width = ctx[1]
+    row = 4 * ctx[1]
     idx = carray(f32ptr(a), (2 * w,)).view(np.int64)
-    out = carray(f32ptr(b), (w * width,))
     for r in range(w):
-        src = carray(f32ptr(ctx[0] + 4 * idx[r] * width), (width,))
-        out[r * width:(r + 1) * width] = src
+        copy_bytes(b + r * row, ctx[0] + idx[r] * row, row)
     return 0
 
 
