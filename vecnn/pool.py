@@ -10,11 +10,14 @@ own vector operations, exported by its shared library) splits a range into one s
 thread and calls a function on each share; here that function is a compiled vecnn kernel (a
 numba ``cfunc``) working on its share of the elements or rows.
 
-Results are exactly those of the one-thread kernels: every element is computed by the same
-code. The pool is used only where it was verified at start-up: NumPy's BLAS is an OpenBLAS with
+Results do not depend on the thread count: every element is computed by the same compiled
+code whatever share it falls in (the kernels avoid fused multiply-adds, whose rounding would
+depend on where a share starts; tests compare 1 and 2 threads bit for bit). The pool is used
+only where it was verified at start-up: NumPy's BLAS is an OpenBLAS (0.3.20 or later) with
 pthreads whose ``blas_level1_thread`` is found and splits a probe range as expected; otherwise
-``get()`` returns None and the kernels run on one thread. ``vecnn.kernels.enabled = False``
-turns it off with the other kernels.
+``get()`` returns None and the kernels run on one thread. It never asks for more threads than
+OpenBLAS has at the moment of the call (``threadpoolctl`` limits are respected).
+``vecnn.kernels.enabled = False`` turns it off with the other kernels.
 """
 from __future__ import annotations
 
@@ -28,6 +31,15 @@ from . import kernels
 MIN_ELEMENTS = 1 << 15
 
 
+def _version(text) -> tuple:
+    parts = []
+    for piece in str(text or "").split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
+
+
 def _find_functions():
     """Addresses of ``blas_level1_thread`` and ``openblas_get_num_threads`` in the pthreads
     OpenBLAS NumPy uses, or None."""
@@ -37,6 +49,8 @@ def _find_functions():
     numpy_blas = [lib for lib in libs if "numpy" in lib.filepath] or libs[:1]
     for lib in numpy_blas:
         if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "pthreads") != "pthreads":
+            return None
+        if _version(lib.version) < (0, 3, 20):        # BLAS_SINGLE is 2 since bfloat16 (0.3.10)
             return None
         dll = ctypes.CDLL(lib.filepath)
         level1 = getattr(dll, "blas_level1_thread", None)
