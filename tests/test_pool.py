@@ -7,7 +7,24 @@ import vecnn as vn
 from vecnn import kernels, pool
 from vecnn import layers as L
 
-pytestmark = pytest.mark.skipif(pool.get() is None, reason="no pthreads OpenBLAS with blas_level1_thread here")
+
+
+def _pool_expected() -> bool:
+    """Whether this environment should get the pool (decided without vecnn.pool): numba, and a
+    pthreads OpenBLAS >= 0.3.20 exporting blas_level1_thread as NumPy's BLAS."""
+    import ctypes
+    import importlib.util
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if importlib.util.find_spec("numba") is None or not blas:
+        return False
+    info = blas[0]
+    version = tuple(int(x) for x in info["version"].split(".")[:3])
+    return (info["internal_api"] == "openblas" and info.get("threading_layer") == "pthreads"
+            and version >= (0, 3, 20) and hasattr(ctypes.CDLL(info["filepath"]), "blas_level1_thread"))
+
+
+pytestmark = pytest.mark.skipif(not _pool_expected(), reason="no pthreads OpenBLAS with blas_level1_thread here")
 
 F = np.float32
 ADAM = (F(0.9), F(0.1), F(0.999), F(0.001), F(1e-8), F(1e-3), F(1.3), F(0), F(1))
@@ -19,9 +36,45 @@ RULES = {
 
 
 def test_numpy_openblas_gets_the_pool():
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    assert blas and blas[0]["internal_api"] == "openblas"
     assert pool.get() is not None and pool.get().threads >= 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_blas_splits_a_range_into_one_share_per_thread(threads):
+    from vecnn import kernels_numba
+
+    table = np.zeros(1001, np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        assert kernels_numba.run_probe(pool.get()._fns, table, pool.get().threads) == 0
+    assert sorted(table[table > 0].tolist()) == ([1001.0] if threads == 1 else [500.0, 501.0])
+
+
+def test_optimizer_falls_back_for_gradients_the_shares_cannot_read():
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(pool.MIN_ELEMENTS + 10).astype(F)
+    G = rng.standard_normal((p0.size, 2)).astype(F)
+    reference = p0.copy()
+    vn.optim.Adam(lr=0.1).step(reference, np.ascontiguousarray(G[:, 0]))
+    for g in (G[:, 0], G[:, 0].astype(np.float64)):                 # strided; float64
+        p = p0.copy()
+        assert vn.optim.Adam(lr=0.1).step(p, g)
+        np.testing.assert_allclose(p, reference, rtol=1e-5, atol=1e-8)      # float64 g: other rounding
+
+
+def test_loaded_state_of_another_dtype_or_layout_is_converted():
+    rng = np.random.default_rng(6)
+    p0 = rng.standard_normal(pool.MIN_ELEMENTS + 10).astype(F)
+    g = rng.standard_normal(p0.size).astype(F)
+    a, b = vn.optim.Adam(lr=0.1), vn.optim.Adam(lr=0.1)
+    pa, pb = p0.copy(), p0.copy()
+    a.step(pa, g.copy())
+    state = a.state_dict()
+    b.load_state_dict({"t": state["t"], "m": state["m"].astype(np.float64),
+                       "v": np.repeat(state["v"], 2)[::2]})              # float64; strided
+    pa2, pb2 = pa.copy(), pa.copy()
+    assert a.step(pa2, g.copy()) and b.step(pb2, g.copy())
+    np.testing.assert_array_equal(pa2, pb2)
+    assert all(v.dtype == F and v.flags.c_contiguous for v in b.state.values())
 
 
 def _state(rng, n):

@@ -275,8 +275,7 @@ share_sig = types.int32(types.int64, types.int64, types.int64, types.float32, ty
 # advanced to the share's start; ctx holds the base addresses and the scalars.
 
 
-@cfunc(share_sig, nogil=True, cache=True)
-def optimizer_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
+def _optimizer_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     # ctx: kind, p, g, s1, s2, old, scalars (float32 x 9), result (float32)
     ctx = carray(c, (7,))
     lo = (a - ctx[1]) // 4
@@ -308,8 +307,7 @@ def copy_bytes(typingctx, dst, src, nbytes):
     return types.void(types.int64, types.int64, types.int64), codegen
 
 
-@cfunc(share_sig, nogil=True, cache=True)
-def gather_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
+def _gather_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     # rows: a = idx (int64, lda 2 = 8 bytes), b = out rows (ldb = row length); ctx: X, width
     ctx = carray(c, (2,))
     row = 4 * ctx[1]
@@ -319,8 +317,7 @@ def gather_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     return 0
 
 
-@cfunc(share_sig, nogil=True, cache=True)
-def finite_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
+def _finite_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     # ctx: result (float32 slot): NaN when the share holds a non-finite value
     x = carray(f32ptr(a), (w,))
     if finite_check(x) != 0:
@@ -328,13 +325,18 @@ def finite_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     return 0
 
 
-@cfunc(share_sig, nogil=True, cache=True)
-def probe_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
-    # records each share: table[start] = width (ctx: table base, length)
-    ctx = carray(c, (2,))
-    table = carray(f32ptr(ctx[0]), (ctx[1],))
-    table[(a - ctx[0]) // 4] = w
+def _probe_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
+    # records each share: table[start] = width, where a advanced 4 bytes per element (lda 1)
+    # and b 8 (ldb 2) must agree on start; anything else (never written out of bounds) sets the
+    # flag. ctx: table base, length, flag, b's base
+    ctx = carray(c, (4,))
+    start, start_b = (a - ctx[0]) // 4, (b - ctx[3]) // 8
+    if 0 <= start < ctx[1] and start == start_b and (a - ctx[0]) % 4 == 0:
+        carray(f32ptr(ctx[0]), (ctx[1],))[start] = w
+    else:
+        ctx[2] = 1
     return 0
+
 
 run_opts = dict(cache=True, nogil=True)
 
@@ -375,9 +377,12 @@ def run_finite_check(fns, x):
 
 @njit(**run_opts)
 def run_probe(fns, table, threads):
-    ctx = np.empty(2, np.int64)
-    ctx[0], ctx[1] = table.ctypes.data, table.shape[0]
-    level1(fns[0], table.shape[0], table.ctypes.data, 1, table.ctypes.data, 1, ctx.ctypes.data, fns[4], threads)
+    # 0 when the shares were as expected (see _probe_share); the table holds their widths
+    ctx = np.zeros(4, np.int64)
+    other = np.zeros(2 * table.shape[0], np.float32)
+    ctx[0], ctx[1], ctx[3] = table.ctypes.data, table.shape[0], other.ctypes.data
+    level1(fns[0], table.shape[0], table.ctypes.data, 1, other.ctypes.data, 2, ctx.ctypes.data, fns[4], threads)
+    return ctx[2]
 
 
 @njit(**run_opts)
@@ -385,5 +390,11 @@ def current_threads(fns):
     return blas_threads(fns[1])
 
 
-#: addresses of the share kernels: optimizer, gather, probe, finiteness check
-SHARES = (optimizer_share.address, gather_share.address, probe_share.address, finite_share.address)
+#: addresses of the share kernels (optimizer, gather, probe, finiteness check), compiled here
+#: at import; None if this numba cannot compile them (vecnn.pool is then off, every other
+#: kernel stays on)
+try:
+    SHARES = tuple(cfunc(share_sig, nogil=True, cache=True)(f).address
+                   for f in (_optimizer_share, _gather_share, _probe_share, _finite_share))
+except Exception:
+    SHARES = None

@@ -126,13 +126,19 @@ class Optimizer:
         self._scratch = None
 
     def _bind(self, params):
-        """Allocate state for a buffer like ``params`` (once; kept across ``fit`` calls)."""
-        if self._previous is None or self._previous.shape != params.shape or self._previous.dtype != params.dtype:
-            if not self.state or next(iter(self.state.values())).shape != params.shape:
-                self.state = {k: np.zeros_like(params) for k in self.slots}
-                self.t = 0
+        """Allocate state for a buffer like ``params`` (once; kept across ``fit`` calls), and
+        make loaded state match it: one C-contiguous buffer of ``params``'s shape and dtype per
+        slot (a slot of another shape, or missing, starts the rule afresh)."""
+        prev = self._previous
+        if prev is None or prev.shape != params.shape or prev.dtype != params.dtype:
             self._previous = np.empty_like(params)
             self._scratch = np.empty_like(params)
+        state = self.state
+        if state.keys() != set(self.slots) or any(v.shape != params.shape for v in state.values()):
+            self.state = {k: np.zeros_like(params) for k in self.slots}
+            self.t = 0
+        elif any(v.dtype != params.dtype or not v.flags.c_contiguous for v in state.values()):
+            self.state = {k: np.ascontiguousarray(v, params.dtype) for k, v in state.items()}
 
     def current_lr(self, step=None) -> float:
         step = self.t if step is None else step
@@ -179,7 +185,10 @@ class Optimizer:
             self.update(p, g, lr)
             return 0.0 if np.isfinite(p).all() else math.nan
         name, state, scalars = call
-        if pool is not None:
+        # the pool's shares read raw memory: every buffer 1-D, C-contiguous float32 (state and
+        # previous are, by _bind; a gradient passed to step by hand may not be)
+        if (pool is not None and p.ndim == 1 and p.flags.c_contiguous and g.dtype == np.float32
+                and g.shape == p.shape and g.flags.c_contiguous):
             return pool.optimizer(name, p, g, state[0], state[-1], self._previous, *scalars)
         return getattr(k, name)(p, g, *state, self._previous, *scalars)
 

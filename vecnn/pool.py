@@ -69,11 +69,12 @@ def _verified(c, fns) -> bool:
     for threads in range(1, min(int(c.current_threads(fns)), 4) + 1):
         for m in (1, 7, 1000):
             table = np.zeros(m, np.float32)
-            c.run_probe(fns, table, threads)
-            start = 0
+            if c.run_probe(fns, table, threads) != 0:
+                return False
+            shares, start = 0, 0
             while start < m and table[start] > 0:
-                start += int(table[start])
-            if start != m:
+                start, shares = start + int(table[start]), shares + 1
+            if start != m or shares != min(threads, m):
                 return False
     return True
 
@@ -83,6 +84,9 @@ def _build():
     if blas is None:
         raise RuntimeError("no OpenBLAS blas_level1_thread here")
     from . import kernels_numba as c
+
+    if c.SHARES is None:
+        raise RuntimeError("this numba cannot compile the pool's share kernels")
 
     fns = np.array([*blas, *c.SHARES], np.int64)      # addresses: arguments, never compiled in
     if not _verified(c, fns):
@@ -109,7 +113,12 @@ class Pool:
 
     def gather(self, X, idx, out):
         """``out[:] = X[idx]`` split by rows, for C-contiguous float32 ``X`` (n, d) and
-        ``out`` (len(idx), d) and an int64 ``idx`` of valid row numbers."""
+        ``out`` (len(idx), d) and ``idx`` of valid row numbers (not checked: the caller's)."""
+        idx = np.ascontiguousarray(idx, np.int64)
+        if not (X.dtype == out.dtype == np.float32 and X.ndim == 2 and X.flags.c_contiguous
+                and out.flags.c_contiguous and out.shape == (len(idx), X.shape[1])):
+            raise ValueError(f"pool.gather: expected C-contiguous float32 X (n, d) and out (len(idx), d), "
+                             f"received X {X.dtype} {X.shape} and out {out.dtype} {out.shape}")
         return self._c.run_gather(self._fns, X, idx, out)
 
     def finite_check(self, x) -> float:
