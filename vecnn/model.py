@@ -301,8 +301,8 @@ class Sequential:
 
     def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None):
         n = len(X)
-        pool = _pool.get() if X.dtype == np.float32 else None
-        rows = X.reshape(n, -1) if pool is not None else None     # X is C-contiguous (_check_X)
+        pool = _pool.get() if X.dtype == np.float32 and X.flags.c_contiguous else None
+        rows = X.reshape(n, -1) if pool is not None else None     # a view: X is C-contiguous
         order = rng.permutation(n) if rng is not None else np.arange(n, dtype=np.int64)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
