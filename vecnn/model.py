@@ -303,6 +303,8 @@ class Sequential:
         n = len(X)
         pool = _pool.get() if X.dtype == np.float32 and X.flags.c_contiguous else None
         rows = X.reshape(n, -1) if pool is not None else None     # a view: X is C-contiguous
+        # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
+        batch = np.empty((min(batch_size, n), rows.shape[1]), X.dtype) if rows is not None else None
         order = rng.permutation(n) if rng is not None else np.arange(n, dtype=np.int64)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
@@ -312,7 +314,7 @@ class Sequential:
             idx = order[start:start + batch_size]
             m = len(idx)
             if rows is not None:                        # the gather split across BLAS's threads
-                xs = pool.gather(rows, idx, np.empty((m, rows.shape[1]), rows.dtype)).reshape(m, *X.shape[1:])
+                xs = pool.gather(rows, idx, batch[:m]).reshape(m, *X.shape[1:])
             else:
                 xs = X[idx]                             # one gather per batch (faster than take(out=))
             ys = y[idx]
