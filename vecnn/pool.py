@@ -50,7 +50,7 @@ def _find_functions():
     for lib in numpy_blas:
         if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "pthreads") != "pthreads":
             return None
-        if _version(lib.version) < (0, 3, 20):        # BLAS_SINGLE is 2 since bfloat16 (0.3.10)
+        if _version(lib.version) < (0, 3, 20):        # older releases numbered the mode flags otherwise
             return None
         dll = ctypes.CDLL(lib.filepath)
         level1 = getattr(dll, "blas_level1_thread", None)
