@@ -45,10 +45,9 @@ def check_finite(where: str, x) -> None:
 
     k = kernels.get() if x.dtype == np.float32 and x.flags.c_contiguous else None
     p = pool.get() if k is not None and x.size >= pool.MIN_ELEMENTS else None
+    check = p or k                       # big arrays: split across BLAS's threads
     with np.errstate(over="ignore", invalid="ignore"):
-        if p is not None and p.finite_check(x.reshape(-1)) == 0:    # split across BLAS's threads
-            return
-        if p is None and k is not None and k.finite_check(x.reshape(-1)) == 0:
+        if check is not None and check.finite_check(x.reshape(-1)) == 0:
             return
         if k is None and np.isfinite(np.add.reduce(x, axis=None)):
             return

@@ -231,6 +231,8 @@ def bn_input_grad(g, xhat, a, b, d, dx):
 
 # -- shares of a range, run on OpenBLAS's threads (vecnn.pool) ---------------------------
 _BLAS_SINGLE = 2        # OpenBLAS's mode flag for single precision (strides in 4-byte units)
+# what vecnn.pool passes as fns: OpenBLAS's two functions, then the share kernels of SHARES
+_L1, _THREADS, _OPTIMIZER, _GATHER, _PROBE, _FINITE = range(6)
 
 i32, i64 = ir.IntType(32), ir.IntType(64)
 vp = ir.IntType(8).as_pointer()
@@ -351,8 +353,8 @@ def run_optimizer(fns, min_split, kind, p, g, s1, s2, old, f0, f1, f2, f3, f4, f
     ctx[0], ctx[1], ctx[2], ctx[3] = kind, p.ctypes.data, g.ctypes.data, s1.ctypes.data
     ctx[4], ctx[5], ctx[6] = s2.ctypes.data, old.ctypes.data, f.ctypes.data
     f[9] = 0
-    threads = blas_threads(fns[1]) if p.shape[0] >= min_split else 1
-    level1(fns[0], p.shape[0], p.ctypes.data, 1, g.ctypes.data, 1, ctx.ctypes.data, fns[2], threads)
+    threads = blas_threads(fns[_THREADS]) if p.shape[0] >= min_split else 1
+    level1(fns[_L1], p.shape[0], p.ctypes.data, 1, g.ctypes.data, 1, ctx.ctypes.data, fns[_OPTIMIZER], threads)
     return f[9]
 
 
@@ -360,8 +362,8 @@ def run_optimizer(fns, min_split, kind, p, g, s1, s2, old, f0, f1, f2, f3, f4, f
 def run_gather(fns, X, idx, out):
     ctx = np.empty(2, np.int64)
     ctx[0], ctx[1] = X.ctypes.data, X.shape[1]
-    level1(fns[0], idx.shape[0], idx.ctypes.data, 2, out.ctypes.data, X.shape[1], ctx.ctypes.data, fns[3],
-           blas_threads(fns[1]))
+    level1(fns[_L1], idx.shape[0], idx.ctypes.data, 2, out.ctypes.data, X.shape[1], ctx.ctypes.data, fns[_GATHER],
+           blas_threads(fns[_THREADS]))
     return out
 
 
@@ -371,7 +373,8 @@ def run_finite_check(fns, x):
     result = np.zeros(1, np.float32)
     ctx = np.empty(1, np.int64)
     ctx[0] = result.ctypes.data
-    level1(fns[0], x.shape[0], x.ctypes.data, 1, x.ctypes.data, 1, ctx.ctypes.data, fns[5], blas_threads(fns[1]))
+    level1(fns[_L1], x.shape[0], x.ctypes.data, 1, x.ctypes.data, 1, ctx.ctypes.data, fns[_FINITE],
+           blas_threads(fns[_THREADS]))
     return result[0]
 
 
@@ -381,13 +384,13 @@ def run_probe(fns, table, threads):
     ctx = np.zeros(4, np.int64)
     other = np.zeros(2 * table.shape[0], np.float32)
     ctx[0], ctx[1], ctx[3] = table.ctypes.data, table.shape[0], other.ctypes.data
-    level1(fns[0], table.shape[0], table.ctypes.data, 1, other.ctypes.data, 2, ctx.ctypes.data, fns[4], threads)
+    level1(fns[_L1], table.shape[0], table.ctypes.data, 1, other.ctypes.data, 2, ctx.ctypes.data, fns[_PROBE], threads)
     return ctx[2]
 
 
 @njit(**run_opts)
 def current_threads(fns):
-    return blas_threads(fns[1])
+    return blas_threads(fns[_THREADS])
 
 
 #: addresses of the share kernels (optimizer, gather, probe, finiteness check), compiled here
