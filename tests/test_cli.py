@@ -105,13 +105,20 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
+    # a shell without job control starts background commands with SIGINT ignored, and children
+    # inherit that (then Python never raises KeyboardInterrupt): give the child Ctrl-C back
     p = subprocess.Popen(VECNN + ["train", "--out", str(out), "--epochs", "100000", "--quiet"], env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "epoch-002.vecnn").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "epoch-002.vecnn").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
     assert p.returncode == 130
     assert f"vecnn train --out {out} --resume" in err
     assert "checkpoint after epoch" in err

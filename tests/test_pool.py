@@ -167,7 +167,10 @@ def test_fit_runs_its_optimizer_and_gather_through_the_pool(monkeypatch):
     assert calls == {"optimizer": 8, "gather": 8}
 
 
-def test_training_is_the_same_for_any_thread_count():
+def test_training_agrees_for_any_thread_count():
+    """vecnn's own kernels are thread-count independent bit for bit (the tests above); the BLAS's
+    matrix products are not (OpenBLAS splits the sums differently on 1 and 2 threads with some
+    kernels, e.g. OPENBLAS_CORETYPE=Haswell), so whole trainings agree to rounding only."""
     rng = np.random.default_rng(3)
     X = rng.standard_normal((512, 64)).astype(F)
     y = rng.integers(0, 4, 512)
@@ -175,9 +178,11 @@ def test_training_is_the_same_for_any_thread_count():
     for threads in (1, 2):
         with threadpool_limits(threads, user_api="blas"):
             model = vn.Sequential([L.Dense(64, 512), L.ReLU(), L.Dense(512, 4)])
+            start = model.flat_params.copy()
             model.fit(X, y, epochs=2, batch_size=128, verbose=0, seed=0)
+        assert np.abs(model.flat_params - start).max() > 1e-3           # it did train
         weights.append(model.flat_params.copy())
-    np.testing.assert_array_equal(*weights)
+    np.testing.assert_allclose(*weights, rtol=1e-4, atol=1e-5)
 
 
 def test_no_pool_without_kernels_or_without_the_blas_function(monkeypatch):
