@@ -89,6 +89,37 @@ def test_config_round_trip_and_state(path):
     np.testing.assert_array_equal(p, p2)
 
 
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSProp])
+def test_state_of_an_optimizer_that_never_stepped_loads_and_continues_identically(cls, path):
+    """A checkpoint written before the first step (epoch 0) holds no state buffers: loading it
+    gives an optimizer that steps exactly like a fresh one (this was KeyError 'm')."""
+    kw = dict(lr=0.05, momentum=0.9) if cls is optim.SGD else dict(lr=0.05)
+    fresh, loaded = cls(**kw), cls.from_config(cls(**kw).config())
+    loaded.load_state_dict({k: np.asarray(v) for k, v in cls(**kw).state_dict().items()})
+    p1 = np.linspace(-1, 1, 9).astype(np.float32)
+    p2 = p1.copy()
+    for i in range(3):
+        g = np.cos(np.arange(9) + i).astype(np.float32)
+        fresh.step(p1, g.copy())
+        loaded.step(p2, g.copy())
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_malformed_optimizer_state_is_a_value_error_naming_it():
+    opt = optim.Adam(lr=0.1)
+    p = np.ones(4, np.float32)
+    opt.step(p, np.ones(4, np.float32))
+    state = opt.state_dict()
+    with pytest.raises(ValueError, match="lacks 'v'"):
+        optim.Adam().load_state_dict({"t": state["t"], "m": state["m"]})
+    with pytest.raises(ValueError, match="step count 't'"):
+        optim.Adam().load_state_dict({"m": state["m"], "v": state["v"]})
+    with pytest.raises(ValueError, match="'v' must hold finite"):
+        optim.Adam().load_state_dict({**state, "v": np.full(4, np.nan, np.float32)})
+    with pytest.raises(ValueError, match="1-D and of one size"):
+        optim.Adam().load_state_dict({**state, "v": np.ones(3, np.float32)})
+
+
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1), dict(lr=float("nan")), dict(weight_decay=-1),
                                  dict(clip_norm=0)])
 def test_bad_arguments(bad):

@@ -217,7 +217,32 @@ class Optimizer:
         return {"t": np.array([self.t], np.int64), **self.state}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]):
-        self.t = int(np.asarray(arrays["t"]).reshape(-1)[0])
+        """Restore what ``state_dict`` returned. An optimizer that has not stepped yet (``t``
+        0, e.g. saved in a checkpoint before the first epoch) has no state buffers: they are
+        allocated at its first step, exactly as for a fresh optimizer. Raises ``ValueError``
+        naming what is missing or malformed otherwise."""
+        name = type(self).__name__
+        t = np.asarray(arrays.get("t", ()))
+        if t.size != 1 or t.dtype.kind not in "iu" or int(t.reshape(-1)[0]) < 0:
+            raise ValueError(f"{name}: optimizer state needs a step count 't' (one non-negative integer), "
+                             f"received {t.tolist() if t.size <= 4 else f'an array of shape {t.shape}'}")
+        t = int(t.reshape(-1)[0])
+        present = [k for k in self.slots if k in arrays]
+        if t == 0 and not present:
+            self.t, self.state = 0, {}                       # not stepped yet: _bind allocates
+            return
+        missing = [k for k in self.slots if k not in arrays]
+        if missing:
+            raise ValueError(f"{name}: optimizer state after {t} step(s) lacks {', '.join(map(repr, missing))}")
+        shapes = {np.shape(arrays[k]) for k in self.slots}
+        if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
+            raise ValueError(f"{name}: optimizer state buffers {list(self.slots)} must be 1-D and of one "
+                             f"size, received shapes {[np.shape(arrays[k]) for k in self.slots]}")
+        for k in self.slots:
+            a = np.asarray(arrays[k])
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError(f"{name}: optimizer state {k!r} must hold finite floats")
+        self.t = t
         self.state = {k: np.array(arrays[k]) for k in self.slots}
 
     def __repr__(self):
