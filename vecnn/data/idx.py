@@ -2,8 +2,9 @@
 
 An IDX file is a 4-byte magic number ``0x00 0x00 TYPE NDIM``, then ``NDIM`` big-endian uint32
 dimensions, then the data, big-endian, row-major. The reader trusts nothing it has not checked:
-it reads the header first, checks the magic, type code and dimensions, computes how many bytes
-the header promises (refusing more than ``max_bytes``), and then reads at most that many, in
+it reads the header first, checks the magic, type code and dimensions (their element count
+within ``vecnn.limits.MAX_ELEMENTS``), computes how many bytes the header promises (refusing
+more than ``max_bytes``), and then reads at most that many, in
 bounded chunks, so memory grows only with data that is really there. A forged header or a gzip
 bomb is a ``ValueError``, never a huge allocation. The file must hold exactly the promised
 bytes: a short file or trailing bytes are errors too.
@@ -16,6 +17,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..limits import check_shape
 
 #: IDX type code -> big-endian dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -78,6 +81,7 @@ def _read(f, path, kind, max_bytes, file_size):
         raise ValueError(f"{path}: truncated header: {ndim} dimensions declared, "
                          f"{len(raw) // 4} present")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4"))
+    check_shape(f"{path}: the IDX header", shape)             # vecnn.limits: before any allocation
     dtype = np.dtype(IDX_TYPES[code])
     promised = math.prod(shape) * dtype.itemsize              # Python ints: no overflow
     if promised > max_bytes:
