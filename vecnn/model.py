@@ -17,6 +17,7 @@ from . import losses as _losses
 from . import optim as _optim
 from . import parallel as _parallel
 from . import pool as _pool
+from . import threads as _threads
 from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
@@ -281,25 +282,35 @@ class Sequential:
             cb.set_model(self)
         self.stop_training = False
         split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
-        for cb in cbs:
-            cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
+        # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy
+        # process (vecnn.threads); the split sets its own (one per worker)
+        governor, blas = _threads.governor() if split is None else (None, None)
+        try:
             for cb in cbs:
-                cb.on_epoch_begin(epoch)
-            with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
-                # divergence is detected and reported in _train_epoch
-                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split)
-            if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
+                cb.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                for cb in cbs:
+                    cb.on_epoch_begin(epoch)
+                with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
+                    # divergence is detected and reported in _train_epoch
+                    logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment,
+                                             split, governor)
+                if validation_data is not None:
+                    logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
             for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        for cb in cbs:
-            cb.on_train_end()
+                cb.on_train_end()
+        finally:
+            if blas is not None:
+                blas.restore()
+        # (step, BLAS threads) at every change the governor made; empty when it made none
+        history.thread_changes = list(governor.history) if governor is not None else []
         return history
 
-    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None):
+    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None):
         n = len(X)
         pool = _pool.get() if X.dtype == np.float32 and X.flags.c_contiguous else None
         rows = X.reshape(n, -1) if pool is not None else None     # a view: X is C-contiguous
@@ -342,6 +353,10 @@ class Sequential:
                 running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
                 for cb in batch_cbs:
                     cb.on_batch_end(step, {"size": m, "running": running})
+            if governor is not None:
+                governor.tick(m)
+        if governor is not None:
+            governor.pause()                            # validation and callbacks are not steps
         return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
 
     # -- inference -------------------------------------------------------------------------
