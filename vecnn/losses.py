@@ -10,7 +10,7 @@ import numpy as np
 
 from . import kernels
 from .errors import check_finite
-from .registry import LOSSES, lookup, register_loss
+from .registry import LOSSES, check_config, lookup, register_loss
 
 
 class Loss:
@@ -24,7 +24,14 @@ class Loss:
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """The loss ``config()`` describes (e.g. read from a model file): ``ValueError`` naming
+        the loss and the argument for a config that is not an object of its constructor's
+        arguments, or holds a value of the wrong type."""
+        return cls(**cls._check_config(config))
+
+    @classmethod
+    def _check_config(cls, config) -> dict:
+        return check_config(cls, config)
 
     def check_target(self, where: str, pred_shape: tuple, target):
         """Validate and convert targets for predictions of per-sample ``pred_shape``."""
@@ -57,6 +64,15 @@ class CrossEntropy(Loss):
     """
 
     classifier = True
+
+    @classmethod
+    def _check_config(cls, config):
+        from .layers.base import check_number
+
+        config = check_config(cls, config)
+        if "label_smoothing" in config:
+            check_number("CrossEntropy", "label_smoothing", config["label_smoothing"], 0, 1, high_open=True)
+        return config
 
     def __init__(self, label_smoothing=0.0):
         if not 0 <= label_smoothing < 1:

@@ -59,3 +59,31 @@ def lookup(table: dict, kind: str, name: str):
             f"unknown {kind} {name!r}; known {kind}s: {known}. A custom class must be "
             f"registered with @vecnn.register_{kind} before use or loading"
         ) from None
+
+
+def check_config(cls, config, where: str | None = None) -> dict:
+    """``config`` checked as the constructor arguments of ``cls`` (a layer or loss read from a
+    model file): a JSON object whose keys all name parameters of the constructor, with every
+    required one present. Returns it; raises ``ValueError`` naming the class and the key.
+
+    Only the names are checked here; the values are checked by the constructor itself.
+    """
+    import inspect
+
+    where = where or getattr(cls, "registered_name", cls.__name__)
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: expected its config to be an object of constructor arguments, "
+                         f"received {type(config).__name__} {_short(config)}")
+    for key in config:
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: config keys must be strings, received {key!r}")
+    try:
+        inspect.signature(cls).bind(**config)
+    except TypeError as e:          # "missing a required argument: 'x'", "got an unexpected keyword ..."
+        raise ValueError(f"{where}: config does not match the constructor: {e}") from None
+    return config
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

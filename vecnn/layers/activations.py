@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import kernels
 from ..registry import register_layer
-from .base import Layer, reusable_like
+from .base import Layer, check_number, reusable_like
 
 
 def _flat(a):
@@ -72,9 +72,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool):
-            raise ValueError(f"LeakyReLU: expected a number for negative_slope, received {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_number("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x, training=False):
         self._check(x)
@@ -143,7 +141,7 @@ class GELU(Layer):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
+        if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: expected approximate='none' or 'tanh', received {approximate!r}")
         self.approximate = approximate
 

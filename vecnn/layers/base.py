@@ -17,6 +17,7 @@ import numpy as np
 
 from ..backend import DTYPE
 from ..errors import check_input
+from ..registry import check_config
 
 
 class Layer:
@@ -58,7 +59,23 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict):
-        return cls(**config)
+        """The layer ``config()`` describes; ``config`` must name constructor arguments only
+        (``ValueError`` naming the key otherwise), whose values the constructor checks."""
+        return cls(**check_config(cls, config))
+
+    @classmethod
+    def param_shapes(cls, config: dict) -> tuple[dict, dict]:
+        """``(params, state)``: the shape of every array a layer built from ``config`` would
+        hold, by key, with every value of ``config`` checked on the way (``ValueError``).
+
+        Model files are checked against this before anything is built. Layers whose
+        constructors allocate arrays sized by their configuration (Dense, Conv2D, the
+        BatchNorms, Standardize, Residual) compute the shapes without allocating; this
+        default builds the layer and reads them off (nothing sized by the configuration is
+        allocated by the parameter-free built-ins; a user's own layer is the user's code)."""
+        layer = cls.from_config(config)
+        return ({k: tuple(v.shape) for k, v in layer.params.items()},
+                {k: tuple(v.shape) for k, v in layer.state.items()})
 
     def init_params(self, rng: np.random.Generator) -> None:
         """(Re-)initialize parameters and any random state from ``rng``."""
@@ -94,6 +111,49 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+# -- argument checks shared by the constructors (values may come from a model file) -------
+def built_like(cls, owner) -> bool:
+    """Whether ``cls`` (``owner`` or a subclass) builds from a config exactly as ``owner`` does,
+    so that ``owner``'s ``param_shapes`` rule holds for it."""
+    return cls.__init__ is owner.__init__ and cls.from_config.__func__ is owner.from_config.__func__
+
+
+def check_flag(where: str, name: str, value) -> bool:
+    """A boolean argument: ``True``/``False`` (or 0/1), never a string or anything truthy."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{where}: expected {name} to be true or false, received {name}={value!r}")
+
+
+def check_number(where: str, name: str, value, low=None, high=None, low_open=False, high_open=False) -> float:
+    """A finite real number (not a bool) within ``[low, high]`` (bounds open when asked)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else math.nan
+    if ok and math.isfinite(v):
+        ok = (low is None or (v > low if low_open else v >= low)) and \
+             (high is None or (v < high if high_open else v <= high))
+    else:
+        ok = False
+    if not ok:
+        rng = ""
+        if low is not None or high is not None:
+            lo = "" if low is None else f"{low} {'<' if low_open else '<='} "
+            hi = "" if high is None else f" {'<' if high_open else '<='} {high}"
+            rng = f" with {lo}{name}{hi}"
+        raise ValueError(f"{where}: expected {name} to be a finite number{rng}, received {name}={value!r}")
+    return v
+
+
+def check_seed(where: str, value):
+    """A seed for ``numpy.random.default_rng``: None, a non-negative integer, or a NumPy
+    ``SeedSequence``/``BitGenerator``/``Generator``."""
+    if value is None or isinstance(value, (np.random.SeedSequence, np.random.BitGenerator, np.random.Generator)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0:
+        return value
+    raise ValueError(f"{where}: expected seed to be a non-negative integer or None, received seed={value!r}")
 
 
 def _free_refs() -> int:

@@ -35,10 +35,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import init
 from ..errors import fmt_shape
-from ..registry import register_layer
+from ..limits import MAX_IMAGE_PIXELS, check_size
+from ..registry import check_config, register_layer
 from . import conv_kernels
-from .base import Layer, reusable, reusable_like
-from .dense import _positive_int
+from .base import Layer, built_like, check_flag, check_seed, reusable, reusable_like
+from .dense import _positive_int, check_init, check_params
 
 #: Bytes the column matrix of one Conv2D call may take before the batch is split in chunks.
 COLUMN_BUDGET = 32 * 2**20
@@ -54,6 +55,16 @@ def pair(where: str, name: str, value, minimum: int = 1) -> tuple[int, int]:
         raise ValueError(f"{where}: expected {name} to be a {kind} integer or a pair of them, "
                          f"received {name}={value!r}")
     return int(vals[0]), int(vals[1])
+
+
+def check_window(where: str, kernel, stride, padding, dilation=(1, 1)) -> None:
+    """Refuse a window no image within ``limits.MAX_IMAGE_PIXELS`` could use: a (dilated) kernel
+    or a padded border larger than such an image, or a larger stride (the values may come from
+    a model file, and padding is allocated per input)."""
+    ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    for name, (a, b) in (("kernel_size (dilated)", ext), ("stride", stride),
+                         ("padding", [2 * p + 1 for p in padding])):
+        check_size(f"{where}: {name} area", a * b, MAX_IMAGE_PIXELS, "VECNN_MAX_IMAGE_PIXELS")
 
 
 def plain(p: tuple[int, int]):
@@ -148,28 +159,9 @@ class Conv2D(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, init="he", seed=0):
         super().__init__()
-        where = f"Conv2D({in_channels!r}, {out_channels!r}, {kernel_size!r})"
-        self.in_channels = _positive_int(where, "in_channels", in_channels)
-        self.out_channels = _positive_int(where, "out_channels", out_channels)
-        self.kernel_size = pair(where, "kernel_size", kernel_size)
-        self.stride = pair(where, "stride", stride)
-        self.dilation = pair(where, "dilation", dilation)
-        if padding == "valid":
-            padding = 0
-        elif padding == "same":
-            if self.stride != (1, 1):
-                raise ValueError(f"{where}: padding='same' needs stride 1, received stride={stride!r}")
-            total = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
-            if any(t % 2 for t in total):
-                raise ValueError(f"{where}: padding='same' needs an odd (dilated) kernel size, "
-                                 f"received kernel_size={kernel_size!r}, dilation={dilation!r}")
-            padding = [t // 2 for t in total]
-        self.padding = pair(where, "padding", padding, minimum=0)
-        self.bias = bool(bias)
-        from .. import init as _init
-
-        _init.get(init)  # fail early on an unknown name
-        self.init = init
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+         self.dilation, self.bias, self.init) = self._check_args(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, bias, init, seed)
         self.seed = seed
         self.col_budget = None
         self.input_spec = (self.in_channels, None, None)
@@ -180,6 +172,41 @@ class Conv2D(Layer):
         self._ones = {}                              # the shape each one's bias lane was filled for
         self._outs = {}                              # outputs / input gradients (``reusable``)
         self.init_params(np.random.default_rng(seed))
+
+    @staticmethod
+    def _check_args(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                    bias=True, init="he", seed=0):
+        """The checked ``(in_channels, out_channels, kernel_size, stride, padding, dilation,
+        bias, init)``, sizes as pairs; allocates nothing."""
+        where = f"Conv2D({in_channels!r}, {out_channels!r}, {kernel_size!r})"
+        cin = _positive_int(where, "in_channels", in_channels)
+        cout = _positive_int(where, "out_channels", out_channels)
+        kernel = pair(where, "kernel_size", kernel_size)
+        strides = pair(where, "stride", stride)
+        dil = pair(where, "dilation", dilation)
+        if isinstance(padding, str) and padding == "valid":
+            padding = 0
+        elif isinstance(padding, str) and padding == "same":
+            if strides != (1, 1):
+                raise ValueError(f"{where}: padding='same' needs stride 1, received stride={stride!r}")
+            total = [d * (k - 1) for k, d in zip(kernel, dil)]
+            if any(t % 2 for t in total):
+                raise ValueError(f"{where}: padding='same' needs an odd (dilated) kernel size, "
+                                 f"received kernel_size={kernel_size!r}, dilation={dilation!r}")
+            padding = [t // 2 for t in total]
+        pad = pair(where, "padding", padding, minimum=0)
+        check_window(where, kernel, strides, pad, dil)
+        bias = check_flag(where, "bias", bias)
+        check_params(where, [(cout, cin, *kernel), (cout,) if bias else (0,)])
+        check_seed(where, seed)
+        return cin, cout, kernel, strides, pad, dil, bias, check_init(where, init)
+
+    @classmethod
+    def param_shapes(cls, config):
+        if not built_like(cls, Conv2D):
+            return super().param_shapes(config)
+        cin, cout, kernel, *_, bias, _ = cls._check_args(**check_config(cls, config))
+        return {"W": (cout, cin, *kernel), **({"b": (cout,)} if bias else {})}, {}
 
     def init_params(self, rng):
         init.get(self.init)(self.params["W"], rng, "conv")

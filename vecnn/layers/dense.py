@@ -1,17 +1,37 @@
 """Dense (fully connected) layer: ``Z = X @ W + b`` for the whole batch in one matrix product."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import init, kernels
-from ..registry import register_layer
-from .base import Layer, reusable
+from ..limits import MAX_PARAMS, check_size
+from ..registry import check_config, register_layer
+from .base import Layer, built_like, check_flag, check_seed, reusable
 
 
 def _positive_int(where: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{where}: expected {name} to be a positive integer, received {name}={value!r}")
     return int(value)
+
+
+def check_init(where: str, name) -> str:
+    """An initializer name known to ``vecnn.init``."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: expected init to be an initializer name, received init={name!r}")
+    try:
+        init.get(name)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return name
+
+
+def check_params(where: str, shapes) -> None:
+    """Refuse a layer whose parameters would exceed ``limits.MAX_PARAMS``, before allocating."""
+    total = sum(math.prod(s) for s in shapes)
+    check_size(f"{where}: number of parameters", total, MAX_PARAMS, "VECNN_MAX_PARAMS")
 
 
 @register_layer
@@ -40,17 +60,32 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, bias=True, init="he", seed=0):
         super().__init__()
-        where = f"Dense({in_features!r}, {out_features!r})"
-        self.in_features = _positive_int(where, "in_features", in_features)
-        self.out_features = _positive_int(where, "out_features", out_features)
-        self.bias = bool(bias)
-        self.init = init                # an unknown name fails in init_params below
+        self.in_features, self.out_features, self.bias, self.init = \
+            self._check_args(in_features, out_features, bias, init, seed)
         self.input_spec = (self.in_features,)
         self._alloc("W", (self.in_features, self.out_features))
         if self.bias:
             self._alloc("b", (self.out_features,))
         self.seed = seed
         self.init_params(np.random.default_rng(seed))
+
+    @staticmethod
+    def _check_args(in_features, out_features, bias=True, init="he", seed=0):
+        """The checked ``(in_features, out_features, bias, init)``; allocates nothing."""
+        where = f"Dense({in_features!r}, {out_features!r})"
+        i = _positive_int(where, "in_features", in_features)
+        o = _positive_int(where, "out_features", out_features)
+        bias = check_flag(where, "bias", bias)
+        check_params(where, [(i, o), (o,) if bias else (0,)])
+        check_seed(where, seed)
+        return i, o, bias, check_init(where, init)
+
+    @classmethod
+    def param_shapes(cls, config):
+        if not built_like(cls, Dense):
+            return super().param_shapes(config)
+        i, o, bias, _ = cls._check_args(**check_config(cls, config))
+        return {"W": (i, o), **({"b": (o,)} if bias else {})}, {}
 
     def init_params(self, rng):
         init.get(self.init)(self.params["W"], rng, "dense")

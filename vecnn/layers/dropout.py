@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import register_layer
-from .base import Layer
+from .base import Layer, check_seed
 
 
 @register_layer
@@ -21,7 +21,7 @@ class Dropout(Layer):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"Dropout: expected 0 <= rate < 1, received rate={rate!r}")
         self.rate = float(rate)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_seed("Dropout", seed))
 
     def init_params(self, rng):
         self.rng = rng

@@ -10,8 +10,9 @@ import numpy as np
 
 from .. import kernels
 from ..registry import register_layer
-from .base import Layer, reusable_like
-from .dense import _positive_int
+from ..registry import check_config
+from .base import Layer, built_like, check_number, reusable_like
+from .dense import _positive_int, check_params
 
 
 class _BatchNorm(Layer):
@@ -20,19 +21,29 @@ class _BatchNorm(Layer):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        name = type(self).__name__
-        self.num_features = _positive_int(f"{name}({num_features!r})", "num_features", num_features)
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"{name}: expected 0 <= momentum <= 1, received momentum={momentum!r}")
-        if not eps > 0:
-            raise ValueError(f"{name}: expected eps > 0, received eps={eps!r}")
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.num_features, self.eps, self.momentum = self._check_args(
+            type(self).__name__, num_features, eps, momentum)
         self._alloc("gamma", (self.num_features,))
         self._alloc("beta", (self.num_features,))
         self.state["running_mean"] = np.zeros(self.num_features, np.float32)
         self.state["running_var"] = np.ones(self.num_features, np.float32)
         self.init_params(None)
+
+    @staticmethod
+    def _check_args(name, num_features, eps=1e-5, momentum=0.1):
+        """The checked ``(num_features, eps, momentum)``; allocates nothing."""
+        where = f"{name}({num_features!r})"
+        n = _positive_int(where, "num_features", num_features)
+        check_params(where, [(n,), (n,)])
+        return (n, check_number(where, "eps", eps, low=0, low_open=True),
+                check_number(where, "momentum", momentum, 0, 1))
+
+    @classmethod
+    def param_shapes(cls, config):
+        if not (built_like(cls, BatchNorm1D) or built_like(cls, BatchNorm2D)):
+            return super().param_shapes(config)
+        n, _, _ = cls._check_args(cls.__name__, **check_config(cls, config))
+        return {"gamma": (n,), "beta": (n,)}, {"running_mean": (n,), "running_var": (n,)}
 
     def init_params(self, rng):
         self.params["gamma"][...] = 1

@@ -13,7 +13,7 @@ import numpy as np
 from ..registry import register_layer
 from . import conv_kernels
 from .base import Layer, reusable, reusable_like
-from .conv import channels_last, check_fits, check_image, offset_slice, pair, plain
+from .conv import channels_last, check_fits, check_image, check_window, offset_slice, pair, plain
 
 
 class _Layout:
@@ -64,6 +64,7 @@ class _Pool2D(Layer):
             raise ValueError(f"{where}: expected padding of at most half the kernel size "
                              f"({self.kernel_size[0] // 2}, {self.kernel_size[1] // 2}), "
                              f"received padding={padding!r}")
+        check_window(where, self.kernel_size, self.stride, self.padding)
         self.input_spec = (None, None, None)
 
     def _check_image(self, x):

@@ -11,11 +11,30 @@ import math
 import numpy as np
 
 from ..backend import DTYPE
-from ..registry import register_layer
-from .base import Layer
+from ..limits import check_shape
+from ..registry import check_config, register_layer
+from .base import Layer, built_like, check_number
 
 _PER = ("channel", "feature", "global")
 _CHUNK = 4096  # rows per pass of adapt(): bounded float64 temporaries
+
+
+def _sample_shape(input_shape) -> tuple:
+    """A per-sample shape: a non-empty sequence of positive integers within ``limits``."""
+    ok = isinstance(input_shape, (tuple, list)) and 0 < len(input_shape) <= 32 and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1 for d in input_shape)
+    if not ok:
+        raise ValueError(f"Standardize: expected a per-sample input shape of positive sizes, "
+                         f"received input_shape={input_shape!r}")
+    return check_shape("Standardize: input_shape", input_shape)
+
+
+def _stats_shape(shape: tuple, per: str) -> tuple:
+    if per == "channel":
+        return (shape[0],) + (1,) * (len(shape) - 1)
+    if per == "feature":
+        return shape
+    return (1,) * len(shape)
 
 
 @register_layer
@@ -49,23 +68,35 @@ class Standardize(Layer):
 
     def __init__(self, input_shape=None, per: str = "channel", eps: float = 1e-6):
         super().__init__()
-        if per not in _PER:
-            raise ValueError(f"Standardize: per must be one of {_PER}, received per={per!r}")
-        if not eps > 0:
-            raise ValueError(f"Standardize: expected eps > 0, received eps={eps!r}")
-        self.per = per
-        self.eps = float(eps)
+        shape, self.per, self.eps = self._check_args(input_shape, per, eps)
         self.input_shape = None
-        if input_shape is not None:
-            self._set_shape(input_shape)
+        if shape is not None:
+            self._set_shape(shape)
             self.state["mean"] = np.zeros(self._stats_shape(), DTYPE)
             self.state["std"] = np.ones(self._stats_shape(), DTYPE)
 
+    @staticmethod
+    def _check_args(input_shape=None, per="channel", eps=1e-6):
+        """The checked ``(input_shape or None, per, eps)``; allocates nothing."""
+        if not isinstance(per, str) or per not in _PER:
+            raise ValueError(f"Standardize: per must be one of {_PER}, received per={per!r}")
+        eps = check_number("Standardize", "eps", eps, low=0, low_open=True)
+        if input_shape is None:
+            return None, per, eps
+        return _sample_shape(input_shape), per, eps
+
+    @classmethod
+    def param_shapes(cls, config):
+        if not built_like(cls, Standardize):
+            return super().param_shapes(config)
+        shape, per, _ = cls._check_args(**check_config(cls, config))
+        if shape is None:
+            return {}, {}
+        stats = _stats_shape(shape, per)
+        return {}, {"mean": stats, "std": stats}
+
     def _set_shape(self, input_shape):
-        shape = tuple(int(d) for d in input_shape)
-        if not shape or any(d < 1 for d in shape):
-            raise ValueError(f"Standardize: expected a per-sample input shape of positive sizes, "
-                             f"received input_shape={input_shape!r}")
+        shape = _sample_shape(input_shape)
         self.input_shape = shape
         if self.per == "channel":
             self.input_spec = (shape[0],) + (None,) * (len(shape) - 1)
@@ -75,12 +106,7 @@ class Standardize(Layer):
             self.input_spec = (None,) * len(shape)
 
     def _stats_shape(self) -> tuple:
-        shape = self.input_shape
-        if self.per == "channel":
-            return (shape[0],) + (1,) * (len(shape) - 1)
-        if self.per == "feature":
-            return shape
-        return (1,) * len(shape)
+        return _stats_shape(self.input_shape, self.per)
 
     def adapt(self, X) -> "Standardize":
         """Compute ``mean`` and ``std`` from ``X`` ``(n, *input_shape)``, the training split

@@ -15,8 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import fmt_shape
-from ..registry import LAYERS, lookup, register_layer
-from .base import Layer
+from ..registry import LAYERS, check_config, lookup, register_layer
+from .base import Layer, built_like
+
+#: How deep residual blocks described by configs may nest inside one another (a ResNet nests
+#: none; a model file naming hundreds of levels is refused before anything is built).
+MAX_NESTING = 16
 
 
 class _Linked(dict):
@@ -37,14 +41,45 @@ class _Linked(dict):
         super().__setitem__(key, value)
 
 
+def _spec_class(where: str, spec) -> tuple[type, dict]:
+    """The registered class and the config of a ``{"name": ..., "config": ...}`` dict."""
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
+        raise ValueError(f"{where}: expected a vecnn Layer or a {{'name': ..., 'config': ...}} dict, "
+                         f"received {_short(spec)}")
+    config = spec.get("config")
+    try:
+        return lookup(LAYERS, "layer", spec["name"]), {} if config is None else config
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 def _layer(where: str, spec) -> Layer:
     """A layer from a Layer instance or a ``{"name": ..., "config": ...}`` dict (the registry)."""
     if isinstance(spec, Layer):
         return spec
-    if isinstance(spec, dict) and "name" in spec:
-        return lookup(LAYERS, "layer", spec["name"]).from_config(spec.get("config") or {})
-    raise ValueError(f"{where}: expected a vecnn Layer or a {{'name': ..., 'config': ...}} dict, "
-                     f"received {spec!r}")
+    cls, config = _spec_class(where, spec)
+    return cls.from_config(config)
+
+
+def _short(value, limit=80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_nesting(where: str, layers, projection) -> None:
+    """Refuse configs whose residual blocks nest more than ``MAX_NESTING`` deep (walked without
+    recursion, so even a pathological config cannot exhaust the stack)."""
+    todo = [(spec, 1) for spec in [*(layers if isinstance(layers, (list, tuple)) else []), projection]]
+    while todo:
+        spec, depth = todo.pop()
+        if isinstance(spec, dict) and spec.get("name") == Residual.registered_name:
+            if depth >= MAX_NESTING:
+                raise ValueError(f"{where}: residual blocks nested more than {MAX_NESTING} deep")
+            config = spec.get("config")
+            if isinstance(config, dict):
+                inner = config.get("layers")
+                todo += [(s, depth + 1) for s in [*(inner if isinstance(inner, (list, tuple)) else []),
+                                                  config.get("projection")]]
 
 
 def _spec(layer: Layer) -> dict:
@@ -75,8 +110,7 @@ class Residual(Layer):
 
     def __init__(self, layers, projection=None):
         super().__init__()
-        if isinstance(layers, (Layer, dict)) or not isinstance(layers, (list, tuple)) or not layers:
-            raise ValueError(f"Residual: expected a non-empty list of layers, received {layers!r}")
+        self._check_args(layers, projection)
         self.layers = [_layer(f"Residual: layers[{i}]", spec) for i, spec in enumerate(layers)]
         if projection is True:
             projection = self._auto_projection()
@@ -86,6 +120,66 @@ class Residual(Layer):
         if self.input_spec is None and self.projection is not None:
             self.input_spec = self.projection.input_spec
         self.input_grad = True
+
+    @staticmethod
+    def _check_args(layers, projection=None):
+        if isinstance(layers, (Layer, dict)) or not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError(f"Residual: expected a non-empty list of layers, received {_short(layers)}")
+        if not (projection is None or isinstance(projection, (bool, Layer, dict))):
+            raise ValueError(f"Residual: expected projection to be None, true, a Layer or a "
+                             f"{{'name': ..., 'config': ...}} dict, received {_short(projection)}")
+        _check_nesting("Residual", layers, projection)
+
+    @classmethod
+    def param_shapes(cls, config):
+        from .conv import Conv2D
+
+        if not built_like(cls, Residual):
+            return super().param_shapes(config)
+        config = check_config(cls, config)
+        layers, projection = config.get("layers"), config.get("projection")
+        cls._check_args(layers, projection)
+        params, state = {}, {}
+
+        def add(prefix, sub):
+            p, s = sub
+            params.update((prefix + k, v) for k, v in p.items())
+            state.update((prefix + k, v) for k, v in s.items())
+
+        convs = []                                     # (class, config or instance) of each Conv2D
+        for i, spec in enumerate(layers):
+            where = f"Residual: layers[{i}]"
+            if isinstance(spec, Layer):
+                sub, sub_config = type(spec), spec
+                add(f"f.{i}.", ({k: v.shape for k, v in spec.params.items()},
+                                {k: v.shape for k, v in spec.state.items()}))
+            else:
+                sub, sub_config = _spec_class(where, spec)
+                try:
+                    add(f"f.{i}.", sub.param_shapes(sub_config))
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
+            if projection is True and issubclass(sub, Conv2D):
+                convs.append((sub, sub_config))
+        if projection is True:
+            if not convs:
+                raise ValueError("Residual: projection=True needs a Conv2D in layers to take the "
+                                 "channel counts from; pass the projection layer itself instead")
+            if not all(built_like(c, Conv2D) and isinstance(cfg, dict) for c, cfg in convs):
+                return super().param_shapes(config)   # (instances, or a user's Conv2D: build it)
+            cin = Conv2D._check_args(**convs[0][1])[0]
+            cout = Conv2D._check_args(**convs[-1][1])[1]
+            add("proj.", ({"W": (cout, cin, 1, 1)}, {}))
+        elif isinstance(projection, Layer):
+            add("proj.", ({k: v.shape for k, v in projection.params.items()},
+                          {k: v.shape for k, v in projection.state.items()}))
+        elif isinstance(projection, dict):
+            sub, sub_config = _spec_class("Residual: projection", projection)
+            try:
+                add("proj.", sub.param_shapes(sub_config))
+            except ValueError as e:
+                raise ValueError(f"Residual: projection: {e}") from None
+        return params, state
 
     def _auto_projection(self):
         from .conv import Conv2D
