@@ -46,7 +46,7 @@ def test_file_is_safetensors_with_vecnn_metadata(trained, tmp_path):
     assert tensors["layers.0.W"].shape == (5, 8) and "layers.1.state.running_mean" in tensors
     with safe_open(tmp_path / "m.vecnn", "np") as f:
         meta = json.loads(f.metadata()["vecnn"])
-    assert meta["format"] == "vecnn-model" and meta["format_version"] == 1 and len(meta["sha256"]) == 64
+    assert meta["format"] == "vecnn-model" and meta["format_version"] == 2 and len(meta["sha256"]) == 64
     assert [a["name"] for a in meta["architecture"]] == ["Dense", "BatchNorm1D", "GELU", "Dropout", "Dense"]
 
 
