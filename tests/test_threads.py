@@ -148,7 +148,22 @@ def test_fit_restores_threads_when_training_fails(monkeypatch):
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "Governor", Down)
+    monkeypatch.setattr(T, "_governors", {})
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, epochs=1, batch_size=32, verbose=0, callbacks=[Boom()])
     assert set(seen[0].values()) == {1}                # it did change them
     assert _blas_threads() == before                   # and put them back
+
+
+def test_the_governor_carries_over_to_the_next_fit():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    model = vn.Sequential([L.Dense(8, 2)])
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    if not T._governors:
+        pytest.skip("one BLAS thread here: nothing to govern")
+    (gov,) = T._governors.values()
+    steps = gov._steps
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    assert T._governors == {gov.levels[-1]: gov} and gov._steps == steps + 8

@@ -285,6 +285,7 @@ class Sequential:
         # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy
         # process (vecnn.threads); the split sets its own (one per worker)
         governor, blas = _threads.governor() if split is None else (None, None)
+        changes_before = len(governor.history) if governor is not None else 0
         try:
             for cb in cbs:
                 cb.on_train_begin()
@@ -307,7 +308,7 @@ class Sequential:
             if blas is not None:
                 blas.restore()
         # (step, BLAS threads) at every change the governor made; empty when it made none
-        history.thread_changes = list(governor.history) if governor is not None else []
+        history.thread_changes = governor.history[changes_before:] if governor is not None else []
         return history
 
     def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None):

@@ -94,6 +94,12 @@ class Governor:
         self._set_threads(self.levels[self.choice])
         self.pause()
 
+    def attach(self, set_threads) -> None:
+        """Continue with another setter (the next ``fit``): apply the count in force."""
+        self._set_threads = set_threads
+        self._set_threads(self.levels[self._running])
+        self.pause()
+
     @property
     def threads(self) -> int:
         """The thread count chosen now."""
@@ -176,10 +182,21 @@ class Governor:
         self._run(self.choice)
 
 
+#: one governor per thread ceiling, kept across ``fit`` calls: what it learnt about the machine
+#: (and how long its tries have backed off) carries over to the next fit of the process, as
+#: Keras-style loops of ``fit(epochs=1)`` and grid searches call it again and again
+_governors: dict[int, Governor] = {}
+
+
 def governor():
     """A ``(Governor, BlasThreads)`` for a training loop, or ``(None, None)`` when there is
     nothing to choose (one BLAS thread, or no BLAS threadpoolctl can control)."""
     blas = BlasThreads()
     if blas.ceiling <= 1 or not blas._libs:
         return None, None
-    return Governor(blas.set, blas.ceiling), blas
+    gov = _governors.get(blas.ceiling)
+    if gov is None:
+        gov = _governors[blas.ceiling] = Governor(blas.set, blas.ceiling)
+    else:
+        gov.attach(blas.set)
+    return gov, blas
