@@ -30,11 +30,22 @@ class Lazy:
         if not enabled or self._failed:
             return None
         if self._compiled is None:
+            import sys
+
+            before = set(sys.modules)
             try:
                 self._compiled = self._compile_fn()
             except Exception:        # no numba, or it cannot compile here: the NumPy paths remain
                 self._failed = True
                 return None
+            except BaseException:
+                # Ctrl-C in the middle of importing numba (a second or so on first use) leaves
+                # half-initialized modules in sys.modules, and every later import would find
+                # them broken ("module 'numba' has no attribute 'core'"): forget them, so that
+                # the next call imports afresh
+                for name in set(sys.modules) - before:
+                    del sys.modules[name]
+                raise
         return self._compiled
 
     def compiled(self):

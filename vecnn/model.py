@@ -24,6 +24,7 @@ from .errors import check_finite, fmt_shape
 from .layers.activations import ReLU
 from .layers.base import Layer
 from .layers.dense import Dense
+from .layers.norm import BatchNorm1D, _BatchNorm
 from .layers.pooling import MaxPool2D
 
 _ALIGN = 16  # floats: every parameter view starts at a multiple of 16 floats (64 bytes) into the buffer
@@ -35,6 +36,19 @@ def _dense_relu_forward(dense, relu, x, training):
 
 def _relu_pool_forward(pool, relu, x, training):
     return pool.forward_after_relu(x, relu, training)
+
+
+def _walk(layers):
+    """The layers and, depth first, the layers inside them (``Residual`` blocks)."""
+    for layer in layers:
+        yield layer
+        yield from _walk(getattr(layer, "layers", ()) or ())
+        if getattr(layer, "projection", None) is not None:
+            yield layer.projection
+
+
+def _has_batch_norm(layers) -> bool:
+    return any(isinstance(l, _BatchNorm) for l in _walk(layers))
 
 
 class Sequential:
@@ -181,7 +195,7 @@ class Sequential:
         return self._plan_steps
 
     # -- checks at the API edge ------------------------------------------------------------
-    def _check_X(self, X, name="X"):
+    def _check_X(self, X, name="X", training=False):
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
         if X.dtype.kind not in "fiub":
@@ -190,14 +204,21 @@ class Sequential:
             raise ValueError(f"{name}: expected an array of shape (n_samples, ...), received shape {X.shape}")
         if len(X) == 0:
             raise ValueError(f"{name}: is empty (shape {X.shape}); expected at least one sample")
+        known = self.metadata.get("input_shape")
+        if not training and known is not None and tuple(X.shape[1:]) != tuple(known):
+            # a Flatten first accepts any shape of the right size: (1, 8, 8) would pass as
+            # one sample of (8, 8) when it is one (1, 8, 8) image without its batch axis
+            one = " (one sample without the batch axis? pass X[None])" if tuple(X.shape) == tuple(known) else ""
+            raise ValueError(f"{name}: the model takes X of shape {fmt_shape((None, *known))}, "
+                             f"received {fmt_shape(X.shape)}{one}")
         self.shapes(X.shape[1:])
         dtype = self.flat_params.dtype
         X = np.ascontiguousarray(X, dtype=dtype)        # float64 / uint8 input: cast once, up front
         check_finite(name, X)
         return X
 
-    def _check_Xy(self, X, y, name="X", yname="y"):
-        X = self._check_X(X, name)
+    def _check_Xy(self, X, y, name="X", yname="y", training=False):
+        X = self._check_X(X, name, training)
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != len(X):
             raise ValueError(f"{name} and {yname} must have the same number of samples, "
@@ -250,7 +271,8 @@ class Sequential:
                 raise ValueError(f"fit: expected {name} to be a positive integer, received {name}={value!r}")
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: expected verbose in (0, 1, 2), received {verbose!r}")
-        X, y = self._check_Xy(X, y)
+        X, y = self._check_Xy(X, y, training=True)
+        self.metadata["input_shape"] = list(X.shape[1:])     # what predict and evaluate then expect
         workers = _parallel.check_workers(self, workers, batch_size)
         if validation_data is not None and validation_split:
             raise ValueError("fit: pass validation_data or validation_split, not both")
@@ -268,6 +290,10 @@ class Sequential:
             except (TypeError, ValueError):
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
             validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+        bn = next((l for l in _walk(self.layers) if isinstance(l, BatchNorm1D)), None)
+        if bn is not None and min(batch_size, len(X)) < 2:
+            raise ValueError(f"fit: {bn!r} learns its statistics from at least 2 samples per batch; "
+                             f"received batch_size={batch_size} and {len(X)} training sample(s)")
 
         rng = np.random.default_rng(seed) if seed is not None else self._shuffle_rng
         history = History()
@@ -315,16 +341,27 @@ class Sequential:
         n = len(X)
         pool = _pool.get() if X.dtype == np.float32 and X.flags.c_contiguous else None
         rows = X.reshape(n, -1) if pool is not None else None     # a view: X is C-contiguous
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] == 1 and _has_batch_norm(self.layers):
+            starts.pop()                # BatchNorm cannot learn from one sample: it joins the batch before
+        ends = starts[1:] + [n]
         # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
-        batch = np.empty((min(batch_size, n), rows.shape[1]), X.dtype) if rows is not None else None
+        widest = max(e - s for s, e in zip(starts, ends))
+        batch = np.empty((widest, rows.shape[1]), X.dtype) if rows is not None else None
         order = rng.permutation(n) if rng is not None else np.arange(n, dtype=np.int64)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
+        # layer state a step changes (BatchNorm's running statistics), restored with the weights
+        # when the step turns out non-finite
+        state = [v for layer in self.layers for v in layer.state.values()]
+        saved = [np.empty_like(v) for v in state]
         total_loss, seen, sums = 0.0, 0, {}
         batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
-        for step, start in enumerate(range(0, n, batch_size)):
-            idx = order[start:start + batch_size]
+        for step, (start, end) in enumerate(zip(starts, ends)):
+            idx = order[start:end]
             m = len(idx)
+            for keep, v in zip(saved, state):
+                np.copyto(keep, v)
             if rows is not None:                        # the gather split across BLAS's threads
                 xs = pool.gather(rows, idx, batch[:m]).reshape(m, *X.shape[1:])
             else:
@@ -341,6 +378,8 @@ class Sequential:
             if not (math.isfinite(value) and opt.step(params, grads)):
                 if math.isfinite(value):
                     opt.undo(params)
+                for keep, v in zip(saved, state):
+                    np.copyto(v, keep)
                 what = "loss" if not math.isfinite(value) else "updated weights"
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the {what} became "
