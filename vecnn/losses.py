@@ -129,8 +129,11 @@ class CrossEntropy(Loss):
                                  f"such as {y[np.flatnonzero(y != np.round(y))[:1]].tolist()}")
         elif y.dtype.kind not in "iub":
             raise ValueError(f"{where}: class labels must be integers, received dtype {y.dtype}")
-        y = y.astype(np.int64)
         classes = pred_shape[-1]
+        if len(y) and y.dtype.kind in "uf" and y.max() >= classes:     # before the cast: 2**63 wraps negative
+            raise ValueError(f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
+                             f"outputs, received label {y.max()}")
+        y = y.astype(np.int64)
         if len(y) and (y.min() < 0 or y.max() >= classes):
             bad = y[(y < 0) | (y >= classes)][0]
             raise ValueError(f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
