@@ -45,7 +45,11 @@ FORMAT_VERSION = 2
 _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8,
            "F16": np.float16, "I8": np.int8, "BOOL": np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024
+#: bytes of the safetensors header (tensor table and metadata); a real model's is kilobytes,
+#: and parsed JSON takes several times its size in memory
+_MAX_HEADER = 16 * 1024 * 1024
+#: layers in an architecture, counting those inside residual blocks
+_MAX_LAYERS = 10_000
 #: JSON nesting allowed in the header and the metadata (a model of residual blocks nested
 #: ``residual.MAX_NESTING`` deep needs about 55)
 _MAX_DEPTH = 100
@@ -250,6 +254,18 @@ def check_meta(meta, source: str = "<model>") -> dict:
         if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("config"), dict)):
             raise ValueError(f"{source}: architecture[{i}]: expected {{'name': ..., 'config': {{...}}}}, "
                              f"received {_short(spec)}")
+    count, todo = 0, list(arch)                      # every layer spec, residual blocks' included
+    while todo:
+        spec = todo.pop()
+        count += 1
+        if count > _MAX_LAYERS:
+            raise ValueError(f"{source}: architecture: more than {_MAX_LAYERS:,} layers")
+        config = spec.get("config") if isinstance(spec, dict) else None
+        if isinstance(config, dict):
+            todo += [v for v in (config.get("layers") if isinstance(config.get("layers"), list) else [])
+                     if isinstance(v, dict)]
+            if isinstance(config.get("projection"), dict):
+                todo.append(config["projection"])
     seed = meta.get("seed")
     if not (seed is None or (_is_int(seed) and seed >= 0) or (
             isinstance(seed, list) and 0 < len(seed) <= 64 and all(_is_int(s) and s >= 0 for s in seed))):
