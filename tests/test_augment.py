@@ -73,8 +73,14 @@ def test_refuses_non_image_batches_and_bad_settings():
         Augment(shift=-1)
     with pytest.raises(ValueError, match="mode"):
         Augment(shift=1, mode="wrap")
-    with pytest.raises(ValueError, match="reflect"):
-        random_shift(np.zeros((2, 1, 3, 3), np.float32), 3, np.random.default_rng(0), mode="reflect")
+    for mode in ("reflect", "constant", "edge"):     # a shift of the image's size leaves nothing of it
+        with pytest.raises(ValueError, match=r"too large for 3x3 images: at most \(2, 2\)"):
+            random_shift(np.zeros((2, 1, 3, 3), np.float32), 3, np.random.default_rng(0), mode=mode)
+    with pytest.raises(ValueError, match=r"too large for 8x8 images: at most \(7, 7\)"):
+        Augment.from_spec("shift:100000").check_input((1, 8, 8))     # refused before any padding
+    with pytest.raises(ValueError, match="image samples"):
+        Augment(shift=1).check_input((64,))
+    Augment.from_spec("shift:7:2").check_input((1, 8, 3))
 
 
 def test_spec_strings():

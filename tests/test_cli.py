@@ -43,11 +43,13 @@ def test_run_directory_layout(tmp_path):
     out = tmp_path / "run"
     r = run(["train", "--out", str(out), "--epochs", "3", "--quiet"])
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"epoch-00{i}.vecnn" for i in range(4)]
+    # the last 3 checkpoints are kept (and the best, here one of them); epoch 0's is gone
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"epoch-00{i}.vecnn" for i in (1, 2, 3)]
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3] and {"loss", "val_accuracy"} <= set(metrics[0])
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"] == "digits" and config["epochs"] == 3
+    assert config["dataset"] == "digits" and config["epochs"] == 3 and config["keep_checkpoints"] == 3
+    assert [l["name"] for l in config["architecture"]] == [type(l).__name__ for l in vn.load(out / "model.vecnn").layers]
     for name in ("curves.png", "confusion.png", "misclassified.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = vn.load(out / "model.vecnn")

@@ -1,24 +1,35 @@
 """The ``vecnn`` command: parses arguments, calls the library, prints.
 
-Exit codes: 0 success, 2 bad usage or input, 1 anything else (DESIGN.md).
+Exit codes (DESIGN.md), decided in one place, ``exit_code``:
+
+    0    success
+    1    anything else (a bug, the environment, training that diverged): one line, no traceback
+    2    bad usage or input: one line naming the flag, the spec token or the file
+    130  interrupted (Ctrl-C)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 # `vecnn train` flags that fix a run: --resume refuses to continue if one of them differs
-RUN_KEYS = ("dataset", "data", "label_column", "model", "batch_size", "lr", "optimizer", "schedule", "seed",
-            "val_split", "standardize", "augment")
-TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "label_column": "label", "model": "mlp", "epochs": None,
-                  "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0, "val_split": 0.1,
-                  "standardize": True, "augment": None, "root": None, "download": False, "threads": None,
-                  "workers": "auto"}
+RUN_KEYS = ("dataset", "data", "labels", "label_column", "model", "batch_size", "lr", "optimizer", "schedule",
+            "seed", "val_split", "standardize", "augment")
+# flags --resume may change: they say how to go on, not what the run is
+RESUME_KEYS = ("epochs", "threads", "workers", "root", "download", "keep_checkpoints")
+TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "labels": None, "label_column": "label", "model": "mlp",
+                  "epochs": None, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0,
+                  "val_split": 0.1, "standardize": True, "augment": None, "root": None, "download": False,
+                  "threads": None, "workers": "auto", "keep_checkpoints": 3}
 PRESET_EPOCHS = {"mlp": 20, "cnn": 20, "resnet": 10}
 
 
@@ -29,8 +40,41 @@ def _workers(text: str):
     return text if text == "auto" else positive_int(text)
 
 
+def _checked(field: str, kind):
+    """An argparse type for the `train` flag of run-config field ``field``: ``kind(text)``,
+    then the same check ``config.json`` gets (``vecnn.run.FIELDS``)."""
+    def parse(text):
+        from .run import FIELDS
+
+        ok, what = FIELDS[field]
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 class UsageError(ValueError):
     """Bad usage or input: exit code 2."""
+
+
+def exit_code(e: BaseException) -> tuple[int, str]:
+    """The exit code for an exception that ended a command, and the one line to print."""
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(e, ValueError):                # bad input: say what and where
+        return EXIT_USAGE, f"error: {e}"
+    if isinstance(e, OSError) and e.filename is not None:    # a file the user named (or made us write)
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        return EXIT_USAGE, f"error: {where}: {e.strerror or type(e).__name__}"
+    if isinstance(e, MemoryError):
+        return EXIT_FAILURE, "out of memory" + (f": {e}" if str(e) else "")
+    return EXIT_FAILURE, f"{type(e).__name__}: {e}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,12 +86,16 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (default: an MLP on the built-in digits)",
                        description="Train a model and save it in a run directory. Ends with a line "
-                                   "'test accuracy: 0.XXXX' on standard output.",
+                                   "'test accuracy: 0.XXXX' on standard output.\n\n"
+                                   "The run directory (--out) must be new, empty or one of vecnn's own runs, and "
+                                   "only one process trains in it at a time (a lock). --resume continues a run "
+                                   "from its last checkpoint; --epochs N with it trains on to epoch N.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="model spec tokens (comma separated; input sizes are inferred):\n"
                               "  dense:UNITS  conv:OUT:KERNEL[:STRIDE[:PADDING]]  maxpool:K[:STRIDE]  avgpool:K[:STRIDE]\n"
-                              "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  gelu  softmax\n"
-                              "example: vecnn train --dataset fashion-mnist --model dense:256,relu,dropout:0.2,dense:10")
+                              "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  gelu[:tanh]  softmax\n"
+                              "example: vecnn train --dataset fashion-mnist --model dense:256,relu,dropout:0.2,dense:10\n\n"
+                              "exit codes: 0 success, 2 bad usage or input, 1 anything else, 130 interrupted")
     # defaults are None so that --resume can tell which flags the user actually gave
     t.add_argument("--dataset", help="named dataset: digits (built in), fashion-mnist, mnist, kmnist (default: digits)")
     t.add_argument("--data", metavar="FILE", help="your own data: .npz (x, y), .npy (X; labels in a sibling *_y.npy or --labels) or .csv")
@@ -56,23 +104,31 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--root", metavar="DIR", help="look for the dataset only in DIR")
     t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing (checked against SHA-256)")
     t.add_argument("--model", help="a preset (mlp, cnn, resnet) or a layer spec string (default: mlp)")
-    t.add_argument("--epochs", type=int, help="number of epochs (default: "
-                   + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items()) + ", 20 for a spec string)")
-    t.add_argument("--batch-size", type=int, help="mini-batch size (default: 128)")
-    t.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
+    t.add_argument("--epochs", type=_checked("epochs", int),
+                   help="number of epochs (default: " + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items())
+                   + ", 20 for a spec string). With --resume: the epoch to train on to (more than the run "
+                     "has; a cosine schedule is then stretched to end at the new last epoch, continuing "
+                     "from the current step)")
+    t.add_argument("--batch-size", type=_checked("batch_size", int), help="mini-batch size (default: 128)")
+    t.add_argument("--lr", type=_checked("lr", float), help="learning rate (default: 1e-3)")
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="(default: adam)")
     t.add_argument("--schedule", choices=["cosine", "constant"],
                    help="learning rate: cosine decay to 0 over the run, or constant (default: cosine)")
-    t.add_argument("--seed", type=int, help="seed of initialization, shuffles, dropout, augmentation (default: 0)")
-    t.add_argument("--val-split", type=float, help="fraction of the training data held out for validation (default: 0.1)")
+    t.add_argument("--seed", type=_checked("seed", int),
+                   help="seed of initialization, shuffles, dropout, augmentation (default: 0)")
+    t.add_argument("--val-split", type=_checked("val_split", float),
+                   help="fraction of the training data held out for validation (default: 0.1)")
     t.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
                    help="don't standardize inputs with training-set statistics")
     t.add_argument("--augment", metavar="SPEC", help="augmentation, e.g. 'shift:2' or 'shift:2,flip'")
-    t.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    t.add_argument("--threads", type=_checked("threads", int), help="BLAS threads (default: all cores)")
     t.add_argument("--workers", type=_workers,
                    help="threads that each train on a share of every batch (data parallel in this "
                         "process); 'auto': one per BLAS thread for convolutional models (default: auto)")
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<dataset>-<model>)")
+    t.add_argument("--keep-checkpoints", type=_checked("keep_checkpoints", int), metavar="N",
+                   help="keep the last N epoch checkpoints and the best one (lowest val_loss); 0 keeps "
+                        "every one (default: 3; recorded in config.json)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -84,10 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--label-column", default="label")
     e.add_argument("--root", metavar="DIR")
 
+    from .bench.cli import positive_int
+
     pr = sub.add_parser("predict", help="predict classes of arrays or image files")
     pr.add_argument("model", metavar="MODEL")
     pr.add_argument("inputs", metavar="INPUT", nargs="+", help=".npy/.npz arrays or image files (PNG, JPEG, ...)")
-    pr.add_argument("--top", type=int, default=3, help="show the top K classes (default: 3)")
+    pr.add_argument("--top", type=positive_int, default=3, help="show the top K classes (default: 3)")
     pr.add_argument("--invert", action="store_true", help="invert images (dark strokes on light paper)")
 
     sub.add_parser("datasets", help="list known datasets, where each was found or how to get it")
@@ -104,58 +162,74 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)            # argparse's own errors: exit 2 with usage
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+               "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command]
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command](args)
-    except ValueError as e:           # bad input: say what and where, no traceback
-        print(f"vecnn {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"vecnn {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:            # a bug or an environment problem: still one clear line
-        print(f"vecnn {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return command(args)
+    except (Exception, KeyboardInterrupt) as e:
+        code, line = exit_code(e)
+        print(f"vecnn {args.command}: " + " ".join(line.split("\n")), file=sys.stderr)
+        return code
 
 
 # -- data ---------------------------------------------------------------------------------
 def _load_data(cfg: dict):
     """``(X_train, y_train, X_test, y_test, class_names, source)`` for a run configuration."""
-    from . import data
+    from . import data, limits
 
     if cfg.get("data"):
         X, y = data.load_arrays(cfg["data"], cfg.get("labels"), label_column=cfg.get("label_column") or "label")
+        source = str(cfg["data"])
+        if len(X) < 2:
+            raise UsageError(f"--data {source}: {len(X)} sample(s); training needs at least 2 (one is held out "
+                             f"for the test)")
+        if np.asarray(y).ndim != 1 or np.asarray(y).dtype.kind not in "iu":
+            raise UsageError(f"--data {source}: expected one integer class label per sample, received labels "
+                             f"of shape {np.shape(y)} and dtype {np.asarray(y).dtype}")
+        top = int(y.max())
+        # the output layer's width comes from the largest label: bounded before anything is built
+        n_classes = limits.check_classes(f"--data {source} (largest label {top})", top + 1)
+        if n_classes < 2:
+            raise UsageError(f"--data {source}: every label is {top}; a classifier needs at least 2 classes")
         X_train, y_train, X_test, y_test = data.train_test_split(X, y, test_fraction=0.2, seed=cfg["seed"])
-        classes = [str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1)]
-        return X_train, y_train, X_test, y_test, classes, str(cfg["data"])
+        return X_train, y_train, X_test, y_test, [str(c) for c in range(n_classes)], source
     name = cfg["dataset"]
     X_train, y_train, X_test, y_test = data.load(name, root=cfg.get("root"), download=bool(cfg.get("download")))
     return X_train, y_train, X_test, y_test, list(data.class_names(name)), name
 
 
-def _split_validation(X, y, fraction, seed):
+def _split_validation(X, y, fraction, seed, source="the data"):
     if not fraction:
         return X, y, None
     if not 0 < fraction < 1:
         raise UsageError(f"--val-split: expected a fraction in [0, 1), received {fraction}")
-    perm = np.random.default_rng([seed, 1]).permutation(len(X))
     n_val = max(1, int(round(len(X) * fraction)))
+    if n_val >= len(X):
+        raise UsageError(f"--val-split {fraction} leaves {len(X) - n_val} of the {len(X)} training samples of "
+                         f"{source} for training; pass a smaller fraction (0 for no validation)")
+    perm = np.random.default_rng([seed, 1]).permutation(len(X))
     val, train = perm[:n_val], perm[n_val:]
     return X[train], y[train], (X[val], y[val])
 
 
-def _build_model(cfg, X_train, n_classes):
+def _build_model(cfg, X_train, n_classes, source="the data"):
     from . import layers as L
     from . import presets, spec
     from .model import Sequential
 
     input_shape = tuple(X_train.shape[1:])
+    if not input_shape or math.prod(input_shape) == 0:
+        csv = " (a CSV needs at least one column besides the label)" if str(source).lower().endswith(".csv") else ""
+        raise UsageError(f"{source} has no feature columns: each sample has shape {input_shape}{csv}")
     if cfg["model"] in presets.PRESETS:
-        layers = presets.PRESETS[cfg["model"]](input_shape, n_classes)
+        try:
+            layers = presets.PRESETS[cfg["model"]](input_shape, n_classes)
+        except ValueError as e:
+            raise UsageError(f"--model {cfg['model']}: {e}") from None
     else:
         layers = spec.parse(cfg["model"], input_shape)
     if cfg["standardize"]:
@@ -171,8 +245,105 @@ def _build_model(cfg, X_train, n_classes):
     return model
 
 
+def _check_data_flags(cfg, given):
+    """Refuse flags that would be ignored: --labels or --label-column without --data, --dataset
+    with --data, --root or --download with --data."""
+    if "dataset" in given and "data" in given:
+        raise UsageError("--dataset and --data: give one, a named dataset or your own data file")
+    if cfg.get("data"):
+        for key in ("root", "download"):
+            if given.get(key):
+                raise UsageError(f"--{key}: only for named datasets, not with --data {cfg['data']}")
+        return
+    for key in ("labels", "label_column"):
+        if key in given:
+            raise UsageError(f"--{key.replace('_', '-')}: only with --data FILE (your own data); the dataset "
+                             f"{cfg.get('dataset')!r} comes with its own labels")
+
+
+def _augment(cfg, X_fit):
+    """The run's ``Augment``, checked against the images it will shift, or None."""
+    if not cfg.get("augment"):
+        return None
+    from .data import Augment
+
+    try:
+        augment = Augment.from_spec(cfg["augment"])
+        augment.check_input(X_fit.shape[1:])
+    except ValueError as e:
+        raise UsageError(f"--augment {cfg['augment']!r}: {e}") from None
+    return augment
+
+
+def _steps(cfg, n_fit) -> int:
+    return cfg["epochs"] * -(-n_fit // cfg["batch_size"])
+
+
+def _same_weights(path, model) -> bool:
+    """True when the model file at ``path`` holds exactly ``model``'s parameters and state."""
+    from .io import load_model
+
+    try:
+        saved = load_model(path)
+    except (ValueError, OSError):
+        return False
+    if saved.config() != model.config():
+        return False
+    return all(np.array_equal(a, b) for la, lb in zip(saved.layers, model.layers)
+               for table in ("params", "state") for a, b in zip(getattr(la, table).values(), getattr(lb, table).values()))
+
+
+def _check_checkpoint(ck, model, epoch, ck_cfg, saved, cfg, class_names):
+    """Refuse a checkpoint that is not of this run (another architecture, classes, optimizer or
+    settings), naming the difference."""
+    from . import optim
+    from . import run as R
+
+    diffs = []
+    named = int(R.CHECKPOINT_RE.match(ck.name).group(1))
+    if named != epoch:
+        diffs.append(f"its name says epoch {named} but it holds epoch {epoch}")
+    if isinstance(saved.get("architecture"), list):
+        diff = R.architecture_difference(saved["architecture"], model.config())
+        if diff:
+            diffs.append(f"another architecture ({diff})")
+    if isinstance(ck_cfg, dict):
+        diffs += [f"{k}: config.json has {saved.get(k)!r}, the checkpoint {ck_cfg.get(k)!r}"
+                  for k in RUN_KEYS if k in saved and ck_cfg.get(k) != saved.get(k)]
+    if model.class_names is not None and list(model.class_names) != list(class_names):
+        diffs.append(f"other classes ({len(model.class_names)} in the checkpoint, {len(class_names)} in the data)")
+    opt = model.optimizer
+    if type(opt) is not optim.OPTIMIZERS[cfg["optimizer"]] or opt.lr != cfg["lr"]:
+        diffs.append(f"optimizer {type(opt).__name__}(lr={opt.lr}), the run uses {cfg['optimizer']} with lr {cfg['lr']}")
+    if diffs:
+        raise UsageError(f"--resume: {ck} is not a checkpoint of the run in {ck.parent.parent}: " + "; ".join(diffs))
+
+
+def _warn_if_diverged(history, n_classes, lr):
+    """One warning line (stderr; the exit code stays 0) when the training loss ended far above
+    chance level (3x the loss of predicting every class equally likely, where an untrained
+    network starts) or 1.5x above its first epoch's: the lr was too large to learn anything."""
+    losses = [v for v in history.get("loss", []) if math.isfinite(v)]
+    if not losses or n_classes < 2:
+        return
+    first, last, chance = losses[0], losses[-1], math.log(n_classes)
+    # an untrained network starts near chance (a little above with large initial logits): 3x
+    # chance is no longer a slow start
+    if last > 3 * chance or (len(losses) > 1 and last > 1.5 * first):
+        print(f"vecnn train: warning: the training loss ended at {last:.4g}, "
+              + (f"far above chance level ({chance:.3f} for {n_classes} classes)" if last > 3 * chance
+                 else f"{last / first:.1f}x its first epoch's {first:.4g}")
+              + f": training diverged or learned nothing; try a smaller --lr (this run: {lr:g})",
+              file=sys.stderr, flush=True)
+
+
 # -- train ----------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    with contextlib.ExitStack() as stack:      # releases the run's lock however the command ends
+        return _train(args, stack)
+
+
+def _train(args, stack) -> int:
     from . import backend, optim
     from . import run as R
 
@@ -180,60 +351,76 @@ def cmd_train(args) -> int:
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out RUN_DIR, the run directory to continue")
-        saved = R.read_config(args.out)
+        out = Path(args.out)
+        R.check_out_dir(out, resume=True)
+        stack.callback(R.start(out, resume=True).release)
+        saved = R.read_config(out)
         diffs = [f"--{k.replace('_', '-')}: run has {saved.get(k)!r}, given {v!r}"
                  for k, v in given.items() if k in RUN_KEYS and saved.get(k) != v]
         if diffs:
-            raise UsageError("cannot resume: the checkpoint was made with different settings:\n  " + "\n  ".join(diffs))
-        cfg = {**saved, **{k: v for k, v in given.items() if k in ("epochs", "threads", "workers", "root", "download")}}
+            raise UsageError("cannot resume: the checkpoint was made with different settings: " + "; ".join(diffs))
+        cfg = {**TRAIN_DEFAULTS, **saved, **{k: v for k, v in given.items() if k in RESUME_KEYS}}
     else:
         cfg = {**TRAIN_DEFAULTS, **given}
         if cfg.get("data"):
             cfg["dataset"] = None
         if cfg["epochs"] is None:
             cfg["epochs"] = PRESET_EPOCHS.get(cfg["model"], 20)
-    cfg["labels"] = args.labels if args.labels is not None else cfg.get("labels")
-    for key in ("epochs", "batch_size"):
-        if cfg[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')}: expected a positive integer, received {cfg[key]}")
+        out = Path(args.out) if args.out else Path("runs") / (
+            f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{cfg['dataset'] or 'data'}-"
+            f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}")
+        R.check_out_dir(out, resume=False)     # before loading anything; written only once the model is built
+    _check_data_flags(cfg, given)
     if cfg.get("threads"):
         backend.set_num_threads(cfg["threads"])
 
     X_train, y_train, X_test, y_test, class_names, source = _load_data(cfg)
-    X_fit, y_fit, val = _split_validation(X_train, y_train, cfg["val_split"], cfg["seed"])
-    augment = None
-    if cfg.get("augment"):
-        from .data import Augment
+    X_fit, y_fit, val = _split_validation(X_train, y_train, cfg["val_split"], cfg["seed"], source)
+    augment = _augment(cfg, X_fit)
 
-        augment = Augment.from_spec(cfg["augment"])
-
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{source if cfg.get('dataset') else 'data'}-"
-        f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}")
     history, start = {}, 0
+    model_path = out / "model.vecnn"
     if args.resume:
         ck = R.latest_checkpoint(out)
         if ck is None:
             raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        model, start, history, _ = R.load_checkpoint(ck)
-        print(f"resuming {out} from {ck.name} (epoch {start} of {cfg['epochs']})", file=sys.stderr)
+        model, start, history, ck_cfg = R.load_checkpoint(ck)
+        _check_checkpoint(ck, model, start, ck_cfg, saved, cfg, class_names)
+        target = cfg["epochs"]
+        if start > target:
+            if "epochs" in given:
+                raise UsageError(f"--epochs {target}: the run in {out} already has {start} epochs ({ck.name}); "
+                                 f"pass --epochs above {start} to train more")
+            raise UsageError(f"--resume: {ck} holds epoch {start}, past the {target} epochs of {out / 'config.json'}")
+        if start == target and _same_weights(model_path, model):
+            print(f"vecnn train: nothing to do: the run in {out} already has its {target} epochs and its "
+                  f"model.vecnn; pass --epochs N (N > {target}) to train more", file=sys.stderr)
+            return EXIT_OK
+        schedule = model.optimizer.schedule
+        steps = _steps(cfg, len(X_fit))
+        if cfg["schedule"] == "cosine" and isinstance(schedule, optim.CosineLR) and schedule.total_steps != steps:
+            # more (or fewer) epochs than the schedule was made for: it would sit at lr 0 past its end
+            per_epoch = -(-len(X_fit) // cfg["batch_size"])
+            print(f"vecnn train: note: the cosine learning-rate schedule, made for "
+                  f"{schedule.total_steps // per_epoch} epochs, now ends at epoch {target}", file=sys.stderr)
+            model.optimizer.schedule = optim.CosineLR(steps, min_lr=schedule.min_lr)
+        R.write_config(out, cfg)
+        print(f"resuming {out} from {ck.name}: {start} of {target} epochs done", file=sys.stderr)
     else:
-        if out.exists() and (out / "config.json").exists():
-            raise UsageError(f"--out {out}: a run is already there; pass --resume to continue it or choose another directory")
-        model = _build_model(cfg, X_fit, len(class_names))
+        model = _build_model(cfg, X_fit, len(class_names), source)
         model.class_names = class_names
         model.metadata["dataset"] = cfg.get("dataset")
-        steps = cfg["epochs"] * -(-len(X_fit) // cfg["batch_size"])
-        schedule = optim.CosineLR(steps) if cfg["schedule"] == "cosine" else None
+        schedule = optim.CosineLR(_steps(cfg, len(X_fit))) if cfg["schedule"] == "cosine" else None
         model.optimizer = optim.get(cfg["optimizer"], lr=cfg["lr"], schedule=schedule)
         from .losses import get as get_loss
 
         model.loss = get_loss("cross_entropy")
-        out.mkdir(parents=True, exist_ok=True)
+        stack.callback(R.start(out, resume=False).release)
+        cfg["architecture"] = model.config()
         R.write_config(out, cfg)
         R.save_checkpoint(model, R.checkpoint_path(out, 0), 0, {}, cfg)
 
-    recorder = R.RunRecorder(out, cfg, history)
+    recorder = R.RunRecorder(out, cfg, history, keep=cfg["keep_checkpoints"])
     try:
         if start < cfg["epochs"]:
             model.fit(X_fit, y_fit, batch_size=cfg["batch_size"], epochs=cfg["epochs"], initial_epoch=start,
@@ -241,20 +428,22 @@ def cmd_train(args) -> int:
                       workers=cfg.get("workers", "auto"))
     except KeyboardInterrupt:
         ck = R.latest_checkpoint(out)
-        done = R.CHECKPOINT_RE.search(ck.name).group(1) if ck else "none"
+        done = R.CHECKPOINT_RE.match(ck.name).group(1) if ck else "none"
         print(f"\ninterrupted: the checkpoint after epoch {int(done)} is saved in {ck}.\n"
               f"resume with: vecnn train --out {out} --resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
-    model_path = out / "model.vecnn"
     model.save(model_path)
+    _warn_if_diverged(recorder.history, len(class_names), cfg["lr"])
     scores = model.evaluate(X_test, y_test)
     y_pred = model.predict(X_test).argmax(axis=1)
-    R.plots(out, recorder.history, X_test, y_test, y_pred, class_names)
+    _, notes = R.plots(out, recorder.history, X_test, y_test, y_pred, class_names)
+    for note in notes:                         # a plot is never worth the run: one line each
+        print(f"vecnn train: note: plots: {note}", file=sys.stderr)
     sys.stderr.flush()
     print(f"test accuracy: {scores['accuracy']:.4f}", flush=True)
     print(f"saved model to {model_path} (run directory {out})", flush=True)
-    return 0
+    return EXIT_OK
 
 
 # -- evaluate / predict / info / datasets -------------------------------------------------------
@@ -265,6 +454,10 @@ def _load_model(path):
 
 
 def cmd_evaluate(args) -> int:
+    if args.data and args.dataset:
+        raise UsageError("--dataset and --data: give one, a named dataset or your own data file")
+    if args.labels and not args.data:
+        raise UsageError("--labels: only with --data FILE (your own data); a named dataset comes with its own labels")
     model = _load_model(args.model)
     if args.data:
         from . import data
@@ -280,7 +473,7 @@ def cmd_evaluate(args) -> int:
     scores = model.evaluate(X, y)
     for k, v in scores.items():
         print(f"test {k}: {v:.4f}")
-    return 0
+    return EXIT_OK
 
 
 def _read_inputs(paths, input_shape, invert):

@@ -25,7 +25,7 @@ def random_shift(x, shift, rng: np.random.Generator, mode: str = "constant"):
     ----------
     x : array ``(N, C, H, W)``
     shift : int or (int, int)
-        Largest shift in rows and in columns.
+        Largest shift in rows and in columns; smaller than the image's height and width.
     rng : numpy.random.Generator
     mode : "constant" (zeros), "edge" or "reflect"
 
@@ -39,9 +39,7 @@ def random_shift(x, shift, rng: np.random.Generator, mode: str = "constant"):
         return x
     if mode not in PAD_MODES:
         raise ValueError(f"random_shift: mode must be one of {PAD_MODES}, received {mode!r}")
-    if mode == "reflect" and (sy >= h or sx >= w):
-        raise ValueError(f"random_shift: mode='reflect' needs shift < image size, received "
-                         f"shift ({sy}, {sx}) for {h}x{w} images")
+    _check_shift("random_shift", (sy, sx), h, w)
     xp = np.pad(x, ((0, 0), (0, 0), (sy, sy), (sx, sx)), mode=mode)   # (N, C, H+2sy, W+2sx)
     wp = w + 2 * sx
     dy = rng.integers(0, 2 * sy + 1, size=n)                            # (N,) window top
@@ -106,6 +104,14 @@ class Augment:
             xb = random_flip(xb, rng)
         return xb
 
+    def check_input(self, sample_shape):
+        """Refuse samples this augmentation cannot work on, before training starts: they must
+        be images ``(C, H, W)``, and a shift must be smaller than the image (the limit is named)."""
+        shape = tuple(sample_shape)
+        if len(shape) != 3:
+            raise ValueError(f"augmentation needs image samples (C, H, W), received samples of shape {shape}")
+        _check_shift("augment", self.shift, shape[1], shape[2])
+
     def config(self) -> dict:
         return {"shift": list(self.shift), "flip": self.flip, "mode": self.mode, "seed": self.seed}
 
@@ -147,6 +153,15 @@ class Augment:
 
     def __repr__(self) -> str:
         return f"Augment({self.spec()!r})"
+
+
+def _check_shift(where, shift, h, w):
+    """A shift of at least the image size would leave nothing of the image (and pad by that
+    much, sized by the flag rather than by the data): refuse it, naming the largest allowed."""
+    sy, sx = shift
+    if sy >= h or sx >= w:
+        raise ValueError(f"{where}: shift ({sy}, {sx}) is too large for {h}x{w} images: at most "
+                         f"({h - 1}, {w - 1}), less than the image size")
 
 
 def _check_images(where, x):
