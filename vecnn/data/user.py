@@ -20,6 +20,7 @@ import lzma
 import math
 import os
 import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -90,11 +91,11 @@ _ZIP_MAGIC = b"PK"
 _CHUNK = 1 << 22                                  # read 4 MiB at a time
 _DTYPE_KINDS = "biuf"                             # bool, int, uint, float
 # what malformed header text can make NumPy's header parser (ast.literal_eval) raise
-_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, RecursionError, MemoryError,
-                  OverflowError, UnicodeDecodeError, EOFError)
+_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, IndexError, RecursionError,
+                  MemoryError, OverflowError, UnicodeDecodeError, EOFError, tokenize.TokenError)
 # what a damaged, truncated or unusual zip archive can raise while it is read
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
-               RuntimeError, lzma.LZMAError, struct.error)
+               RuntimeError, lzma.LZMAError, struct.error, IndexError, KeyError, UnicodeDecodeError)
 
 
 def read_npy(path) -> np.ndarray:
@@ -136,8 +137,8 @@ class NpzArchive:
             raise ValueError(f"{path}: not an .npz archive (it is not a zip file)")
         try:
             self._zip = zipfile.ZipFile(path)
-            members = [i for i in self._zip.infolist() if not i.is_dir()]
-        except _ZIP_ERRORS as e:
+            members = [i for i in self._zip.infolist() if i.filename and not i.filename.endswith("/")]
+        except (*_ZIP_ERRORS, ValueError) as e:
             raise ValueError(f"{path}: not a readable .npz archive: the zip file is damaged or "
                              f"truncated ({_detail(e)})") from None
         self._members = {}
@@ -156,6 +157,10 @@ class NpzArchive:
                 return _read_array(f, where, info.file_size)
         except _ZIP_ERRORS as e:
             raise ValueError(f"{where}: the archive is damaged or truncated ({_detail(e)})") from None
+        except ValueError as e:             # ours name the file; zipfile's own do not
+            if str(e).startswith(where):
+                raise
+            raise ValueError(f"{where}: the archive is damaged or truncated ({_detail(e)})") from None
 
     def close(self):
         self._zip.close()
@@ -168,12 +173,15 @@ class NpzArchive:
 
 
 def _check_is_file(path: Path) -> None:
-    if not path.exists():
-        raise ValueError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, expected a file")
-    if not path.is_file():
-        raise ValueError(f"{path}: is not a regular file (a device, pipe or socket)")
+    try:
+        if not path.exists():
+            raise ValueError(f"{path}: no such file")
+        if path.is_dir():
+            raise ValueError(f"{path}: is a directory, expected a file")
+        if not path.is_file():
+            raise ValueError(f"{path}: is not a regular file (a device, pipe or socket)")
+    except OSError as e:                    # a name too long, a folder not searchable, ...
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def _open(path: Path):
@@ -282,6 +290,8 @@ def read_csv(path, label_column="label"):
     path = Path(path)
     _check_is_file(path)
     raw = _decode(path, _read_bytes(path))
+    if "\r" in raw:                                           # Windows and old Mac line ends
+        raw = raw.replace("\r\n", "\n").replace("\r", "\n")
     text = raw.lstrip("\r\n \t")                              # drop leading blank lines
     offset = raw[:len(raw) - len(text)].count("\n")            # ... but count them in line numbers
     try:
@@ -310,10 +320,12 @@ def read_csv(path, label_column="label"):
         r = int(np.flatnonzero(np.isnan(labels))[0])
         raise ValueError(f"{path}: missing label at data row {r + 1} (column {name(col)})")
     X = np.delete(table, col, axis=1)
-    if np.isnan(X).any():
-        r, j = (int(i) for i in np.argwhere(np.isnan(X))[0])
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, j = (int(i) for i in np.argwhere(bad)[0])
+        what = "missing or NaN value" if np.isnan(X[r, j]) else f"infinite value ({X[r, j]})"
         j += j >= col
-        raise ValueError(f"{path}: missing or NaN value at data row {r + 1}, column {name(j)}")
+        raise ValueError(f"{path}: {what} at data row {r + 1}, column {name(j)}")
     return X, labels
 
 
@@ -435,19 +447,25 @@ def _check(X, y, x_where, y_where=None):
     if X.size == 0:
         raise ValueError(f"{x_where}: each sample holds no values (X has shape {X.shape})")
     y = _check_labels(y, y_where)
+    return to_float32(X, f"{x_where}: X"), y
+
+
+def to_float32(X: np.ndarray, where: str) -> np.ndarray:
+    """``X`` as C-contiguous float32, refusing NaN, Inf and values beyond float32's range
+    (which would become Inf), naming ``where`` and the index of the first."""
     with np.errstate(over="ignore", invalid="ignore"):
         X32 = np.ascontiguousarray(X, dtype=DTYPE)
     try:
-        check_finite(f"{x_where}: X", X32)
+        check_finite(where, X32)
     except ValueError:
         if X.dtype.kind == "f" and X.dtype.itemsize > 4:       # finite, but not as float32
             big = np.isfinite(X) & ~np.isfinite(X32)
             if big.any():
                 i = tuple(int(k) for k in np.argwhere(big)[0])
-                raise ValueError(f"{x_where}: X value {float(X[i]):g} at index {i} is beyond the "
+                raise ValueError(f"{where}: value {float(X[i]):g} at index {i} is beyond the "
                                  f"float32 range (about ±3.4e38) vecnn computes in") from None
         raise
-    return X32, y
+    return X32
 
 
 def _check_labels(y, where):
