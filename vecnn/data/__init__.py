@@ -12,8 +12,12 @@
 * ``class_names(name)``, ``info(name)``, ``available()``, ``describe()``: what is known and found.
 * ``read_idx(path)``: the IDX reader (plain or gzip), safe against forged headers and bombs.
 * ``download(name)``: fetch from the official mirror, SHA-256 checked, atomic.
-* ``load_arrays(path, labels=None, label_column="label")``: your ``.npz`` / ``.npy`` / CSV data;
+* ``load_arrays(path, labels=None, label_column="label")``: your ``.npz`` / ``.npy`` / CSV data
+  (each header checked against ``vecnn.limits`` before anything is allocated, nothing
+  unpickled, every problem a ``ValueError`` naming the file);
   ``train_test_split(X, y, test_fraction, seed)``.
+* ``vecnn.data.inputs.read_inputs``: the inputs of ``vecnn predict`` (arrays and images, scaled
+  by each image's real range).
 * ``Augment(shift=2, flip=True)``: per-batch random shifts and flips, vectorized.
   Standardization is a layer: ``vecnn.layers.Standardize``.
 """
