@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -34,3 +35,17 @@ def test_vecnn_and_torch_contenders_build_the_same_network():
     v = mlp.VecnnMLP(X, y, mlp.CONFIGS["wide"])
     t = mlp.TorchMLP(X, y, mlp.CONFIGS["wide"], threads=1)
     assert v.model.n_params == sum(p.numel() for p in t.net.parameters()) == mlp.n_params([784, 2048, 2048, 10])
+
+
+def test_contention_benchmark_runs_and_reports_the_share_kept(tmp_path):
+    out = tmp_path / "c.json"
+    r = subprocess.run([sys.executable, "benchmarks/bench_contention.py", "--seconds", "0.3", "--repeats", "1",
+                        "--limit", "512", "--synthetic", "--lead", "3", "--contenders", "vecnn,numpy",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    assert "share kept" in r.stdout and "openblas" in r.stdout.lower()
+    report = json.loads(out.read_text())
+    for name in ("vecnn", "numpy"):
+        res = report["results"][name]
+        assert res["solo_median"] > 0 and len(res["pair"][0]) == 2 and res["share_kept_median"] > 0

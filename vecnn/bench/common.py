@@ -85,6 +85,16 @@ def load_fashion(limit: int | None = None, synthetic: bool = False, seed: int = 
     return Xtr, ytr, Xte, yte, src
 
 
+def publish(report: dict, text: str, json_path=None) -> None:
+    """Print a benchmark's report text; also save the report as JSON when asked (``--json``)."""
+    print(text)
+    if json_path:
+        import json
+
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 class Timer:
     def __enter__(self):
         self.t0 = time.perf_counter()

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .common import load_fashion, machine
+from .common import load_fashion, machine, publish
 from .mlp import CONFIGS
 
 #: what each contender is; "fixed": vecnn with its thread governor off (the behaviour before it)
@@ -101,8 +101,8 @@ def child(name, start_at, seconds, limit, synthetic):
     print(json.dumps({"samples": n, "seconds": time.perf_counter() - t0}), flush=True)
 
 
-def _spawn(names, seconds, limit, synthetic):
-    start_at = time.time() + 8.0                          # imports, data and warm-up first
+def _spawn(names, seconds, limit, synthetic, lead=8.0):
+    start_at = time.time() + lead                         # imports, data and warm-up first
     cmd = [sys.executable, "-m", "vecnn.bench.contention", "--seconds", str(seconds), "--limit", str(limit),
            "--start-at", repr(start_at)] + (["--synthetic"] if synthetic else [])
     procs = [subprocess.Popen(cmd + ["--child", n], stdout=subprocess.PIPE, text=True) for n in names]
@@ -116,15 +116,15 @@ def _spawn(names, seconds, limit, synthetic):
     return rates
 
 
-def run(names, seconds=10.0, repeats=2, limit=12_800, synthetic=False):
+def run(names, seconds=10.0, repeats=2, limit=12_800, synthetic=False, lead=8.0):
     report = {"machine": machine(), "seconds": seconds, "limit": limit, "results": {}}
     for name in names:
         report["results"][name] = {"solo": [], "pair": []}
     for _ in range(repeats):
         for name in names:                                # alternate: drift falls on every side
             res = report["results"][name]
-            res["solo"] += _spawn([name], seconds, limit, synthetic)
-            res["pair"].append(_spawn([name, name], seconds, limit, synthetic))
+            res["solo"] += _spawn([name], seconds, limit, synthetic, lead)
+            res["pair"].append(_spawn([name, name], seconds, limit, synthetic, lead))
     for name, res in report["results"].items():
         solo = float(np.median(res["solo"]))
         pair = [min(p) for p in res["pair"]]
@@ -157,6 +157,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--limit", type=int, default=12_800, help="samples per epoch")
     p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--lead", type=float, default=8.0, help="seconds for the processes to start and warm up")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
@@ -167,11 +168,8 @@ def main(argv=None):
     for n in names:
         if n not in DESCRIPTIONS:
             p.error(f"--contenders: unknown {n!r}; expected some of {', '.join(DESCRIPTIONS)}")
-    r = run(names, a.seconds, a.repeats, a.limit, a.synthetic)
-    print(format_report(r))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(r, f, indent=2)
+    r = run(names, a.seconds, a.repeats, a.limit, a.synthetic, a.lead)
+    publish(r, format_report(r), a.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from .common import Timer, load_fashion, machine, median, peak_rss_bytes, reset_peak_rss, rss_bytes
+from .common import Timer, load_fashion, machine, median, peak_rss_bytes, publish, reset_peak_rss, rss_bytes
 
 CONFIGS = {
     "mlp": {"hidden": (256, 128), "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
@@ -275,10 +275,7 @@ def main(argv=None):
     if a.memory_child:
         return _memory_child(a.config, a.memory_child, a.threads, a.limit, a.synthetic)
     r = run(a.config, a.epochs, a.threads, a.limit, a.synthetic, memory=not a.no_memory)
-    print(format_report(r))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(r, f, indent=2)
+    publish(r, format_report(r), a.json)
 
 
 if __name__ == "__main__":
