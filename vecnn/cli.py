@@ -477,35 +477,11 @@ def cmd_evaluate(args) -> int:
 
 
 def _read_inputs(paths, input_shape, invert):
-    """Stack the inputs into one batch: arrays as they are, images resized to ``input_shape``."""
-    batches, names = [], []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise UsageError(f"predict: no such file {p}")
-        if p.suffix in (".npy", ".npz"):
-            arr = np.load(p, allow_pickle=False)
-            if p.suffix == ".npz":
-                arr = arr[arr.files[0]]
-            arr = np.asarray(arr, np.float32)
-            if input_shape and arr.shape == tuple(input_shape):
-                arr = arr[None]
-            batches.append(arr)
-            names += [f"{p.name}[{i}]" for i in range(len(arr))]
-            continue
-        from PIL import Image, UnidentifiedImageError
+    """Stack the inputs into one batch: arrays as they are, images scaled to [0, 1] and resized
+    to ``input_shape`` (``vecnn.data.inputs``: every file checked before it is allocated)."""
+    from .data.inputs import read_inputs
 
-        if not input_shape or len(input_shape) != 3:
-            raise UsageError(f"predict: {p.name} is an image but the model does not take images (input {input_shape})")
-        c, h, w = input_shape
-        try:
-            img = Image.open(p).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-        except (UnidentifiedImageError, OSError) as e:
-            raise UsageError(f"predict: cannot read {p} as an image ({e})") from None
-        a = np.asarray(img, np.float32) / 255.0
-        a = a[None] if c == 1 else np.moveaxis(a, -1, 0)
-        batches.append((1 - a if invert else a)[None])
-        names.append(p.name)
-    return np.concatenate(batches), names
+    return read_inputs(paths, input_shape, invert)
 
 
 def cmd_predict(args) -> int:
