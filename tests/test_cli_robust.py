@@ -81,6 +81,15 @@ def test_out_refuses_a_directory_that_is_not_a_vecnn_run_and_leaves_it_alone(tmp
     assert train(empty, "--epochs", "1").returncode == 0                         # empty: fine
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, finished_run):
+    """config.json written, no checkpoint yet: --resume says to start again, and a fresh start may."""
+    out = copy_of(finished_run, tmp_path)
+    shutil.rmtree(out / "checkpoints")
+    (out / "model.vecnn").unlink()
+    refused(train(out, "--resume"), "no checkpoint", "start it again without --resume")
+    assert train(out, "--epochs", "1").returncode == 0 and set(R.checkpoints(out)) == {0, 1}
+
+
 def test_out_naming_a_file_or_a_path_under_a_file_exits_2(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("x")

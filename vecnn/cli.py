@@ -263,7 +263,7 @@ def _check_data_flags(cfg, given):
 
 def _augment(cfg, X_fit):
     """The run's ``Augment``, checked against the images it will shift, or None."""
-    if not cfg.get("augment"):
+    if cfg.get("augment") is None:
         return None
     from .data import Augment
 
@@ -383,7 +383,8 @@ def _train(args, stack) -> int:
     if args.resume:
         ck = R.latest_checkpoint(out)
         if ck is None:
-            raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+            raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}: the run stopped before it saved "
+                             f"one; start it again without --resume")
         model, start, history, ck_cfg = R.load_checkpoint(ck)
         _check_checkpoint(ck, model, start, ck_cfg, saved, cfg, class_names)
         target = cfg["epochs"]

@@ -48,6 +48,8 @@ RUN_FILES = frozenset({"config.json", "checkpoints", "metrics.jsonl", "model.vec
 RUN_MARK = 1
 #: checkpoints kept by default besides the best: the last this many
 KEEP_CHECKPOINTS = 3
+#: config.json is a few KB; a larger one is not vecnn's (and is not read into memory)
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 # -- the run directory: which one vecnn may write into, one process at a time ----------------
@@ -91,7 +93,8 @@ def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True
     (missing, or empty apart from a killed run's leftovers) or "run" (one of vecnn's runs, for
     ``resume`` only). Raises ``ValueError`` naming the directory otherwise: a file, a path
     under a file, a directory with other content, a run when not resuming, or a run another
-    process is training (``probe``: look at the lock; off for the lock's own holder)."""
+    process is training (``probe``: look at the lock; off for the lock's own holder). A run
+    killed before it saved its first checkpoint counts as "new": a fresh start replaces it."""
     run_dir = Path(run_dir)
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists() or parent.is_symlink():
@@ -107,6 +110,8 @@ def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True
     if probe:
         RunLock.probe(run_dir)
     if is_run(run_dir):
+        if not resume and not checkpoints(run_dir) and not (run_dir / "model.vecnn").exists():
+            return "new"                  # killed before its first checkpoint: nothing to lose, start over
         if not resume:
             raise ValueError(f"{flag} {run_dir}: a run is already there; pass --resume to continue it "
                              f"or choose another directory")
@@ -415,6 +420,10 @@ def read_config(run_dir, required=("model", "epochs")) -> dict:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ValueError(f"--resume: {run_dir} has no config.json; is it a vecnn run directory?")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes, more than a run's configuration takes "
+                         f"({MAX_CONFIG_BYTES:,}); the file is not vecnn's")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
