@@ -121,8 +121,8 @@ def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True
             raise ValueError(f"--resume: {run_dir} has no config.json; the run there never started, "
                              f"so there is nothing to resume (start it again without --resume)")
         return "new"
-    found = [n for n in _entries(run_dir)][:5]
-    more = "" if len(found) < 5 else ", ..."
+    entries = _entries(run_dir)
+    found, more = entries[:5], ", ..." if len(entries) > 5 else ""
     if resume:
         raise ValueError(f"--resume: {run_dir} is not a vecnn run directory (no vecnn config.json; "
                          f"it holds {', '.join(found)}{more})")
