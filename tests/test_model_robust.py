@@ -132,3 +132,20 @@ def test_ctrl_c_while_numba_is_first_imported_leaves_training_possible():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["interrupted", "trained;", "kernels:", "True"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s["layers"].update({"0": s["shuffle"]}),             # a Dense has no generator
+    lambda s: s["layers"].update({"9": s["shuffle"]}),             # no such layer
+    lambda s: s.update(shuffle={"bit_generator": "PCG64", "state": "x"}),
+    lambda s: s.update(augment=None),
+    lambda s: s.update(layers=[]),
+])
+def test_rng_states_that_do_not_fit_are_a_value_error_and_change_nothing(change):
+    model = vn.Sequential([L.Dense(4, 4), L.Dropout(0.5), L.Dense(4, 2)])
+    states = model.rng_states()
+    before = model.rng_states()
+    change(states)
+    with pytest.raises(ValueError, match="rng states"):
+        model.set_rng_states(states)
+    assert model.rng_states() == before

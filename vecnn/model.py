@@ -134,10 +134,26 @@ class Sequential:
                            if isinstance(getattr(l, "rng", None), np.random.Generator)}}
 
     def set_rng_states(self, states: dict):
-        self._shuffle_rng.bit_generator.state = states["shuffle"]
-        self._augment_rng.bit_generator.state = states["augment"]
+        """Put back what ``rng_states`` returned; ``ValueError`` naming the generator whose
+        state does not fit (all are checked before any is set)."""
+        if not isinstance(states, dict) or not isinstance(states.get("layers"), dict):
+            raise ValueError(f"rng states: expected an object with 'shuffle', 'augment' and 'layers', "
+                             f"received {type(states).__name__}")
+        targets = [("shuffle", self._shuffle_rng, states.get("shuffle")),
+                   ("augment", self._augment_rng, states.get("augment"))]
         for i, state in states["layers"].items():
-            self.layers[int(i)].rng.bit_generator.state = state
+            layer = self.layers[int(i)] if str(i).isdigit() and int(i) < len(self.layers) else None
+            if not isinstance(getattr(layer, "rng", None), np.random.Generator):
+                raise ValueError(f"rng states: layers[{i!r}] names no layer of this model with a generator")
+            targets.append((f"layers[{i}]", layer.rng, state))
+        for name, rng, state in targets:            # on a copy first: nothing half set
+            try:
+                copy = type(rng.bit_generator)()
+                copy.state = state
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise ValueError(f"rng states: {name}: not a {type(rng.bit_generator).__name__} state ({e})") from None
+        for _, rng, state in targets:
+            rng.bit_generator.state = state
 
     # -- shapes ----------------------------------------------------------------------------
     @property
