@@ -398,3 +398,27 @@ def test_state_less_checkpoint_loads_through_load_checkpoint(tmp_path):
     R.save_checkpoint(model, tmp_path / "epoch-000.vecnn", 0, {}, None)
     loaded, epoch, history, run_config = R.load_checkpoint(tmp_path / "epoch-000.vecnn")
     assert (epoch, history, run_config, loaded.optimizer.t, loaded.optimizer.state) == (0, {}, None, 0, {})
+
+
+@pytest.mark.parametrize("spec,token", [
+    ("dense:64,dense:10", "token 1 'dense:64'"),
+    ("conv:4:3:1:1,flatten,dense:10", "token 1 'conv:4:3:1:1'"),
+])
+def test_a_model_that_would_not_fit_in_memory_is_refused_before_it_is_built(tmp_path, spec, token):
+    # a machine with 64 KiB available: even small models do not fit (the check reads /proc/meminfo)
+    code = ("import sys; from vecnn import limits, cli; limits.available_memory = lambda: 2**16; "
+            f"sys.exit(cli.main(['train', '--model', {spec!r}, '--epochs', '1', '--quiet', '--out', {str(tmp_path / 'r')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert token in r.stderr and "GiB of memory" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_training_that_diverges_exits_2_naming_lr_and_the_last_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "-m", "vecnn.cli", "train", "--lr", "1e30", "--epochs", "2", "--quiet",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "--lr 1e+30" in r.stderr and "diverged" in r.stderr and "epoch-000.vecnn" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

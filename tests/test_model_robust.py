@@ -149,3 +149,10 @@ def test_rng_states_that_do_not_fit_are_a_value_error_and_change_nothing(change)
     with pytest.raises(ValueError, match="rng states"):
         model.set_rng_states(states)
     assert model.rng_states() == before
+
+
+@pytest.mark.parametrize("workers,match", [(100_000, "at most 256"), (257, "at most 256")])
+def test_thousands_of_workers_are_refused_at_once(workers, match):
+    model = vn.Sequential([L.Dense(4, 2)])
+    with pytest.raises(ValueError, match=match):
+        model.fit(*_data(64), batch_size=16, workers=workers, verbose=0)

@@ -218,6 +218,7 @@ def _split_validation(X, y, fraction, seed, source="the data"):
 
 def _build_model(cfg, X_train, n_classes, source="the data"):
     from . import layers as L
+    from . import limits
     from . import presets, spec
     from .model import Sequential
 
@@ -231,7 +232,7 @@ def _build_model(cfg, X_train, n_classes, source="the data"):
         except ValueError as e:
             raise UsageError(f"--model {cfg['model']}: {e}") from None
     else:
-        layers = spec.parse(cfg["model"], input_shape)
+        layers = spec.parse(cfg["model"], input_shape, batch_size=min(cfg["batch_size"], len(X_train)))
     if cfg["standardize"]:
         std = L.Standardize()
         std.adapt(X_train)                     # statistics from the training split only
@@ -242,6 +243,13 @@ def _build_model(cfg, X_train, n_classes, source="the data"):
         raise UsageError(f"--model {cfg['model']!r}: the model outputs shape {out} per sample, "
                          f"but the data has {n_classes} classes; end the spec with dense:{n_classes}")
     model.metadata["input_shape"] = list(input_shape)
+    # one batch's activations, their gradients and the layers' buffers (about four copies)
+    per_sample = sum(math.prod(s) for s in model.shapes(input_shape)) + math.prod(input_shape)
+    try:
+        limits.check_memory(f"--batch-size {cfg['batch_size']} with --model {cfg['model']}: one batch's activations",
+                            4 * 4 * per_sample * min(cfg["batch_size"], len(X_train)))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return model
 
 
@@ -433,6 +441,10 @@ def _train(args, stack) -> int:
         print(f"\ninterrupted: the checkpoint after epoch {int(done)} is saved in {ck}.\n"
               f"resume with: vecnn train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except FloatingPointError as e:             # the settings made it diverge: bad input, exit 2
+        ck = R.latest_checkpoint(out)
+        raise UsageError(f"--lr {cfg['lr']:g} ({cfg['optimizer']}): {e}; the last good checkpoint is "
+                         f"{ck}") from None
 
     model.save(model_path)
     _warn_if_diverged(recorder.history, len(class_names), cfg["lr"])

@@ -70,3 +70,32 @@ def check_shape(what: str, shape, limit: int = None) -> tuple:
 def check_classes(what: str, n_classes) -> int:
     """The number of classes a classifier would get (e.g. ``max(label) + 1``)."""
     return check_size(f"{what}: number of classes", n_classes, MAX_CLASSES, "VECNN_MAX_CLASSES")
+
+
+#: bytes of memory per parameter while training: the layer's own array and the flat buffer it
+#: moves into, the gradients, two optimizer slots (Adam) and the undo copy, float32 each
+TRAINING_BYTES_PER_PARAM = 6 * 4
+#: bytes per activation element of one batch: the output, its gradient and reused buffers
+TRAINING_BYTES_PER_ACTIVATION = 4 * 4
+#: the share of the available memory a model may plan to use (the rest: data, Python, the OS)
+MEMORY_SHARE = 0.75
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system says are available now (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(what: str, nbytes) -> None:
+    """Refuse, before allocating, what would need more memory than the machine has available."""
+    avail = available_memory()
+    if avail is not None and nbytes > MEMORY_SHARE * avail:
+        raise ValueError(f"{what} would need about {nbytes / 2**30:,.1f} GiB of memory, more than "
+                         f"{MEMORY_SHARE:.0%} of the {avail / 2**30:,.1f} GiB this machine has available")

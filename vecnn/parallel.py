@@ -29,6 +29,8 @@ SPLITTABLE = (L.Dense, L.Conv2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.GELU,
 
 #: rows each worker should get at least; smaller shares waste more than they gain
 MIN_ROWS = 32
+#: the most workers one fit may ask for (each is a thread and a copy of the model)
+MAX_WORKERS = 256
 
 
 def blas_threads() -> int:
@@ -55,6 +57,8 @@ def check_workers(model, workers, batch_size: int) -> int:
         return auto_workers(model, batch_size)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"fit: expected workers to be a positive integer or 'auto', received {workers!r}")
+    if workers > MAX_WORKERS:                  # each worker is a thread and a copy of the model
+        raise ValueError(f"fit: workers={workers} is more than vecnn starts: at most {MAX_WORKERS}")
     if workers > 1:
         bad = [f"{i} {l!r}" for i, l in enumerate(model.layers) if type(l) not in SPLITTABLE]
         if bad:

@@ -79,14 +79,18 @@ def _arguments(name, args) -> list:
     return values
 
 
-def parse(spec: str, input_shape: tuple) -> list:
-    """Layers for ``spec`` applied to per-sample ``input_shape`` (e.g. ``(1, 28, 28)``)."""
+def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
+    """Layers for ``spec`` applied to per-sample ``input_shape`` (e.g. ``(1, 28, 28)``).
+
+    Before each layer with weights is allocated, the memory that training it would take
+    (parameters and optimizer state, and ``batch_size`` samples' activations) is checked
+    against what the machine has available (``vecnn.limits.check_memory``)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"model spec: expected a string such as 'dense:256,relu,dense:10', received {spec!r}")
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"model spec {spec!r}: the samples have shape {shape}: no features to build a model on")
-    out, n_params = [], 0
+    out, n_params, n_act = [], 0, math.prod(shape)
     for no, token in enumerate((t.strip() for t in spec.split(",")), start=1):
         try:
             if not token:
@@ -96,6 +100,17 @@ def parse(spec: str, input_shape: tuple) -> list:
             if name not in TOKENS:
                 raise ValueError(f"unknown layer {name!r}; known: {', '.join(TOKENS)}")
             values = _arguments(name, args)
+            if name in ("dense", "conv"):            # before allocating: will training it fit in memory?
+                if name == "dense":
+                    planned, outputs = math.prod(shape) * values[0], values[0]
+                else:
+                    out_ch, k, stride, pad = values
+                    planned = shape[0] * out_ch * k * k
+                    outputs = out_ch * math.prod(max(0, (d + 2 * pad - k) // stride + 1) for d in shape[1:])
+                    outputs += shape[0] * k * k * outputs // max(out_ch, 1)      # its im2col columns
+                limits.check_memory(f"training the model up to here (batch {batch_size})",
+                                    (n_params + planned) * limits.TRAINING_BYTES_PER_PARAM
+                                    + (n_act + outputs) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION)
             made = _make(name, values, shape)
             for layer in made if isinstance(made, list) else [made]:
                 n_params = limits.check_size("parameters of the model up to here",
@@ -106,6 +121,7 @@ def parse(spec: str, input_shape: tuple) -> list:
                 limits.check_shape("output of one sample", new)
                 out.append(layer)
                 shape = new
+                n_act += math.prod(new)
         except ValueError as e:
             raise ValueError(f"model spec {spec!r}: token {no} {token!r}: {e}") from None
     return out
