@@ -422,3 +422,48 @@ def test_training_that_diverges_exits_2_naming_lr_and_the_last_checkpoint(tmp_pa
     assert r.returncode == 2
     assert "--lr 1e+30" in r.stderr and "diverged" in r.stderr and "epoch-000.vecnn" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["train", "--data", ""], "--data"), (["train", "--out", " "], "--out"),
+    (["train", "--data", "x.csv", "--label-column", ""], "--label-column"), (["train", "--model", ""], "--model"),
+    (["info", ""], "MODEL"), (["predict", "m.vecnn", ""], "INPUT"), (["evaluate", "m.vecnn", "--data", ""], "--data"),
+])
+def test_empty_names_are_refused_not_replaced_by_defaults(tmp_path, args, flag):
+    refused(run(args, cwd=tmp_path), flag, "empty")
+    assert list(tmp_path.iterdir()) == []            # nothing trained or written
+
+
+def test_a_foreign_config_json_with_a_checkpoints_folder_is_not_taken_for_a_run(tmp_path):
+    d = tmp_path / "mine"
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "config.json").write_text('{"my": "settings"}')
+    refused(train(d, "--epochs", "1"), str(d), "not a vecnn run")
+    assert (d / "config.json").read_text() == '{"my": "settings"}'
+
+
+def test_a_config_json_nested_too_deep_is_named(tmp_path):
+    out = tmp_path / "r"
+    assert train(out, "--epochs", "1").returncode == 0
+    (out / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    refused(run(["train", "--resume", "--out", str(out), "--quiet"]), "config.json")
+
+
+def test_evaluate_takes_flat_rows_of_the_models_images_and_names_the_file(tmp_path):
+    out = tmp_path / "r"
+    assert run(["train", "--out", str(out), "--epochs", "1", "--quiet"]).returncode == 0
+    X, y, Xt, yt = vn.data.load("digits")
+    np.save(tmp_path / "flat.npy", Xt.reshape(len(Xt), -1))
+    np.save(tmp_path / "flat_y.npy", yt)
+    r = run(["evaluate", str(out / "model.vecnn"), "--data", str(tmp_path / "flat.npy")])
+    assert r.returncode == 0 and "test accuracy" in r.stdout
+    np.save(tmp_path / "narrow.npy", Xt.reshape(len(Xt), -1)[:, :50])
+    np.save(tmp_path / "narrow_y.npy", yt)
+    refused(run(["evaluate", str(out / "model.vecnn"), "--data", str(tmp_path / "narrow.npy")]),
+            "narrow.npy", "(n, 1, 8, 8)")
+
+
+def test_a_csv_with_two_label_columns_is_refused(tmp_path):
+    f = tmp_path / "dup.csv"
+    f.write_text("label,a,label\n" + "".join(f"{i % 2},{i},{i % 3}\n" for i in range(20)))
+    refused(train(tmp_path / "r", "--data", str(f)), "dup.csv", "2 columns are named 'label'")

@@ -169,11 +169,23 @@ def main(argv=None) -> int:
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command]
     try:
+        _refuse_empty(args)
         return command(args)
     except (Exception, KeyboardInterrupt) as e:
         code, line = exit_code(e)
         print(f"vecnn {args.command}: " + " ".join(line.split("\n")), file=sys.stderr)
         return code
+
+
+def _refuse_empty(args) -> None:
+    """An empty (or blank) name, path or spec is never what was meant: ``--data ''`` would
+    otherwise fall back to the default dataset, ``--out ''`` to a new directory."""
+    for key, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            flag = {"model": "MODEL", "inputs": "INPUT"}.get(key) if args.command != "train" else None
+            flag = flag or f"--{key.replace('_', '-')}"
+            raise UsageError(f"{flag}: empty; expected a name, a path or a value")
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -483,7 +495,14 @@ def cmd_evaluate(args) -> int:
         from . import data
 
         _, _, X, y = data.load(name, root=args.root)
-    scores = model.evaluate(X, y)
+    where = f"--data {args.data}" if args.data else f"dataset {name!r}"
+    shape = model.metadata.get("input_shape")
+    if shape and X.ndim == 2 and X.shape[1] == math.prod(shape) and len(shape) > 1:
+        X = X.reshape(len(X), *shape)            # flat rows (a CSV) of the model's images
+    try:
+        scores = model.evaluate(X, y)
+    except ValueError as e:
+        raise UsageError(f"{where}: {e}") from None
     for k, v in scores.items():
         print(f"test {k}: {v:.4f}")
     return EXIT_OK

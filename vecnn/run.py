@@ -78,14 +78,22 @@ def is_run(run_dir) -> bool:
     config = run_dir / "config.json"
     if not config.is_file():
         return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        data = None
-    if isinstance(data, dict) and data.get("vecnn_run") == RUN_MARK:
+    if _marked(config):
         return True
-    return (run_dir / "checkpoints").is_dir() and set(_entries(run_dir)) <= RUN_FILES | {
+    # a run from before the mark: it saved its epoch-0 checkpoint before anything else
+    return bool(checkpoints(run_dir)) and set(_entries(run_dir)) <= RUN_FILES | {
         n for n in _entries(run_dir) if TMP_RE.match(n)}
+
+
+def _marked(config: Path) -> bool:
+    """Whether ``config`` is a config.json that vecnn wrote (it carries the run mark)."""
+    try:
+        if config.stat().st_size > MAX_CONFIG_BYTES:
+            return False
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("vecnn_run") == RUN_MARK
 
 
 def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True) -> str:
@@ -110,7 +118,8 @@ def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True
     if probe:
         RunLock.probe(run_dir)
     if is_run(run_dir):
-        if not resume and not checkpoints(run_dir) and not (run_dir / "model.vecnn").exists():
+        if (not resume and not checkpoints(run_dir) and not (run_dir / "model.vecnn").exists()
+                and _marked(run_dir / "config.json")):
             return "new"                  # killed before its first checkpoint: nothing to lose, start over
         if not resume:
             raise ValueError(f"{flag} {run_dir}: a run is already there; pass --resume to continue it "
@@ -432,6 +441,8 @@ def read_config(run_dir, required=("model", "epochs")) -> dict:
         config = json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); the file is truncated or damaged") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deep for a run's configuration; the file is not vecnn's") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object of settings, received a JSON {type(config).__name__}")
     for name in required:

@@ -408,6 +408,11 @@ def _label_index(path, label_column, header, ncols) -> int:
                          f"a label column and at least one feature column")
     if isinstance(label_column, str):
         if header and label_column in header:
+            if header.count(label_column) > 1:
+                where = ", ".join(str(i) for i, h in enumerate(header) if h == label_column)
+                raise ValueError(f"{path}: {header.count(label_column)} columns are named {label_column!r} "
+                                 f"(columns {where}); which one holds the labels? Rename the others or "
+                                 f"give the label column's index")
             return header.index(label_column)
         try:
             label_column = int(label_column)
