@@ -108,6 +108,7 @@ def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
                     planned = shape[0] * out_ch * k * k
                     outputs = out_ch * math.prod(max(0, (d + 2 * pad - k) // stride + 1) for d in shape[1:])
                     outputs += shape[0] * k * k * outputs // max(out_ch, 1)      # its im2col columns
+                limits.check_size(f"{name} weights", planned, limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
                 limits.check_memory(f"training the model up to here (batch {batch_size})",
                                     (n_params + planned) * limits.TRAINING_BYTES_PER_PARAM
                                     + (n_act + outputs) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION)
