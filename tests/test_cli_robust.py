@@ -467,3 +467,28 @@ def test_a_csv_with_two_label_columns_is_refused(tmp_path):
     f = tmp_path / "dup.csv"
     f.write_text("label,a,label\n" + "".join(f"{i % 2},{i},{i % 3}\n" for i in range(20)))
     refused(train(tmp_path / "r", "--data", str(f)), "dup.csv", "2 columns are named 'label'")
+
+
+def test_argparse_errors_are_one_line(tmp_path):
+    r = run(["train", "--epochs", "abc"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "--epochs" in r.stderr and "--help" in r.stderr and "usage:" not in r.stderr
+
+
+def test_info_into_a_closed_pipe_is_quiet(tmp_path):
+    out = tmp_path / "r"
+    assert train(out, "--epochs", "1").returncode == 0
+    p = subprocess.Popen(VECNN + ["info", str(out / "model.vecnn")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=ENV)
+    p.stdout.close()                                   # like `| head -0`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and "BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--root", "/tmp"], "--root"), (["--download"], "--download"),
+    (["--augment", "shift:1,shift:2"], "says again"),
+])
+def test_flags_that_would_be_ignored_or_overridden_are_refused(tmp_path, args, needle):
+    refused(train(tmp_path / "r", "--dataset", "digits", *args), needle)

@@ -156,3 +156,60 @@ def test_thousands_of_workers_are_refused_at_once(workers, match):
     model = vn.Sequential([L.Dense(4, 2)])
     with pytest.raises(ValueError, match=match):
         model.fit(*_data(64), batch_size=16, workers=workers, verbose=0)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: vn.Sequential(None), "Sequential: expected a list of layers"),
+    (lambda: vn.Sequential({"a": L.Dense(4, 2)}), "Sequential: expected a list of layers"),
+    (lambda: vn.Sequential([L.Dense(4, 2)], seed=-1), "Sequential: seed"),
+    (lambda: vn.Sequential([L.Dense(4, 2)], seed="a"), "Sequential: seed"),
+    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), seed=-1, verbose=0), "fit: seed"),
+    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), validation_split="0.1", verbose=0), "validation_split"),
+    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), callbacks=object(), verbose=0), "callbacks"),
+    (lambda: vn.Sequential([L.Dense(4, 2)]).save(None), "save: expected a file path"),
+    (lambda: vn.load(None), "expected the path of a model file"),
+    (lambda: vn.load(5), "expected the path of a model file"),
+    (lambda: vn.data.load_arrays(None), "load_arrays: expected the path"),
+])
+def test_wrong_types_at_the_api_edge_are_value_errors_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_outputs_that_overflow_are_refused_not_returned():
+    model = vn.Sequential([L.Dense(4, 3)])
+    model.flat_params[...] = 3e38                      # finite, but any sum of them overflows
+    X = np.ones((5, 4), F)
+    with pytest.raises(ValueError, match=r"predict: the model's outputs overflowed.*5 sample\(s\), the first X\[0\]"):
+        model.predict(X)
+    with pytest.raises(ValueError, match="evaluate: the model's outputs overflowed"):
+        model.evaluate(X, np.zeros(5, int))
+
+
+def test_loaded_state_out_of_range_is_refused(tmp_path):
+    X, y = _data(64)
+    std = L.Standardize().adapt(X)
+    model = vn.Sequential([std, L.Dense(4, 8), L.BatchNorm1D(8), L.Dense(8, 2)])
+    model.fit(X, y, verbose=0)
+    from vecnn import io
+
+    for layer, key, value in ((0, "std", 0.0), (0, "std", -1.0), (2, "running_var", -1.0)):
+        model.layers[layer].state[key][0] = value
+        path = tmp_path / f"m{layer}{value}.vecnn"
+        io.save_model(model, path)                   # a file as a buggy writer or an editor would leave it
+        with pytest.raises(ValueError, match=f"layer {layer}: .*{key}"):
+            vn.load(path)
+        model.layers[layer].state[key][0] = 1.0
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "dir"])
+def test_saving_over_a_device_or_a_directory_is_refused(tmp_path, target):
+    import os
+    import stat
+
+    path = tmp_path if target == "dir" else target
+    before = os.stat(path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        vn.Sequential([L.Dense(4, 2)]).save(path)
+    after = os.stat(path)
+    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)      # /dev/null is still a device

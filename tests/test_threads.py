@@ -34,58 +34,69 @@ class Machine:
         return self
 
 
+# a step of 128 samples takes 12.8 ms alone on two threads: a window is WINDOW_STEPS steps
+STEPS = T.WINDOW_STEPS
+
+
 def alone(step, threads):                      # two threads 15% faster than one
-    return {1: 1.15e-6, 2: 1e-6}[threads]
+    return {1: 1.15e-4, 2: 1e-4}[threads]
 
 
 def test_alone_it_keeps_all_threads_and_tries_one_rarely():
     m = Machine(alone).run(20_000)
     assert m.gov.threads == 2 and m.gov.history == []
     one = m.threads_log.count(1)
-    assert 0 < one < 0.01 * len(m.threads_log)             # it did try, seldom (backing off)
+    assert 0 < one < 0.02 * len(m.threads_log)             # it did try, seldom (backing off)
     total = sum(alone(0, t) for t in m.threads_log)
-    assert total < 1.002 * 20_000 * alone(0, 2)             # alone loses nothing measurable
+    assert total < 1.003 * 20_000 * alone(0, 2)             # alone loses nothing measurable
+
+
+def test_noise_alone_does_not_look_like_contention():
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0.7, 1.3, 40_000)                  # +-30% from step to step, as on a shared machine
+    m = Machine(lambda step, threads: alone(step, threads) * noise[step]).run(40_000)
+    assert m.threads_log.count(2) > 0.97 * len(m.threads_log)
 
 
 def test_beside_a_busy_process_it_drops_to_one_thread_at_once():
-    busy_from = 5_000
+    busy_from = 2_000
 
-    def cost(step, threads):                   # multi-threaded BLAS collapses 100x beside a busy process
+    def cost(step, threads):                   # multi-threaded BLAS collapses 10-100x beside a busy process
         if step >= busy_from:
-            return {1: 1.3e-6, 2: 100e-6}[threads]
+            return {1: 1.3e-4, 2: 20e-4}[threads]
         return alone(step, threads)
 
-    m = Machine(cost).run(15_000)
+    m = Machine(cost).run(8_000)
     assert m.gov.threads == 1
     first_down = next(s for s, n in m.gov.history if n == 1)
-    assert busy_from < first_down <= busy_from + 3 * T.WINDOW
+    assert busy_from < first_down <= busy_from + 3 * STEPS + 2
     # tries of two threads while busy are rare and cut short: the share of time lost is small
-    busy = m.threads_log[busy_from + 3 * T.WINDOW:]
+    busy = m.threads_log[first_down:]
     spent = sum(cost(busy_from, t) for t in busy)
-    assert spent < 1.25 * len(busy) * cost(busy_from, 1)
+    assert spent < 1.15 * len(busy) * cost(busy_from, 1)
 
 
 def test_it_goes_back_up_when_the_other_process_ends():
     def cost(step, threads):
-        if 2_000 <= step < 6_000:
-            return {1: 1.3e-6, 2: 50e-6}[threads]
+        if 1_000 <= step < 3_000:
+            return {1: 1.3e-4, 2: 20e-4}[threads]
         return alone(step, threads)
 
-    m = Machine(cost).run(6_000 + 2 * T.MAX_GAP + 100)
+    m = Machine(cost).run(3_000 + 3 * T.MAX_GAP * STEPS)
     assert [n for _, n in m.gov.history][:1] == [1]
     assert m.gov.threads == 2
-    back_up = next(s for s, n in m.gov.history if n == 2 and s >= 6_000)
-    assert back_up <= 6_000 + T.MAX_GAP + 3 * T.WINDOW
+    back_up = next(s for s, n in m.gov.history if n == 2 and s >= 3_000)
+    assert back_up <= 3_000 + (T.MAX_GAP + 3) * STEPS + 2
 
 
 def test_a_try_that_is_much_worse_ends_after_one_timed_step():
     def cost(step, threads):
-        return {1: 1e-6, 2: 1000e-6}[threads]      # as if another process had both cores
+        return {1: 1e-4, 2: 100e-4}[threads]       # as if another process had both cores
 
     m = Machine(cost).run(3_000)
     assert m.gov.threads == 1
     runs, current = [], 0                        # lengths of the stretches at two threads after the start
-    for n in m.threads_log[T.WINDOW * 2:]:
+    for n in m.threads_log[STEPS * 3:]:
         if n == 2:
             current += 1
         elif current:
@@ -101,7 +112,7 @@ def test_levels_halve_down_to_one_and_never_exceed_the_ceiling():
 
 def test_four_threads_share_two_ways():
     def cost(step, threads):                   # another job on half the cores: 2 threads is best
-        return {1: 2e-6, 2: 1.1e-6, 4: 40e-6}[threads]
+        return {1: 2e-4, 2: 1.1e-4, 4: 40e-4}[threads]
 
     m = Machine(cost, wide=4).run(5_000)
     assert m.gov.threads == 2

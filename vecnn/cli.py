@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -77,10 +77,18 @@ def exit_code(e: BaseException) -> tuple[int, str]:
     return EXIT_FAILURE, f"{type(e).__name__}: {e}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the contract: exit 2, one line naming the flag),
+    pointing at ``--help`` instead of printing the whole usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     import vecnn
 
-    p = argparse.ArgumentParser(prog="vecnn", description="Train neural networks with fully vectorized NumPy code.")
+    p = _Parser(prog="vecnn", description="Train neural networks with fully vectorized NumPy code.")
     p.add_argument("--version", action="version", version=f"vecnn {vecnn.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -170,7 +178,12 @@ def main(argv=None) -> int:
                "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command]
     try:
         _refuse_empty(args)
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()                    # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:                   # `vecnn info m | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (Exception, KeyboardInterrupt) as e:
         code, line = exit_code(e)
         print(f"vecnn {args.command}: " + " ".join(line.split("\n")), file=sys.stderr)
@@ -275,6 +288,10 @@ def _check_data_flags(cfg, given):
             if given.get(key):
                 raise UsageError(f"--{key}: only for named datasets, not with --data {cfg['data']}")
         return
+    if cfg.get("dataset") == "digits":
+        for key in ("root", "download"):
+            if given.get(key):
+                raise UsageError(f"--{key}: digits is built into vecnn; there is nothing to look for or download")
     for key in ("labels", "label_column"):
         if key in given:
             raise UsageError(f"--{key.replace('_', '-')}: only with --data FILE (your own data); the dataset "

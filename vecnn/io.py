@@ -93,6 +93,10 @@ def atomic_open(path):
     would give a new file, ``0o666`` less the user's umask (``mkstemp`` alone makes it 0600).
     """
     path = Path(path)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        # renaming over it would replace a directory's place or a device (as root, /dev/null
+        # itself) with a regular file
+        raise ValueError(f"{path}: exists and is not a regular file; vecnn writes only regular files")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -387,6 +391,13 @@ def _load(size: int, read, source: str) -> tuple[dict[str, np.ndarray], dict]:
         what = "the weights were" if meta["format_version"] == 1 else "the weights or the metadata were"
         raise ValueError(f"{source}: SHA-256 mismatch: {what} altered or corrupted after saving"
                          + ("" if meta["format_version"] == 1 else " (metadata altered?)"))
+    if meta["format_version"] == 1:
+        import warnings
+
+        warnings.warn(f"{source}: a format-1 model file, whose digest covers the weights but not the "
+                      f"metadata (architecture, class names): an edit there goes unnoticed. Load it only "
+                      f"if you trust where it comes from, and save it again to protect it (format 2)",
+                      UserWarning, stacklevel=3)
     for name, t in tensors.items():
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             bad = int(t.size - np.count_nonzero(np.isfinite(t)))
@@ -410,6 +421,8 @@ def read_file(path) -> tuple[dict[str, np.ndarray], dict]:
     then (once checked) exactly the tensor bytes it declares. A path that is missing, a
     directory or not a regular file (a FIFO, ``/dev/zero``) is a ``ValueError`` naming it; an
     unreadable one an ``OSError``."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"expected the path of a model file, received {path!r}")
     path = Path(path)
     try:
         st = os.stat(path)
@@ -586,6 +599,10 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
             layer.params[k][...] = tensors[f"layers.{i}.{k}"]
         for k in layer.state:
             layer.state[k][...] = tensors[f"layers.{i}.state.{k}"]
+        try:
+            layer.check_state()
+        except ValueError as e:
+            raise ValueError(f"{source}: layer {i}: {e}") from None
     input_shape = meta.get("input_shape")
     if input_shape is not None:
         try:

@@ -8,6 +8,7 @@ one Allreduce.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import nullcontext
 from functools import partial
 
@@ -36,6 +37,23 @@ def _dense_relu_forward(dense, relu, x, training):
 
 def _relu_pool_forward(pool, relu, x, training):
     return pool.forward_after_relu(x, relu, training)
+
+
+def _check_outputs(where, out, offset=0):
+    """A model whose weights are finite can still overflow float32 on large inputs (or large
+    weights): refuse to hand back NaN or Inf as if they were predictions."""
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))
+        raise ValueError(f"{where}: the model's outputs overflowed to NaN or Inf for {len(bad)} sample(s), "
+                         f"the first X[{offset + int(bad[0])}]: inputs (or weights) too large for float32")
+
+
+def _check_seed(where, seed, optional=False):
+    if optional and seed is None:
+        return
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{where}: expected a non-negative integer{' or None' if optional else ''}, "
+                         f"received {seed!r}")
 
 
 def _walk(layers):
@@ -71,6 +89,9 @@ class Sequential:
     """
 
     def __init__(self, layers, seed=0):
+        if isinstance(layers, (str, bytes, dict)) or not hasattr(layers, "__iter__"):
+            raise ValueError(f"Sequential: expected a list of layers, received {type(layers).__name__}")
+        _check_seed("Sequential: seed", seed, optional=True)
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential: expected at least one layer, received an empty list")
@@ -285,8 +306,26 @@ class Sequential:
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"fit: expected {name} to be a positive integer, received {name}={value!r}")
-        if verbose not in (0, 1, 2):
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"fit: expected verbose in (0, 1, 2), received {verbose!r}")
+        _check_seed("fit: seed", seed, optional=True)
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.number)):
+            raise ValueError(f"fit: expected validation_split to be a number in [0, 1), received {validation_split!r}")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise ValueError(f"fit: expected callbacks to be a list of Callback, received {type(callbacks).__name__}")
+        # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy process
+        # (vecnn.threads); in force from the input checks to the last validation
+        governor, blas = _threads.governor()
+        try:
+            return self._fit(X, y, epochs, batch_size, validation_data, validation_split, callbacks, seed,
+                             verbose, shuffle, augment, initial_epoch, workers, governor)
+        finally:
+            if blas is not None:
+                blas.restore()
+
+    def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, callbacks, seed, verbose,
+             shuffle, augment, initial_epoch, workers, governor):
+        """``fit`` after its argument checks, under the thread governor (None: no choice to make)."""
         X, y = self._check_Xy(X, y, training=True)
         self.metadata["input_shape"] = list(X.shape[1:])     # what predict and evaluate then expect
         workers = _parallel.check_workers(self, workers, batch_size)
@@ -324,31 +363,26 @@ class Sequential:
             cb.set_model(self)
         self.stop_training = False
         split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
-        # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy
-        # process (vecnn.threads); the split sets its own (one per worker)
-        governor, blas = _threads.governor() if split is None else (None, None)
+        if split is not None:
+            governor = None                             # the split sets its own threads: one per worker
         changes_before = len(governor.history) if governor is not None else 0
-        try:
+        for cb in cbs:
+            cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
-                cb.on_train_begin()
-            for epoch in range(initial_epoch, epochs):
-                for cb in cbs:
-                    cb.on_epoch_begin(epoch)
-                with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
-                    # divergence is detected and reported in _train_epoch
-                    logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment,
-                                             split, governor)
-                if validation_data is not None:
-                    logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
-                for cb in cbs:
-                    cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+                cb.on_epoch_begin(epoch)
+            with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
+                # divergence is detected and reported in _train_epoch
+                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment,
+                                         split, governor)
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
-                cb.on_train_end()
-        finally:
-            if blas is not None:
-                blas.restore()
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
         # (step, BLAS threads) at every change the governor made; empty when it made none
         history.thread_changes = governor.history[changes_before:] if governor is not None else []
         return history
@@ -419,7 +453,10 @@ class Sequential:
     def predict(self, X, batch_size=1024):
         """Model outputs (logits for classifiers) for ``X``, computed ``batch_size`` rows at a time."""
         X = self._check_X(X)
-        return self._predict(X, batch_size)
+        with np.errstate(over="ignore", invalid="ignore"):          # reported below, with the sample
+            out = self._predict(X, batch_size)
+        _check_outputs("predict", out)
+        return out
 
     def _predict(self, X, batch_size=1024):
         out = None
@@ -449,7 +486,10 @@ class Sequential:
         sums, n = {}, len(X)
         for start in range(0, n, batch_size):
             xs, ys = X[start:start + batch_size], y[start:start + batch_size]
-            out = self.forward(xs, training=False)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = self.forward(xs, training=False)
+            if not _checked:                            # (fit's validation reports through its loss)
+                _check_outputs("evaluate", out, start)
             m = len(xs)
             for k, v in {"loss": self.loss.forward(out, ys), **self.loss.metrics(out, ys)}.items():
                 sums[k] = sums.get(k, 0.0) + v * m
@@ -460,6 +500,8 @@ class Sequential:
         """Write the model to one file (safetensors weights + JSON metadata), atomically."""
         from .io import save_model
 
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ValueError(f"save: expected a file path, received {path!r}")
         save_model(self, path)
 
     def config(self) -> list[dict]:

@@ -69,6 +69,15 @@ def _build_classifier():
             from . import optim, presets
             from .model import Sequential
 
+            for name in ("epochs", "batch_size"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                    raise ValueError(f"VecnnClassifier: expected {name} to be a positive integer, received {v!r}")
+            hidden = self.hidden
+            if (isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
+                    or not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+                raise ValueError(f"VecnnClassifier: expected hidden to be a tuple of positive integers "
+                                 f"(units per hidden layer), received {hidden!r}")
             X = np.asarray(X)
             y = np.asarray(y)
             if X.ndim < 2:

@@ -4,17 +4,19 @@ Alone, vecnn trains fastest with one BLAS thread per core. Beside another busy p
 same cores, multi-threaded BLAS collapses: OpenBLAS's threads meet at the end of every matrix
 product (and of every pass vecnn hands them, ``vecnn.pool``), so when one of them is waiting
 for a core, the product waits for the scheduler to give it one: a time slice of milliseconds
-for work of microseconds. Two trainings on two cores each ran 100x slower than alone; with one
-thread each they keep ~90% of their solo speed.
+for work of microseconds. Two trainings on two cores each ran 10 to 25 times slower than
+alone; with one thread each they keep about half of their solo speed.
 
 No fixed rule finds the right count (the other process may be anything, and may stop), so
-``Governor`` measures: it trains in windows of a few steps, times each window per sample, and
-now and then tries the next thread count down (and, once down, the next one up) for one
-window. It moves when the other count is clearly faster: down only when that saves more than
-``SWITCH_DOWN``, up as soon as it is faster, and at once (rather than at the next scheduled
-try) when a window at the current count is ``DEGRADED`` times slower than the one before.
-Tries back off exponentially while they confirm the current count, so alone it costs one
-window in thousands; a try that is obviously worse ends after its first timed step.
+``Governor`` measures: it times the training steps in windows of about ``WINDOW_SECONDS``
+(long enough to average over the scheduler's time slices), per sample, and now and then
+tries the next thread count down (and, once down, the next one up) for one window. It moves
+when the other count is clearly faster: down only when that saves more than ``SWITCH_DOWN``
+(alone, fewer threads are a little slower, and noise must not look like contention), up when
+it is ``SWITCH_UP`` faster, and it tries at once, rather than at the next scheduled try, when
+a window at the current count is ``DEGRADED`` times slower than the one before. Tries back
+off exponentially while they confirm the current count, so alone it costs about one window
+in a hundred; a try that is obviously worse ends after its first timed step.
 
 Thread counts only change the order of the sums inside the BLAS (results agree to rounding);
 vecnn's own kernels give the same bits on any count (``vecnn.pool``).
@@ -23,14 +25,13 @@ from __future__ import annotations
 
 import time
 
-#: steps timed together at one thread count
-WINDOW = 8
-#: steps between tries of another count: at first, and at most (doubling while confirmed);
+#: a window: at least this long and at least this many steps, timed together at one count
+WINDOW_SECONDS, WINDOW_STEPS = 0.05, 4
+#: windows between tries of another count: at first, and at most (doubling while confirmed);
 #: tries up start further apart (contention tends to last, and a try up hurts the other process)
-MIN_GAP, MIN_GAP_UP, MAX_GAP = 32, 256, 4096
-#: a lower count must be this much faster to be chosen (alone, more threads are a bit faster),
-#: a higher one this much (not to chase noise)
-SWITCH_DOWN, SWITCH_UP = 1.2, 1.05
+MIN_GAP, MIN_GAP_UP, MAX_GAP = 4, 16, 128
+#: a lower count must be this much faster to be chosen, a higher one this much
+SWITCH_DOWN, SWITCH_UP = 1.5, 1.1
 #: a window this much slower than the previous one at the same count triggers a try at once
 DEGRADED = 2.0
 #: a try whose time per sample is this much worse than the current count's ends early
@@ -83,8 +84,8 @@ class Governor:
         self.choice = len(self.levels) - 1          # index of the chosen count: all threads
         self.cost = {}                              # level index -> seconds per sample, last window
         self.history = []                           # (step, thread count) at every change of choice
-        self._gap = {-1: MIN_GAP, 1: MIN_GAP_UP}     # steps to the next try down / up
-        self._countdown = WINDOW                    # the first try comes after one window
+        self._gap = {-1: MIN_GAP, 1: MIN_GAP_UP}     # windows to the next try down / up
+        self._countdown = 1                         # the first try comes after one window
         self._trying = None                         # level index being tried, or None
         self._direction = -1                        # the next try goes down (-1) or up (+1)
         self._last_move = 0                         # the last change of choice: down (-1) or up (+1)
@@ -130,11 +131,12 @@ class Governor:
         self._t += now - last
         self._n += m
         self._k += 1
+        full = self._k >= WINDOW_STEPS and self._t >= WINDOW_SECONDS
         if self._trying is not None:
             mine = self.cost.get(self.choice)
-            if self._k >= WINDOW or (mine is not None and self._t > ABANDON * mine * self._n):
+            if full or (mine is not None and self._t > ABANDON * mine * self._n):
                 self._end_try()
-        elif self._k >= WINDOW:
+        elif full:
             self._end_window()
 
     def _end_window(self):
@@ -146,7 +148,7 @@ class Governor:
             self._gap[-1] = MIN_GAP
             self._countdown = 0
         else:
-            self._countdown -= WINDOW
+            self._countdown -= 1
         if self._countdown <= 0:
             self._start_try()
 

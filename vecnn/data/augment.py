@@ -134,6 +134,10 @@ class Augment:
         kwargs: dict = {}
         for token in (t.strip() for t in str(spec).split(",")):
             name, *args = token.split(":")
+            key = {"crop": "shift", "hflip": "flip"}.get(name, name)
+            if key in kwargs:
+                raise ValueError(f"augment spec {spec!r}: {token!r} says again what an earlier token said "
+                                 f"({key}); give each once")
             try:
                 if name in ("shift", "crop") and 1 <= len(args) <= 2:
                     vals = [int(a) for a in args]

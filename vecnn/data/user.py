@@ -62,6 +62,8 @@ def load_arrays(x_path, y_path=None, label_column="label"):
     -------
     X : float32 ``(n, ...)``;  y : int64 ``(n,)``
     """
+    if not isinstance(x_path, (str, os.PathLike)) or not str(x_path):
+        raise ValueError(f"load_arrays: expected the path of a data file, received {x_path!r}")
     x_path = Path(x_path)
     _check_is_file(x_path)
     suffix = x_path.suffix.lower()

@@ -80,6 +80,10 @@ class Layer:
     def init_params(self, rng: np.random.Generator) -> None:
         """(Re-)initialize parameters and any random state from ``rng``."""
 
+    def check_state(self) -> None:
+        """Raise ``ValueError`` if ``state`` holds values the layer could never have computed
+        (checked when a model file is loaded; finiteness is checked for every tensor there)."""
+
     def output_shape(self, input_shape: tuple) -> tuple:
         """Per-sample output shape for a per-sample ``input_shape`` (no batch axis)."""
         return tuple(input_shape)

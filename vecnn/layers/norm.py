@@ -176,6 +176,10 @@ class _BatchNorm(Layer):
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
 
+    def check_state(self):
+        if (self.state["running_var"] < 0).any():
+            raise ValueError(f"{self!r}: running_var holds negative values; a variance never is")
+
 
 @register_layer
 class BatchNorm1D(_BatchNorm):

@@ -158,6 +158,12 @@ class Standardize(Layer):
         return {"input_shape": None if self.input_shape is None else list(self.input_shape),
                 "per": self.per, "eps": self.eps}
 
+    def check_state(self):
+        std = self.state.get("std")
+        if std is not None and not (std > 0).all():
+            raise ValueError(f"{self!r}: std holds values <= 0; a standard deviation adapted from data "
+                             f"is positive")
+
     def output_shape(self, input_shape):
         return tuple(input_shape)
 

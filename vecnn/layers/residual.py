@@ -240,6 +240,10 @@ class Residual(Layer):
             return None
         return g + gs                                # both paths carry dL/dx
 
+    def check_state(self):
+        for layer in [*self.layers, *([self.projection] if self.projection is not None else [])]:
+            layer.check_state()
+
     # -- configuration ---------------------------------------------------------------------
     def config(self):
         return {"layers": [_spec(l) for l in self.layers],
