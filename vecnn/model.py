@@ -277,6 +277,10 @@ class Sequential:
         optimizer : Optimizer or str, default: the model's optimizer, else Adam(lr=1e-3).
             The optimizer (and its state) is kept between ``fit`` calls.
         epochs, batch_size : int
+            The last batch of an epoch holds what is left. With BatchNorm in the model, a last
+            batch of one sample (whose statistics would be undefined) joins the batch before it,
+            as Keras users expect training to go through; BatchNorm1D with ``batch_size=1`` or
+            one training sample is refused up front.
         validation_data : (X_val, y_val), optional
         validation_split : float
             Fraction of the *last* samples of X, y held out for validation (before shuffling).
