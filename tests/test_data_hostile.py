@@ -78,15 +78,21 @@ def labels30(tmp_path):
     return tmp_path / "y.npy"
 
 
+def traced_peak(fn) -> int:
+    """Peak bytes Python allocated while ``fn()`` ran (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 # -- item 5: sizes declared by a header are checked before anything is allocated -----------------
 def test_npy_declaring_10_to_the_12_elements_is_refused_before_allocation(tmp_path, labels30):
     x = save_bytes(tmp_path / "X.npy", npy_bytes((10 ** 6, 10 ** 6), data=b"\0" * 64))
-    tracemalloc.start()
-    try:
-        refused(lambda: load_arrays(x, labels30), x, r"1,000,000,000,000 elements.*VECNN_MAX_ELEMENTS")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(lambda: refused(lambda: load_arrays(x, labels30), x,
+                                       r"1,000,000,000,000 elements.*VECNN_MAX_ELEMENTS"))
     assert peak < 1 << 20                                  # nothing near the declared size
 
 
@@ -98,12 +104,8 @@ def test_npz_member_declaring_huge_shape_is_refused(tmp_path):
 
 def test_header_promising_more_than_the_file_holds_reads_nothing(tmp_path, labels30):
     x = save_bytes(tmp_path / "X.npy", npy_bytes((30, 100_000), data=b"\0" * 100))
-    tracemalloc.start()
-    try:
-        refused(lambda: load_arrays(x, labels30), x, r"truncated.*12,000,000 data bytes, and 100 are present")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(lambda: refused(lambda: load_arrays(x, labels30), x,
+                                       r"truncated.*12,000,000 data bytes, and 100 are present"))
     assert peak < 1 << 20
 
 
