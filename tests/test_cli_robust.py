@@ -492,3 +492,9 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path):
 ])
 def test_flags_that_would_be_ignored_or_overridden_are_refused(tmp_path, args, needle):
     refused(train(tmp_path / "r", "--dataset", "digits", *args), needle)
+
+
+@pytest.mark.parametrize("lr", ["1e-320", "1e39"])
+def test_a_learning_rate_float32_cannot_hold_is_refused(tmp_path, lr):
+    line = refused(train(tmp_path / "r", "--lr", lr), "--lr", "float32")
+    assert "Warning" not in line

@@ -382,6 +382,8 @@ def _str_or_none(v):
 
 
 #: every field of config.json: (check, what it must be). The same rules check the flags.
+_F32_TINY, _F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+
 FIELDS = {
     "dataset": (_str_or_none, "a dataset name or null"),
     "data": (_str_or_none, "a file path or null"),
@@ -390,7 +392,7 @@ FIELDS = {
     "model": (lambda v: isinstance(v, str) and v.strip() != "", "a preset name or a layer spec string"),
     "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "lr": (lambda v: _is_number(v) and v > 0, "a positive, finite number"),
+    "lr": (lambda v: _is_number(v) and _F32_TINY <= v <= _F32_MAX, "a positive number that float32 holds (1.2e-38 to 3.4e38)"),
     "optimizer": (lambda v: v in optim.OPTIMIZERS, "one of " + ", ".join(optim.OPTIMIZERS)),
     "schedule": (lambda v: v in ("cosine", "constant"), "cosine or constant"),
     "seed": (lambda v: _is_int(v) and 0 <= v < 2 ** 63, "a non-negative integer"),
