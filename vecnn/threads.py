@@ -193,7 +193,10 @@ _governors: dict[int, Governor] = {}
 def governor():
     """A ``(Governor, BlasThreads)`` for a training loop, or ``(None, None)`` when there is
     nothing to choose (one BLAS thread, or no BLAS threadpoolctl can control)."""
-    blas = BlasThreads()
+    try:
+        blas = BlasThreads()
+    except Exception:                  # threadpoolctl cannot inspect this process: leave threads alone
+        return None, None
     if blas.ceiling <= 1 or not blas._libs:
         return None, None
     gov = _governors.get(blas.ceiling)
