@@ -213,3 +213,18 @@ def test_saving_over_a_device_or_a_directory_is_refused(tmp_path, target):
         vn.Sequential([L.Dense(4, 2)]).save(path)
     after = os.stat(path)
     assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)      # /dev/null is still a device
+
+
+def test_the_memory_estimate_respects_an_address_space_limit():
+    """`ulimit -v` caps what the process can allocate, whatever the machine has free."""
+    code = textwrap.dedent('''
+        import resource
+        from vecnn import limits
+        free = limits.available_memory()
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, resource.RLIM_INFINITY))
+        capped = limits.available_memory()
+        print(capped < 8 * 2**30, capped <= free)
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True"]

@@ -219,7 +219,8 @@ def _load_data(cfg: dict):
         # the output layer's width comes from the largest label: bounded before anything is built
         n_classes = limits.check_classes(f"--data {source} (largest label {top})", top + 1)
         if n_classes < 2:
-            raise UsageError(f"--data {source}: every label is {top}; a classifier needs at least 2 classes")
+            where = f"--labels {cfg['labels']}" if cfg.get("labels") else f"--data {source}"
+            raise UsageError(f"{where}: every label is {top}; a classifier needs at least 2 classes")
         X_train, y_train, X_test, y_test = data.train_test_split(X, y, test_fraction=0.2, seed=cfg["seed"])
         return X_train, y_train, X_test, y_test, [str(c) for c in range(n_classes)], source
     name = cfg["dataset"]
@@ -472,8 +473,8 @@ def _train(args, stack) -> int:
         return EXIT_INTERRUPTED
     except FloatingPointError as e:             # the settings made it diverge: bad input, exit 2
         ck = R.latest_checkpoint(out)
-        raise UsageError(f"--lr {cfg['lr']:g} ({cfg['optimizer']}): {e}; the last good checkpoint is "
-                         f"{ck}") from None
+        raise UsageError(f"--lr {cfg['lr']:g} ({cfg['optimizer']}) with --model {cfg['model']}: {e}; "
+                         f"the last good checkpoint is {ck}") from None
 
     model.save(model_path)
     _warn_if_diverged(recorder.history, len(class_names), cfg["lr"])

@@ -82,15 +82,25 @@ MEMORY_SHARE = 0.75
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system says are available now (Linux ``MemAvailable``), else None."""
+    """Bytes this process can still allocate: what the system says is available (Linux
+    ``MemAvailable``), or less under an address-space limit (``ulimit -v``); None if unknown."""
+    found = []
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            found.append(max(0, soft - used))
+    except (ImportError, OSError, ValueError, IndexError, StopIteration):
+        pass
+    return min(found) if found else None
 
 
 def check_memory(what: str, nbytes) -> None:

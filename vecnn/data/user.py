@@ -76,7 +76,7 @@ def load_arrays(x_path, y_path=None, label_column="label"):
         X, y, x_where, y_where = read_npy(x_path), read_npy(y_path), str(x_path), str(y_path)
     elif suffix in (".csv", ".txt"):
         X, y = read_csv(x_path, label_column)
-        x_where = y_where = str(x_path)
+        x_where, y_where = str(x_path), f"{x_path} (label column {label_column!r})"
     else:
         raise ValueError(f"{x_path}: unknown data format {suffix or '(no suffix)'!r}; "
                          f"expected .npz, .npy (with labels) or .csv")
