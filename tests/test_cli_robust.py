@@ -498,3 +498,31 @@ def test_flags_that_would_be_ignored_or_overridden_are_refused(tmp_path, args, n
 def test_a_learning_rate_float32_cannot_hold_is_refused(tmp_path, lr):
     line = refused(train(tmp_path / "r", "--lr", lr), "--lr", "float32")
     assert "Warning" not in line
+
+
+def test_predict_with_a_regression_model_prints_its_outputs(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    model = vn.Sequential([vn.layers.Dense(4, 2)])
+    model.fit(X, X[:, :2] * 2, loss="mse", epochs=2, verbose=0)
+    model.save(tmp_path / "reg.vecnn")
+    np.save(tmp_path / "x.npy", X[:3])
+    r = run(["predict", str(tmp_path / "reg.vecnn"), str(tmp_path / "x.npy")])
+    assert r.returncode == 0, r.stderr
+    assert [l.split(":")[0] for l in r.stdout.strip().splitlines()] == ["x.npy[0]", "x.npy[1]", "x.npy[2]"]
+
+
+def test_warnings_are_one_line_each(tmp_path):
+    from vecnn import io
+
+    path = tmp_path / "old.vecnn"
+    model = vn.Sequential([vn.layers.Dense(4, 2)])
+    tensors = io.model_tensors(model)
+    meta = {**io.model_meta(model), "format_version": 1, "sha256": io._digest(tensors)}
+    from safetensors.numpy import save
+
+    path.write_bytes(save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                          metadata={"vecnn": json.dumps(meta)}))
+    r = run(["info", str(path)])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "warning: " in r.stderr and "format-1" in r.stderr

@@ -228,3 +228,23 @@ def test_the_memory_estimate_respects_an_address_space_limit():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True"]
+
+
+def test_dense_backward_before_forward_is_a_value_error():
+    with pytest.raises(ValueError, match="backward called before forward"):
+        L.Dense(8, 3).backward(np.zeros((4, 3), F))
+
+
+def test_a_tensor_foreign_to_vecnn_in_a_model_file_is_refused(tmp_path):
+    from vecnn import io
+
+    model = vn.Sequential([L.Dense(4, 2)])
+    io.save_model(model, tmp_path / "m.vecnn", extra_tensors={"evil": np.zeros(3, F)})
+    with pytest.raises(ValueError, match="'evil' is none of vecnn's"):
+        vn.load(tmp_path / "m.vecnn")
+
+
+def test_saving_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"f is a file, not a directory"):
+        vn.Sequential([L.Dense(4, 2)]).save(tmp_path / "f" / "m.vecnn")

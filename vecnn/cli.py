@@ -15,6 +15,7 @@ import datetime as _dt
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,16 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command]
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, category, *_: print(        # one line each, like errors
+        f"vecnn {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    try:
+        return _run(args, command)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args, command) -> int:
     try:
         _refuse_empty(args)
         code = command(args)
@@ -537,6 +548,12 @@ def _read_inputs(paths, input_shape, invert):
 def cmd_predict(args) -> int:
     model = _load_model(args.model)
     X, names = _read_inputs(args.inputs, model.metadata.get("input_shape"), args.invert)
+    from .losses import BCEWithLogits, CrossEntropy
+
+    if model.loss is not None and not isinstance(model.loss, (CrossEntropy, BCEWithLogits)):
+        for name, row in zip(names, model.predict(X).reshape(len(X), -1)):     # a regression model
+            print(f"{name}: " + ", ".join(f"{v:.4g}" for v in row[:max(1, args.top)]))
+        return EXIT_OK
     proba = model.predict_proba(X)
     classes = model.class_names or [str(i) for i in range(proba.shape[1])]
     k = max(1, min(args.top, proba.shape[1]))

@@ -97,6 +97,11 @@ def atomic_open(path):
         # renaming over it would replace a directory's place or a device (as root, /dev/null
         # itself) with a regular file
         raise ValueError(f"{path}: exists and is not a regular file; vecnn writes only regular files")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{path}: {parent} is a file, not a directory")
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -579,6 +584,9 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
     limits.check_size(f"{source}: number of parameters and state values", total, limits.MAX_PARAMS,
                       "VECNN_MAX_PARAMS")
     for name in tensors:
+        if not name.startswith(("layers.", "optimizer.")):
+            raise ValueError(f"{source}: tensor {name!r} is none of vecnn's (layers.*, optimizer.*); "
+                             f"altered file?")
         if name.startswith("layers.") and name not in expected:
             raise ValueError(f"{source}: tensor {name!r} belongs to no parameter or state of the "
                              f"architecture (altered file?)")

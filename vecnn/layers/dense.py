@@ -106,6 +106,8 @@ class Dense(Layer):
         return x @ W
 
     def backward(self, grad_y):
+        if getattr(self, "_x", None) is None:
+            raise ValueError(f"{self!r}: backward called before forward (it needs the forward's input)")
         if self.bias:                                      # db: (out,)
             k = kernels.get() if grad_y.dtype == np.float32 and grad_y.flags.c_contiguous else None
             if k is not None and self.grads["b"].dtype == np.float32:
