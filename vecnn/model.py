@@ -23,7 +23,7 @@ from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
 from .layers.activations import ReLU
-from .layers.base import Layer
+from .layers.base import Layer, check_seed
 from .layers.dense import Dense
 from .layers.norm import BatchNorm1D, _BatchNorm
 from .layers.pooling import MaxPool2D
@@ -48,21 +48,11 @@ def _check_outputs(where, out, offset=0):
                          f"the first X[{offset + int(bad[0])}]: inputs (or weights) too large for float32")
 
 
-def _check_seed(where, seed, optional=False):
-    if optional and seed is None:
-        return
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{where}: expected a non-negative integer{' or None' if optional else ''}, "
-                         f"received {seed!r}")
-
-
 def _walk(layers):
     """The layers and, depth first, the layers inside them (``Residual`` blocks)."""
     for layer in layers:
         yield layer
-        yield from _walk(getattr(layer, "layers", ()) or ())
-        if getattr(layer, "projection", None) is not None:
-            yield layer.projection
+        yield from _walk(layer.sublayers())
 
 
 def _has_batch_norm(layers) -> bool:
@@ -91,7 +81,9 @@ class Sequential:
     def __init__(self, layers, seed=0):
         if isinstance(layers, (str, bytes, dict)) or not hasattr(layers, "__iter__"):
             raise ValueError(f"Sequential: expected a list of layers, received {type(layers).__name__}")
-        _check_seed("Sequential: seed", seed, optional=True)
+        check_seed("Sequential: seed", seed)
+        if not (seed is None or isinstance(seed, (int, np.integer))):      # it is saved with the model
+            raise ValueError(f"Sequential: seed: expected a non-negative integer or None, received {seed!r}")
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential: expected at least one layer, received an empty list")
@@ -312,7 +304,7 @@ class Sequential:
                 raise ValueError(f"fit: expected {name} to be a positive integer, received {name}={value!r}")
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"fit: expected verbose in (0, 1, 2), received {verbose!r}")
-        _check_seed("fit: seed", seed, optional=True)
+        check_seed("fit: seed", seed)
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.number)):
             raise ValueError(f"fit: expected validation_split to be a number in [0, 1), received {validation_split!r}")
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):

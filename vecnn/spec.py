@@ -19,6 +19,7 @@ import math
 
 from . import layers as L
 from . import limits
+from .layers.conv import out_size
 
 # token name -> its arguments: (what, type, check, default); a default of _REQUIRED is required
 _REQUIRED = object()
@@ -91,6 +92,13 @@ def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"model spec {spec!r}: the samples have shape {shape}: no features to build a model on")
     out, n_params, n_act = [], 0, math.prod(shape)
+
+    def budget(params, activations):
+        """Before a layer with weights is allocated: will training the model up to it fit?"""
+        limits.check_memory(f"training the model up to here (batch {batch_size})",
+                            (n_params + params) * limits.TRAINING_BYTES_PER_PARAM
+                            + (n_act + activations) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION)
+
     for no, token in enumerate((t.strip() for t in spec.split(",")), start=1):
         try:
             if not token:
@@ -100,19 +108,7 @@ def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
             if name not in TOKENS:
                 raise ValueError(f"unknown layer {name!r}; known: {', '.join(TOKENS)}")
             values = _arguments(name, args)
-            if name in ("dense", "conv"):            # before allocating: will training it fit in memory?
-                if name == "dense":
-                    planned, outputs = math.prod(shape) * values[0], values[0]
-                else:
-                    out_ch, k, stride, pad = values
-                    planned = shape[0] * out_ch * k * k
-                    outputs = out_ch * math.prod(max(0, (d + 2 * pad - k) // stride + 1) for d in shape[1:])
-                    outputs += shape[0] * k * k * outputs // max(out_ch, 1)      # its im2col columns
-                limits.check_size(f"{name} weights", planned, limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
-                limits.check_memory(f"training the model up to here (batch {batch_size})",
-                                    (n_params + planned) * limits.TRAINING_BYTES_PER_PARAM
-                                    + (n_act + outputs) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION)
-            made = _make(name, values, shape)
+            made = _make(name, values, shape, budget)
             for layer in made if isinstance(made, list) else [made]:
                 n_params = limits.check_size("parameters of the model up to here",
                                              n_params + _param_count(layer), limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
@@ -132,14 +128,16 @@ def _param_count(layer) -> int:
     return sum(v.size for v in layer.params.values())
 
 
-def _make(name, values, shape):
+def _make(name, values, shape, budget):
     """The layer(s) for one checked token at per-sample input ``shape``; sizes are checked
-    against the limits before anything is allocated."""
+    against the limits, and ``budget(parameters, activations per sample)`` against the memory,
+    before anything is allocated."""
     if name == "dense":
         (units,) = values
         width = math.prod(shape)
         limits.check_size(f"dense weights ({width:,} x {units:,})", width * units, limits.MAX_PARAMS,
                           "VECNN_MAX_PARAMS")
+        budget(width * units, units)
         if len(shape) > 1:
             return [L.Flatten(), L.Dense(width, units)]
         return L.Dense(width, units)
@@ -149,6 +147,8 @@ def _make(name, values, shape):
         _fits(shape, k, padding, "kernel")
         limits.check_size(f"conv weights ({out:,} x {shape[0]:,} x {k} x {k})", out * shape[0] * k * k,
                           limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
+        positions = math.prod(out_size(d, k, stride, padding) for d in shape[1:])
+        budget(out * shape[0] * k * k, (out + shape[0] * k * k) * positions)    # output and im2col columns
         return L.Conv2D(shape[0], out, k, stride=stride, padding=padding)
     if name in ("maxpool", "avgpool"):
         _need_image(name, shape)

@@ -80,6 +80,10 @@ class Layer:
     def init_params(self, rng: np.random.Generator) -> None:
         """(Re-)initialize parameters and any random state from ``rng``."""
 
+    def sublayers(self) -> list:
+        """The layers this layer runs inside it (a ``Residual`` block's); none for most."""
+        return []
+
     def check_state(self) -> None:
         """Raise ``ValueError`` if ``state`` holds values the layer could never have computed
         (checked when a model file is loaded; finiteness is checked for every tensor there)."""

@@ -240,8 +240,11 @@ class Residual(Layer):
             return None
         return g + gs                                # both paths carry dL/dx
 
+    def sublayers(self):
+        return [*self.layers, *([self.projection] if self.projection is not None else [])]
+
     def check_state(self):
-        for layer in [*self.layers, *([self.projection] if self.projection is not None else [])]:
+        for layer in self.sublayers():
             layer.check_state()
 
     # -- configuration ---------------------------------------------------------------------
