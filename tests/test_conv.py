@@ -284,8 +284,8 @@ def test_chunking_under_a_tiny_budget_gives_the_same_result(make, shape, layout,
     for k in whole.params:
         np.testing.assert_allclose(chunked.grads[k], whole.grads[k], rtol=1e-5, atol=1e-5)
     # the budget bounds the scratch memory: no buffer holds more than one sample's columns
-    one_sample = max(b.nbytes for b in chunked._bufs.values())
-    assert one_sample * 2 <= max(b.nbytes for b in whole._bufs.values())
+    one_sample = max(b.nbytes for b in chunked._colbufs.values())      # the column scratch
+    assert one_sample * 2 <= max(b.nbytes for b in whole._colbufs.values())
 
 
 def test_per_layer_budget_splits_predict_batches(engine):

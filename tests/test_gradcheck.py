@@ -95,7 +95,7 @@ def test_check_loss_passes_and_fails():
 
     class NoMean(vn.losses.CrossEntropy):
         def backward(self):
-            return super().backward() * len(self._p)     # forgot the 1/n
+            return super().backward() * len(self._grad)  # forgot the 1/n
 
     assert gradcheck.check_loss(NoMean(), pred, y)["pred"] > 0.5
 

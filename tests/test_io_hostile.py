@@ -494,7 +494,9 @@ def test_saved_files_follow_the_umask(tmp_path, monkeypatch, mask, proc):
         def no_proc(*a, **k):
             raise OSError("no /proc")
 
-        monkeypatch.setattr(io, "open", no_proc, raising=False)
+        from vecnn import files
+
+        monkeypatch.setattr(files, "open", no_proc, raising=False)
     old = os.umask(mask)
     try:
         vn.Sequential([L.Dense(2, 2)], seed=0).save(tmp_path / "m.vecnn")

@@ -236,22 +236,23 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     d2.params["b" if bias else "W"][...] = d1.params["b" if bias else "W"]
     d2.params["W"][...] = d1.params["W"]
     y_two = r1.forward(d1.forward(x, True), True)
-    y_fused = d2.forward_relu(x, r2, True)
+    forward, backward = d2.fuse(r2)                                # what Sequential runs as one step
+    y_fused = forward(x, True)
     np.testing.assert_allclose(y_fused, y_two, rtol=1e-6, atol=1e-6)
     assert (y_fused == 0).any() and (y_fused > 0).any()
     assert y_fused.dtype == np.float32
     g_before = g.copy()
     dx_two = d1.backward(r1.backward(g))
-    d2.backward_relu(g, r2)
-    dx_fused = d2.backward_relu(g, r2)                              # gradients are set, not summed
+    backward(g)
+    dx_fused = backward(g)                                          # gradients are set, not summed
     np.testing.assert_array_equal(g, g_before)                      # grad_y untouched
     np.testing.assert_allclose(dx_fused, dx_two, rtol=1e-5, atol=1e-6)
     for k in d1.grads:
         np.testing.assert_allclose(d2.grads[k], d1.grads[k], rtol=1e-5, atol=1e-6)
     # a second batch reuses the fused layer's scratch memory without corrupting held results
     dx_kept = dx_fused.copy()
-    d2.forward_relu(x[:4], r2, True)
-    d2.backward_relu(g[:4], r2)
+    forward(x[:4], True)
+    backward(g[:4])
     np.testing.assert_array_equal(dx_fused, dx_kept)
 
 
@@ -274,7 +275,8 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last, kern
     r1, p1 = L.ReLU(), L.MaxPool2D(**pool_args)
     r2, p2 = L.ReLU(), L.MaxPool2D(**pool_args)
     y_two = p1.forward(r1.forward(x, True), True)
-    y_fused = p2.forward_after_relu(x, r2, True)
+    forward, backward = r2.fuse(p2)                 # the pool absorbs the ReLU before it
+    y_fused = forward(x, True)
     np.testing.assert_array_equal(y_fused, y_two)
     assert y_fused.dtype == np.float32 and (y_fused == 0).any()
     if pool_args == dict(kernel_size=2) and kernel_path == "fused":   # NumPy's maximum keeps NaN
@@ -282,7 +284,7 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last, kern
     g = rng.standard_normal(y_two.shape, dtype=np.float32)
     g_before = g.copy()
     dx_two = r1.backward(p1.backward(g))
-    dx_fused = p2.backward_before_relu(g, r2)
+    dx_fused = backward(g)
     np.testing.assert_array_equal(g, g_before)
     np.testing.assert_array_equal(dx_fused, dx_two)
     assert dx_fused.shape == x.shape

@@ -11,6 +11,12 @@ from vecnn import gradcheck, reference
 from vecnn.losses import MSE, BCEWithLogits, CrossEntropy
 
 
+@pytest.fixture(autouse=True)
+def every_cpu_backend(cpu_backend):
+    """Every loss test runs on the compiled CPU backend and on the NumPy reference."""
+    return cpu_backend
+
+
 def labels(rng, shape):
     return rng.integers(0, shape[1], shape[0])
 

@@ -1,10 +1,12 @@
-"""vecnn.pool: memory-bound kernels split across OpenBLAS's own threads."""
+"""vecnn.ops._openblas: memory-bound kernels split across OpenBLAS's own threads (a private
+detail of the compiled CPU backend)."""
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import vecnn as vn
-from vecnn import kernels, pool
+from vecnn import kernels
+from vecnn.ops import _openblas as pool
 from vecnn import layers as L
 
 
@@ -41,7 +43,7 @@ def test_numpy_openblas_gets_the_pool():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_blas_splits_a_range_into_one_share_per_thread(threads):
-    from vecnn import kernels_numba
+    from vecnn.ops import _numba as kernels_numba
 
     table = np.zeros(1001, np.float32)
     with threadpool_limits(threads, user_api="blas"):

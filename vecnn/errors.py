@@ -38,23 +38,15 @@ def check_finite(where: str, x) -> None:
     """Refuse NaN or Inf, saying how many and where the first one is."""
     if x.dtype.kind in "iub":
         return
-    # fast path: one pass, no (n, ...) boolean temporary: sum(x * 0) is 0 exactly when every
-    # value is finite; without the compiled kernel a plain sum, finite iff every term is (unless
-    # finite terms overflow it, which the exact check below then clears)
-    from . import kernels, pool
+    from . import ops
 
-    k = kernels.get() if x.dtype == np.float32 and x.flags.c_contiguous else None
-    p = pool.get() if k is not None and x.size >= pool.MIN_ELEMENTS else None
-    check = p or k                       # big arrays: split across BLAS's threads
-    with np.errstate(over="ignore", invalid="ignore"):
-        if check is not None and check.finite_check(x.reshape(-1)) == 0:
-            return
-        if k is None and np.isfinite(np.add.reduce(x, axis=None)):
-            return
-    finite = np.isfinite(x)
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        raise ValueError(
-            f"{where}: contains {len(bad)} non-finite value(s) (NaN or Inf), "
-            f"the first at index {tuple(int(i) for i in bad[0])}"
-        )
+    backend = ops.get(x)
+    if backend.all_finite(x):           # one pass (compiled, split across BLAS's threads)
+        return
+    xp = backend.xp
+    finite = xp.isfinite(x)
+    bad = xp.argwhere(~finite)
+    raise ValueError(
+        f"{where}: contains {len(bad)} non-finite value(s) (NaN or Inf), "
+        f"the first at index {tuple(int(i) for i in bad[0])}"
+    )

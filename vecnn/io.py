@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from . import limits
+from .files import atomic_open, atomic_write  # atomic_write: also vecnn.io's, for callers
 
 FORMAT = "vecnn-model"
 FORMAT_VERSION = 2
@@ -61,72 +62,6 @@ _KNOWN = ("format", "format_version", "vecnn_version", "architecture", "seed", "
 #: bit generators a checkpoint's RNG state may name (never looked up by a name from a file)
 _BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "Philox": np.random.Philox,
                    "SFC64": np.random.SFC64, "MT19937": np.random.MT19937}
-
-
-# -- writing ------------------------------------------------------------------------------------
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the system tells it (Linux's
-    ``/proc/self/status``); elsewhere by setting and restoring it under a lock."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8) & 0o777
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_open(path):
-    """A binary file that appears at ``path`` only when the ``with`` block succeeds.
-
-    Writes go to a temporary file in the same folder, which is flushed, synced and renamed
-    over ``path`` at the end; on any error (or Ctrl-C) it is removed, so ``path`` keeps its
-    previous content and nothing is left behind. The file gets the mode a plain ``open``
-    would give a new file, ``0o666`` less the user's umask (``mkstemp`` alone makes it 0600).
-    """
-    path = Path(path)
-    if path.is_dir() or (path.exists() and not path.is_file()):
-        # renaming over it would replace a directory's place or a device (as root, /dev/null
-        # itself) with a regular file
-        raise ValueError(f"{path}: exists and is not a regular file; vecnn writes only regular files")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{path}: {parent} is a file, not a directory")
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mode = 0o666 & ~_umask()
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        else:                                           # (Windows: only the read-only bit counts)
-            os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``atomic_open``)."""
-    with atomic_open(path) as f:
-        f.write(data)
 
 
 def _canonical(meta: dict) -> bytes:
@@ -466,6 +401,16 @@ def model_tensors(model) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _host(a):
+    """A NumPy copy of a device array (a model trained on the GPU saves host arrays, so its
+    file loads on any machine); NumPy arrays as they are."""
+    if isinstance(a, np.ndarray):
+        return a
+    from . import ops
+
+    return ops.get(a).to_host(a)
+
+
 def model_meta(model) -> dict:
     import vecnn
 
@@ -486,6 +431,7 @@ def model_meta(model) -> dict:
 def save_model(model, path, extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
     tensors = model_tensors(model)
     tensors.update(extra_tensors or {})
+    tensors = {k: _host(v) for k, v in tensors.items()}
     atomic_write(path, dumps(tensors, {**model_meta(model), **(extra_meta or {})}))
 
 
@@ -544,8 +490,9 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
     parameter and state shapes it implies, against the tensors present, before any layer is
     built: a configuration naming sizes the file does not hold allocates nothing.
     """
-    from .model import Sequential
-    from .registry import LAYERS, LOSSES, lookup
+    from .registry import LAYERS, LOSSES, MODELS, lookup
+
+    Sequential = MODELS["Sequential"]
 
     check_meta(meta, source)
     if not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in tensors.items()):

@@ -1,14 +1,9 @@
-"""Fused optimizer kernels, compiled with numba when it is installed.
+"""The switch and the lazy loader of vecnn's compiled kernels (``vecnn.ops._numba``).
 
-An optimizer step written as NumPy whole-buffer operations makes one pass over memory per
-operation (Adam: about eight, plus a copy for the undo buffer and a pass for the finiteness
-check); each kernel here makes one pass in total. Each kernel also stores the previous
-parameters in ``old`` (so a diverged step can be undone) and returns ``sum(new_p * 0)``,
-which is 0 exactly when every new parameter is finite (``inf * 0`` and ``nan * 0`` are NaN).
-
-The NumPy versions in ``vecnn.optim`` stay the readable reference and the fallback: set
-``vecnn.kernels.enabled = False`` (the tests run both) or uninstall numba to use them.
-All arithmetic is float32, with float32 constants, so nothing is silently widened.
+``vecnn.kernels.enabled = False`` makes the NumPy backend the CPU backend (as does an install
+without numba); the compiled CPU backend (``vecnn.ops.numba_backend``) is the only user of what
+``get()`` returns. A failure to compile is never silent: ``Lazy.error`` keeps it and
+``vecnn backends`` prints it.
 """
 from __future__ import annotations
 
@@ -24,6 +19,8 @@ class Lazy:
         self._compile_fn = compile_fn
         self._compiled = None
         self._failed = False
+        #: why the kernels are unavailable ("ModuleNotFoundError: No module named 'numba'"), or None
+        self.error = None
 
     def get(self):
         """The compiled kernels, or None (numba missing or disabled, or it failed to compile)."""
@@ -35,8 +32,9 @@ class Lazy:
             before = set(sys.modules)
             try:
                 self._compiled = self._compile_fn()
-            except Exception:        # no numba, or it cannot compile here: the NumPy paths remain
-                self._failed = True
+            except Exception as e:   # no numba, or it cannot compile here: the NumPy paths remain,
+                self._failed = True  # and vecnn.ops.report() says why
+                self.error = f"{type(e).__name__}: {e}"
                 return None
             except BaseException:
                 # Ctrl-C in the middle of importing numba (a second or so on first use) leaves
@@ -55,9 +53,9 @@ class Lazy:
 
 
 def _compile():
-    from . import kernels_numba
+    from .ops import _numba
 
-    return kernels_numba
+    return _numba
 
 
 _kernels = Lazy(_compile)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import ops
 from .errors import check_finite
 from .registry import LOSSES, check_config, lookup, register_loss
 
@@ -35,7 +35,7 @@ class Loss:
 
     def check_target(self, where: str, pred_shape: tuple, target):
         """Validate and convert targets for predictions of per-sample ``pred_shape``."""
-        return np.asarray(target)
+        return _array(target)
 
     def metrics(self, pred, target) -> dict:
         return {}
@@ -47,6 +47,11 @@ class Loss:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _array(a):
+    """``a`` as an array of the backend that owns it (a list or a scalar: the CPU's)."""
+    return a if hasattr(a, "shape") and hasattr(a, "dtype") else ops.cpu().asarray(a)
 
 
 def _check_pair(name: str, pred, target):
@@ -83,50 +88,26 @@ class CrossEntropy(Loss):
         if pred.ndim != 2:
             raise ValueError(f"CrossEntropy: expected logits of shape (n, classes), received {pred.shape}")
         _check_pair("CrossEntropy", pred, target)
-        n, C = pred.shape
-        k = kernels.get() if pred.dtype == np.float32 and target.dtype == np.int64 else None
-        if k is not None:                 # the same math, fused into one pass over the logits
-            self._grad = np.empty_like(pred)
-            loss, correct = k.softmax_cross_entropy(pred, target, self.label_smoothing, self._grad)
-            self._accuracy = correct / n
-            return float(loss)
-        self._grad = None
-        self._pred = pred
-        rows = np.arange(n)
-        shifted = pred - pred.max(axis=1, keepdims=True)           # (n, C), max 0 per row
-        e = np.exp(shifted)
-        sum_e = e.sum(axis=1, keepdims=True)                         # (n, 1)
-        lse = np.log(sum_e)                                          # log-sum-exp of the shifted logits
-        self._p = e / sum_e                                          # softmax, (n, C)
-        self._target = target
-        eps = self.label_smoothing
-        # -log p_y = lse - shifted_y; smoothing spreads eps of the mass over all classes
-        nll = lse[:, 0] - shifted[rows, target]
-        if eps:
-            nll = (1 - eps) * nll + eps * (lse[:, 0] - shifted.mean(axis=1))
-        return float(nll.mean())
+        n = pred.shape[0]
+        backend = ops.get(pred)
+        self._grad = backend.empty(pred.shape, pred.dtype)
+        # softmax, log-sum-exp loss, gradient and argmax in one fused pass over the logits
+        loss, correct = backend.softmax_cross_entropy(pred, target, self.label_smoothing, self._grad)
+        self._accuracy = correct / n
+        return loss
 
     def backward(self):
-        if self._grad is not None:
-            return self._grad
-        p, target = self._p, self._target
-        n, C = p.shape
-        grad = p.copy()
-        eps = self.label_smoothing
-        grad[np.arange(n), target] -= 1 - eps                       # softmax - smoothed one-hot
-        if eps:
-            grad -= eps / C
-        grad *= 1 / n
-        return grad
+        return self._grad
 
     def check_target(self, where, pred_shape, target):
-        y = np.asarray(target)
+        y = _array(target)
+        xp = ops.get(y).xp
         if y.ndim != 1:
             raise ValueError(f"{where}: expected integer class labels of shape (n,), received shape {y.shape}")
         if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            if not bool(xp.isfinite(y).all()) or not bool((y == xp.round(y)).all()):
                 raise ValueError(f"{where}: class labels must be integers, received non-integer values "
-                                 f"such as {y[np.flatnonzero(y != np.round(y))[:1]].tolist()}")
+                                 f"such as {y[xp.flatnonzero(y != xp.round(y))[:1]].tolist()}")
         elif y.dtype.kind not in "iub":
             raise ValueError(f"{where}: class labels must be integers, received dtype {y.dtype}")
         classes = pred_shape[-1]
@@ -141,19 +122,17 @@ class CrossEntropy(Loss):
         return y
 
     def metrics(self, pred, target):
-        return {"accuracy": float(np.mean(pred.argmax(axis=1) == target))}
+        return {"accuracy": float((pred.argmax(axis=1) == target).mean())}
 
     def last_metrics(self):
-        if self._grad is not None:
-            return {"accuracy": self._accuracy}
-        return self.metrics(self._pred, self._target)
+        return {"accuracy": self._accuracy}
 
     def config(self):
         return {"label_smoothing": self.label_smoothing}
 
 
 def _check_values(where, pred_shape, target):
-    t = np.asarray(target)
+    t = _array(target)
     if t.dtype.kind not in "fiub":
         raise ValueError(f"{where}: expected numeric targets, received dtype {t.dtype}")
     if t.ndim == 1 and pred_shape == (1,):
@@ -174,7 +153,7 @@ class MSE(Loss):
         _check_pair("MSE", pred, target)
         self._pred, self._target = pred, target
         self._diff = pred - target.reshape(pred.shape)
-        return float(np.mean(self._diff * self._diff))
+        return float((self._diff * self._diff).mean())
 
     def backward(self):
         return self._diff * (2 / self._diff.size)
@@ -183,7 +162,7 @@ class MSE(Loss):
 
     def metrics(self, pred, target):
         d = pred - target.reshape(pred.shape)
-        return {"mse": float(np.mean(d * d)), "mae": float(np.mean(np.abs(d)))}
+        return {"mse": float((d * d).mean()), "mae": float(abs(d).mean())}
 
 
 @register_loss(name="bce_with_logits")
@@ -200,12 +179,14 @@ class BCEWithLogits(Loss):
         z, t = pred, target.reshape(pred.shape)
         self._z, self._t = z, t
         self._pred, self._target = pred, target
-        return float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
+        xp = ops.get(z).xp
+        return float((xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-abs(z)))).mean())
 
     def backward(self):
         z = self._z
-        e = np.exp(-np.abs(z))
-        s = np.where(z >= 0, 1 / (1 + e), e / (1 + e))              # sigmoid(z) without overflow
+        xp = ops.get(z).xp
+        e = xp.exp(-abs(z))
+        s = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))              # sigmoid(z) without overflow
         return (s - self._t) * (1 / z.size)
 
     def check_target(self, where, pred_shape, target):
@@ -216,7 +197,7 @@ class BCEWithLogits(Loss):
         return t
 
     def metrics(self, pred, target):
-        return {"accuracy": float(np.mean((pred > 0) == (target.reshape(pred.shape) > 0.5)))}
+        return {"accuracy": float(((pred > 0) == (target.reshape(pred.shape) > 0.5)).mean())}
 
 
 ALIASES = {"crossentropy": "cross_entropy", "CrossEntropy": "cross_entropy", "MSE": "mse",

@@ -10,40 +10,31 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from functools import partial
 
 import numpy as np
 
 from . import losses as _losses
+from . import ops
 from . import optim as _optim
 from . import parallel as _parallel
-from . import pool as _pool
 from . import threads as _threads
 from .backend import DTYPE
 from .callbacks import Callback, EpochLogger, History, ProgressBar
 from .errors import check_finite, fmt_shape
-from .layers.activations import ReLU
 from .layers.base import Layer, check_seed
-from .layers.dense import Dense
 from .layers.norm import BatchNorm1D, _BatchNorm
-from .layers.pooling import MaxPool2D
+from .registry import register_model
 
 _ALIGN = 16  # floats: every parameter view starts at a multiple of 16 floats (64 bytes) into the buffer
-
-
-def _dense_relu_forward(dense, relu, x, training):
-    return dense.forward_relu(x, relu, training)
-
-
-def _relu_pool_forward(pool, relu, x, training):
-    return pool.forward_after_relu(x, relu, training)
 
 
 def _check_outputs(where, out, offset=0):
     """A model whose weights are finite can still overflow float32 on large inputs (or large
     weights): refuse to hand back NaN or Inf as if they were predictions."""
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))
+    backend = ops.get(out)
+    if out.dtype.kind == "f" and not backend.all_finite(out):
+        xp = backend.xp
+        bad = xp.flatnonzero(~xp.isfinite(out).reshape(len(out), -1).all(axis=1))
         raise ValueError(f"{where}: the model's outputs overflowed to NaN or Inf for {len(bad)} sample(s), "
                          f"the first X[{offset + int(bad[0])}]: inputs (or weights) too large for float32")
 
@@ -59,6 +50,7 @@ def _has_batch_norm(layers) -> bool:
     return any(isinstance(l, _BatchNorm) for l in _walk(layers))
 
 
+@register_model
 class Sequential:
     """A stack of layers applied in order.
 
@@ -112,9 +104,11 @@ class Sequential:
             for k, p in layer.params.items():
                 slots.append((layer, k, offset, p.shape))
                 offset += -(-p.size // _ALIGN) * _ALIGN
-        dtype = next((p.dtype for layer in self.layers for p in layer.params.values()), DTYPE)
-        self.flat_params = np.zeros(offset, dtype)
-        self.flat_grads = np.zeros(offset, dtype)
+        first = next((p for layer in self.layers for p in layer.params.values()), None)
+        backend = ops.get(first)
+        dtype = DTYPE if first is None else first.dtype
+        self.flat_params = backend.zeros(offset, dtype)
+        self.flat_grads = backend.zeros(offset, dtype)
         for layer, k, start, shape in slots:
             size = math.prod(shape)
             view = self.flat_params[start:start + size].reshape(shape)
@@ -122,6 +116,40 @@ class Sequential:
             layer.params[k] = view
             layer.grads[k] = self.flat_grads[start:start + size].reshape(shape)
         self._slots = slots
+
+    # -- devices ---------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"gpu"``: where the parameters live (``to`` moves them)."""
+        return ops.get(self.flat_params).device
+
+    def to(self, device: str) -> "Sequential":
+        """Move parameters, gradients, optimizer state and layer state to ``device``
+        (``"cpu"``, ``"gpu"``, or ``"auto"``: the GPU when there is one); returns the model.
+
+        ``fit``, ``predict`` and ``evaluate`` keep taking NumPy arrays and return NumPy results
+        wherever the model lives. Asking for a GPU where there is none is a ``ValueError``
+        naming what is missing. Model files do not depend on the device: ``save`` writes host
+        arrays, ``load`` reads onto the CPU."""
+        backend = ops.device(device)
+        if backend.device == self.device:
+            return self
+        for layer in _walk(self.layers):
+            layer.drop_scratch()
+            for k, v in layer.state.items():
+                layer.state[k] = backend.asarray(v)
+        self.flat_params = backend.asarray(self.flat_params)
+        self.flat_grads = backend.asarray(self.flat_grads)
+        for layer, k, start, shape in self._slots:
+            size = math.prod(shape)
+            layer.params[k] = self.flat_params[start:start + size].reshape(shape)
+            layer.grads[k] = self.flat_grads[start:start + size].reshape(shape)
+        opt = self.optimizer
+        if opt is not None:
+            opt.state = {k: backend.asarray(v) for k, v in opt.state.items()}
+            opt._previous = opt._scratch = None                # re-allocated on the device
+        self.__dict__.pop("_data_parallel", None)
+        return self
 
     @property
     def n_params(self) -> int:
@@ -133,10 +161,11 @@ class Sequential:
                 "state": [{k: v.copy() for k, v in layer.state.items()} for layer in self.layers]}
 
     def set_weights(self, weights: dict):
-        self.flat_params[...] = weights["params"]
+        backend = ops.get(self.flat_params)
+        self.flat_params[...] = backend.asarray(weights["params"])
         for layer, state in zip(self.layers, weights["state"]):
             for k, v in state.items():
-                layer.state[k][...] = v
+                layer.state[k][...] = backend.asarray(v)
 
     def rng_states(self) -> dict:
         """The state of every generator training draws from (shuffles, augmentation, dropout
@@ -200,9 +229,10 @@ class Sequential:
         return grad
 
     def _plan(self):
-        """The layers as run, as ``(layers, forward, backward)`` steps: a Dense followed by a
-        ReLU is one step (bias and ReLU in one pass over the product), so is a ReLU followed by
-        a MaxPool2D (the pool reads the ReLU's input once; max commutes with ReLU); every other
+        """The layers as run, as ``(layers, forward, backward)`` steps: two layers are one step
+        where the first says it fuses with the second (``Layer.fuse``: a Dense and the ReLU
+        after it, bias and ReLU in one pass over the product; a ReLU and the MaxPool2D after
+        it, whose pool reads the ReLU's input once since max commutes with ReLU); every other
         layer is a step of its own. The fused steps compute what the layers compute one after
         the other (tests compare them). Rebuilt when ``self.layers`` changes."""
         key = tuple(map(id, self.layers))
@@ -210,12 +240,9 @@ class Sequential:
             steps, i, layers = [], 0, self.layers
             while i < len(layers):
                 a, b = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-                if type(a) is Dense and type(b) is ReLU:
-                    steps.append(((a, b), partial(_dense_relu_forward, a, b), partial(a.backward_relu, relu=b)))
-                    i += 2
-                elif type(a) is ReLU and type(b) is MaxPool2D:
-                    steps.append(((a, b), partial(_relu_pool_forward, b, a),
-                                  partial(b.backward_before_relu, relu=a)))
+                fused = a.fuse(b) if b is not None else None
+                if fused is not None:
+                    steps.append(((a, b), *fused))
                     i += 2
                 else:
                     steps.append(((a,), a.forward, a.backward))
@@ -226,7 +253,7 @@ class Sequential:
     # -- checks at the API edge ------------------------------------------------------------
     def _check_X(self, X, name="X", training=False):
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-            X = np.asarray(X)
+            X = ops.cpu().asarray(X)
         if X.dtype.kind not in "fiub":
             raise ValueError(f"{name}: expected a numeric array, received dtype {X.dtype}")
         if X.ndim < 2:
@@ -242,13 +269,13 @@ class Sequential:
                              f"received {fmt_shape(X.shape)}{one}")
         self.shapes(X.shape[1:])
         dtype = self.flat_params.dtype
-        X = np.ascontiguousarray(X, dtype=dtype)        # float64 / uint8 input: cast once, up front
+        X = ops.get(X).xp.ascontiguousarray(X, dtype=dtype)   # float64 / uint8 input: cast once, up front
         check_finite(name, X)
         return X
 
     def _check_Xy(self, X, y, name="X", yname="y", training=False):
         X = self._check_X(X, name, training)
-        y = np.asarray(y)
+        y = y if hasattr(y, "shape") and hasattr(y, "dtype") else ops.cpu().asarray(y)
         if y.ndim == 0 or len(y) != len(X):
             raise ValueError(f"{name} and {yname} must have the same number of samples, "
                              f"received {len(X)} and {y.shape[0] if y.ndim else 'a scalar'}")
@@ -341,6 +368,11 @@ class Sequential:
             except (TypeError, ValueError):
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
             validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+        device = ops.get(self.flat_params)
+        if device is not ops.get(X) and augment is None:
+            # the training data moves to the model's device once (augmentation draws from a
+            # NumPy generator on the host: then each batch moves after it is augmented)
+            X, y = device.asarray(X), device.asarray(y)
         bn = next((l for l in _walk(self.layers) if isinstance(l, BatchNorm1D)), None)
         if bn is not None and min(batch_size, len(X)) < 2:
             raise ValueError(f"fit: {bn!r} learns its statistics from at least 2 samples per batch; "
@@ -385,36 +417,36 @@ class Sequential:
 
     def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None):
         n = len(X)
-        pool = _pool.get() if X.dtype == np.float32 and X.flags.c_contiguous else None
-        rows = X.reshape(n, -1) if pool is not None else None     # a view: X is C-contiguous
+        data, device = ops.get(X), ops.get(self.flat_params)
         starts = list(range(0, n, batch_size))
         if len(starts) > 1 and n - starts[-1] == 1 and _has_batch_norm(self.layers):
             starts.pop()                # BatchNorm cannot learn from one sample: it joins the batch before
         ends = starts[1:] + [n]
         # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
         widest = max(e - s for s, e in zip(starts, ends))
-        batch = np.empty((widest, rows.shape[1]), X.dtype) if rows is not None else None
-        order = rng.permutation(n) if rng is not None else np.arange(n, dtype=np.int64)
+        batch = data.empty((widest, *X.shape[1:]), X.dtype)
+        order = rng.permutation(n) if rng is not None else data.xp.arange(n, dtype=np.int64)
+        if data.device != "cpu":
+            order = data.asarray(order)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
         # layer state a step changes (BatchNorm's running statistics), restored with the weights
         # when the step turns out non-finite
         state = [v for layer in self.layers for v in layer.state.values()]
-        saved = [np.empty_like(v) for v in state]
+        saved = [device.xp.empty_like(v) for v in state]
         total_loss, seen, sums = 0.0, 0, {}
         batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
         for step, (start, end) in enumerate(zip(starts, ends)):
             idx = order[start:end]
             m = len(idx)
             for keep, v in zip(saved, state):
-                np.copyto(keep, v)
-            if rows is not None:                        # the gather split across BLAS's threads
-                xs = pool.gather(rows, idx, batch[:m]).reshape(m, *X.shape[1:])
-            else:
-                xs = X[idx]                             # one gather per batch (faster than take(out=))
+                keep[...] = v
+            xs = data.gather(X, idx, batch[:m])         # compiled: split across BLAS's threads
             ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
+            if data is not device:                      # augmented on the host: now to the device
+                xs, ys = device.asarray(xs), device.asarray(ys)
             if split is None:
                 value = loss.forward(self.forward(xs, training=True), ys)
                 self.backward(loss.backward())
@@ -425,7 +457,7 @@ class Sequential:
                 if math.isfinite(value):
                     opt.undo(params)
                 for keep, v in zip(saved, state):
-                    np.copyto(v, keep)
+                    v[...] = keep
                 what = "loss" if not math.isfinite(value) else "updated weights"
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the {what} became "
@@ -455,22 +487,26 @@ class Sequential:
         return out
 
     def _predict(self, X, batch_size=1024):
+        """Outputs in ``X``'s memory (the host for NumPy input), each batch computed on the
+        model's device."""
         out = None
+        data, device = ops.get(X), ops.get(self.flat_params)
         for start in range(0, len(X), batch_size):
-            y = self.forward(X[start:start + batch_size], training=False)
+            y = self.forward(device.asarray(X[start:start + batch_size]), training=False)
             if out is None:
-                out = np.empty((len(X), *y.shape[1:]), y.dtype)
-            out[start:start + len(y)] = y
+                out = data.empty((len(X), *y.shape[1:]), y.dtype)
+            out[start:start + len(y)] = data.asarray(device.to_host(y)) if data is not device else y
         return out
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities: softmax of the logits (cross-entropy) or their sigmoid (BCE)."""
         logits = self.predict(X, batch_size)
+        xp = ops.get(logits).xp
         if isinstance(self.loss, _losses.BCEWithLogits):
-            return 1 / (1 + np.exp(-logits))
+            return 1 / (1 + xp.exp(-logits))
         if self.loss is not None and not isinstance(self.loss, _losses.CrossEntropy):
             raise ValueError(f"predict_proba: the model was trained with {self.loss!r}, not a classifier loss")
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
     def evaluate(self, X, y, batch_size=1024, _checked=False):
@@ -480,8 +516,9 @@ class Sequential:
         if not _checked:
             X, y = self._check_Xy(X, y)
         sums, n = {}, len(X)
+        device = ops.get(self.flat_params)
         for start in range(0, n, batch_size):
-            xs, ys = X[start:start + batch_size], y[start:start + batch_size]
+            xs, ys = device.asarray(X[start:start + batch_size]), device.asarray(y[start:start + batch_size])
             with np.errstate(over="ignore", invalid="ignore"):
                 out = self.forward(xs, training=False)
             if not _checked:                            # (fit's validation reports through its loss)

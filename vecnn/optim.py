@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 
-from . import kernels
-from . import pool as _pool
+from . import ops
 
 
 # -- learning-rate schedules: lr(step) from the optimizer's base lr; steps count batches ------
@@ -89,9 +88,10 @@ class Optimizer:
     The base owns what every rule shares: the step count, the learning-rate schedule,
     global-norm clipping, the state buffers, and divergence safety: ``step`` keeps the
     previous parameters and reports whether the new ones are all finite, and ``undo`` puts
-    the previous ones back. Each subclass is one update rule, written twice: as readable
-    NumPy whole-buffer operations (``update``) and, when numba is installed, as one fused
-    pass over memory (``fused``, in ``vecnn.kernels``).
+    the previous ones back. Each subclass names its update rule and its scalars (``_rule``);
+    the backend of the parameters runs it (``vecnn.ops``: readable whole-buffer operations in
+    the NumPy backend, ``NumPyBackend._adam`` and so on; one fused pass over memory in the
+    compiled and GPU backends).
 
     Parameters
     ----------
@@ -127,18 +127,21 @@ class Optimizer:
 
     def _bind(self, params):
         """Allocate state for a buffer like ``params`` (once; kept across ``fit`` calls), and
-        make loaded state match it: one C-contiguous buffer of ``params``'s shape and dtype per
-        slot (a slot of another shape, or missing, starts the rule afresh)."""
+        make loaded state match it: one C-contiguous buffer of ``params``'s shape, dtype and
+        device per slot (a slot of another shape, or missing, starts the rule afresh)."""
+        xp = ops.get(params).xp
         prev = self._previous
-        if prev is None or prev.shape != params.shape or prev.dtype != params.dtype:
-            self._previous = np.empty_like(params)
-            self._scratch = np.empty_like(params)
+        if prev is None or prev.shape != params.shape or prev.dtype != params.dtype or type(prev) is not type(params):
+            self._previous = xp.empty_like(params)
+            self._scratch = xp.empty_like(params)
         state = self.state
         if state.keys() != set(self.slots) or any(v.shape != params.shape for v in state.values()):
-            self.state = {k: np.zeros_like(params) for k in self.slots}
+            self.state = {k: xp.zeros_like(params) for k in self.slots}
             self.t = 0
-        elif any(v.dtype != params.dtype or not v.flags.c_contiguous for v in state.values()):
-            self.state = {k: np.ascontiguousarray(v, params.dtype) for k, v in state.items()}
+        elif any(v.dtype != params.dtype or not v.flags.c_contiguous or type(v) is not type(params)
+                 for v in state.values()):
+            backend = ops.get(params)
+            self.state = {k: xp.ascontiguousarray(backend.asarray(v), params.dtype) for k, v in state.items()}
 
     def current_lr(self, step=None) -> float:
         step = self.t if step is None else step
@@ -148,54 +151,30 @@ class Optimizer:
         """One update of the flat ``params`` from the flat ``grads`` (which may be rescaled in
         place). Returns True when every updated parameter is finite; otherwise ``undo`` restores
         the parameters from before the step."""
+        backend = ops.get(params)
         self._bind(params)
         self.t += 1
         if self.clip_norm is not None:
-            norm = math.sqrt(float(np.dot(grads, grads)))
+            norm = math.sqrt(float(backend.xp.dot(grads, grads)))
             if norm > self.clip_norm:
                 grads *= self.clip_norm / (norm + 1e-6)
-        lr = self.current_lr()
-        k = kernels.get() if params.dtype == np.float32 else None
-        if k is not None:
-            return self.fused(k, params, grads, lr, _pool.get()) == 0
-        np.copyto(self._previous, params)
-        with np.errstate(over="ignore", invalid="ignore"):   # overflow is reported by the return value
-            self.update(params, grads, lr)
-            if math.isfinite(float(np.dot(params, params))):
-                return True
-        return bool(np.isfinite(params).all())      # the dot product overflowed on finite values
+        rule, state, scalars = self._rule(self.current_lr())
+        # one pass (compiled; on the GPU, one kernel), keeping the previous parameters for undo
+        return backend.optimizer_update(rule, params, grads, state, self._previous, scalars)
 
     def undo(self, params):
         """Put back the parameters from before the last step and reset the rule's state (which
         the failed step may have filled with non-finite values)."""
-        np.copyto(params, self._previous)
+        params[...] = self._previous
         for v in self.state.values():
             v[...] = 0
         self.t = 0
 
-    def update(self, p, g, lr):
-        """The rule in NumPy whole-buffer operations."""
+    def _rule(self, lr):
+        """``(rule name, state buffers, float32 scalars)``: the backend's ``optimizer_update``
+        of this rule (``vecnn.ops``: written as whole-buffer operations in the NumPy backend,
+        one compiled pass in the others)."""
         raise NotImplementedError
-
-    def fused(self, k, p, g, lr, pool=None) -> float:
-        """The rule as one compiled pass (``vecnn.kernels``; split across BLAS's threads by
-        ``pool`` when given, see ``vecnn.pool``); returns its finiteness check."""
-        call = self._kernel_call(p, g, lr)
-        if call is None:                  # a rule without a compiled kernel: NumPy, then a check
-            self.update(p, g, lr)
-            return 0.0 if np.isfinite(p).all() else math.nan
-        name, state, scalars = call
-        # the pool's shares read raw memory: every buffer 1-D, C-contiguous float32 (state and
-        # previous are, by _bind; a gradient passed to step by hand may not be)
-        if (pool is not None and p.ndim == 1 and p.flags.c_contiguous and g.dtype == np.float32
-                and g.shape == p.shape and g.flags.c_contiguous):
-            return pool.optimizer(name, p, g, state[0], state[-1], self._previous, *scalars)
-        return getattr(k, name)(p, g, *state, self._previous, *scalars)
-
-    def _kernel_call(self, p, g, lr):
-        """``(kernel name, state buffers, float32 scalars)`` of the rule's compiled pass
-        ``kernel(p, g, *state, previous, *scalars)``, or None."""
-        return None
 
     # -- (de)serialization for checkpoints ------------------------------------------------
     def config(self) -> dict:
@@ -214,7 +193,7 @@ class Optimizer:
         return cls(**cfg)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"t": np.array([self.t], np.int64), **self.state}
+        return {"t": ops.cpu().asarray([self.t], np.int64), **self.state}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]):
         """Restore what ``state_dict`` returned. An optimizer that has not stepped yet (``t``
@@ -222,7 +201,8 @@ class Optimizer:
         allocated at its first step, exactly as for a fresh optimizer. Raises ``ValueError``
         naming what is missing or malformed otherwise."""
         name = type(self).__name__
-        t = np.asarray(arrays.get("t", ()))
+        host = ops.get(*arrays.values()) if arrays else ops.cpu()
+        t = host.asarray(arrays.get("t", ()))
         if t.size != 1 or t.dtype.kind not in "iu" or int(t.reshape(-1)[0]) < 0:
             raise ValueError(f"{name}: optimizer state needs a step count 't' (one non-negative integer), "
                              f"received {t.tolist() if t.size <= 4 else f'an array of shape {t.shape}'}")
@@ -234,16 +214,16 @@ class Optimizer:
         missing = [k for k in self.slots if k not in arrays]
         if missing:
             raise ValueError(f"{name}: optimizer state after {t} step(s) lacks {', '.join(map(repr, missing))}")
-        shapes = {np.shape(arrays[k]) for k in self.slots}
+        shapes = {tuple(host.asarray(arrays[k]).shape) for k in self.slots}
         if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
             raise ValueError(f"{name}: optimizer state buffers {list(self.slots)} must be 1-D and of one "
-                             f"size, received shapes {[np.shape(arrays[k]) for k in self.slots]}")
+                             f"size, received shapes {[tuple(host.asarray(arrays[k]).shape) for k in self.slots]}")
         for k in self.slots:
-            a = np.asarray(arrays[k])
-            if a.dtype.kind != "f" or not np.isfinite(a).all():
+            a = host.asarray(arrays[k])
+            if a.dtype.kind != "f" or not host.all_finite(a):
                 raise ValueError(f"{name}: optimizer state {k!r} must hold finite floats")
         self.t = t
-        self.state = {k: np.array(arrays[k]) for k in self.slots}
+        self.state = {k: host.asarray(arrays[k]).copy() for k in self.slots}
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
@@ -264,26 +244,7 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.slots = ("velocity",) if momentum else ()
 
-    def update(self, p, g, lr):
-        if self.weight_decay:
-            g += self.weight_decay * p                     # L2 penalty: g = g + wd p
-        if self.momentum:
-            v = self.state["velocity"]
-            if self.t == 1:
-                v[...] = g                                 # torch starts the buffer at g
-            else:
-                v *= self.momentum
-                v += g                                     # v = mu v + g
-            if self.nesterov:
-                d = np.multiply(v, self.momentum, out=self._scratch)
-                d += g                                     # g + mu v
-                g = d
-            else:
-                g = v
-        np.multiply(g, lr, out=self._scratch)
-        p -= self._scratch
-
-    def _kernel_call(self, p, g, lr):
+    def _rule(self, lr):
         buf = self.state["velocity"] if self.momentum else self._scratch
         return "sgd", (buf,), (_f32(lr), _f32(self.momentum), _f32(self.weight_decay), self.nesterov, self.t == 1)
 
@@ -300,21 +261,7 @@ class RMSProp(Optimizer):
         super().__init__(lr, weight_decay, clip_norm, schedule)
         self.alpha, self.eps = float(alpha), float(eps)
 
-    def update(self, p, g, lr):
-        if self.weight_decay:
-            g += self.weight_decay * p
-        s, d = self.state["square_avg"], self._scratch
-        s *= self.alpha
-        np.multiply(g, g, out=d)
-        d *= 1 - self.alpha
-        s += d                                             # s = alpha s + (1-alpha) g^2
-        np.sqrt(s, out=d)
-        d += self.eps
-        np.divide(g, d, out=d)
-        d *= lr
-        p -= d                                             # p -= lr g / (sqrt(s) + eps)
-
-    def _kernel_call(self, p, g, lr):
+    def _rule(self, lr):
         return "rmsprop", (self.state["square_avg"],), (_f32(lr), _f32(self.alpha), _f32(1 - self.alpha),
                                                        _f32(self.eps), _f32(self.weight_decay))
 
@@ -338,30 +285,7 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: expected betas in [0, 1), received {betas!r}")
         self.betas, self.eps = (float(b1), float(b2)), float(eps)
 
-    def update(self, p, g, lr):
-        b1, b2 = self.betas
-        m, v, d = self.state["m"], self.state["v"], self._scratch
-        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t      # bias corrections
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1 - lr * self.weight_decay            # AdamW: shrink the weights directly
-            else:
-                g += self.weight_decay * p
-        m *= b1
-        np.multiply(g, 1 - b1, out=d)
-        m += d                                             # m = b1 m + (1-b1) g
-        v *= b2
-        np.multiply(g, g, out=d)
-        d *= 1 - b2
-        v += d                                             # v = b2 v + (1-b2) g^2
-        np.sqrt(v, out=d)
-        d *= 1 / math.sqrt(bc2)
-        d += self.eps                                      # sqrt(v_hat) + eps
-        np.divide(m, d, out=d)
-        d *= lr / bc1
-        p -= d                                             # p -= lr m_hat / (sqrt(v_hat) + eps)
-
-    def _kernel_call(self, p, g, lr):
+    def _rule(self, lr):
         b1, b2 = self.betas
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         wd = self.weight_decay

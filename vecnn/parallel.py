@@ -10,7 +10,8 @@ matrix products and vecnn's compiled kernels release the GIL, so the workers run
 
 Replicas are built from the model's layer configurations and share its parameter arrays; only
 layers whose result for a sample does not depend on the other samples of the batch qualify
-(``SPLITTABLE``): BatchNorm's batch statistics would change with the split. Dropout qualifies:
+(each layer says so: ``Layer.batch_independent``): BatchNorm's batch statistics would change
+with the split. Dropout qualifies:
 each replica draws its masks from a generator seeded from the layer's own generator at the
 start of every epoch, so a seeded run is reproducible and resumes like any other (its masks
 differ from a one-worker run's, as masks from any other stream would).
@@ -22,10 +23,6 @@ import threading
 import numpy as np
 
 from . import layers as L
-
-#: layers whose per-sample outputs and gradients do not depend on how the batch is split
-SPLITTABLE = (L.Dense, L.Conv2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.GELU, L.Softmax,
-              L.MaxPool2D, L.AvgPool2D, L.GlobalAvgPool2D, L.Flatten, L.Standardize, L.Dropout)
 
 #: rows each worker should get at least; smaller shares waste more than they gain
 MIN_ROWS = 32
@@ -43,11 +40,11 @@ def blas_threads() -> int:
 
 def auto_workers(model, batch_size: int) -> int:
     """How many workers ``fit(workers="auto")`` uses: one per BLAS thread for convolutional
-    models whose layers are all ``SPLITTABLE`` (measured faster there: the memory-bound work
+    models whose layers are all ``batch_independent`` (measured faster there: the memory-bound work
     between products runs on every core), else 1 (dense networks: BLAS threads win)."""
-    if not any(isinstance(l, L.Conv2D) for l in model.layers):
-        return 1
-    if not all(type(l) in SPLITTABLE for l in model.layers):
+    if model.device != "cpu" or not any(isinstance(l, L.Conv2D) for l in model.layers):
+        return 1                          # (on a GPU the whole batch is one set of kernels)
+    if not all(l.batch_independent for l in model.layers):
         return 1
     return max(1, min(blas_threads(), batch_size // MIN_ROWS))
 
@@ -59,8 +56,11 @@ def check_workers(model, workers, batch_size: int) -> int:
         raise ValueError(f"fit: expected workers to be a positive integer or 'auto', received {workers!r}")
     if workers > MAX_WORKERS:                  # each worker is a thread and a copy of the model
         raise ValueError(f"fit: workers={workers} is more than vecnn starts: at most {MAX_WORKERS}")
+    if workers > 1 and model.device != "cpu":
+        raise ValueError(f"fit: workers={workers} splits batches across CPU threads; a model on the "
+                         f"{model.device} trains with workers=1")
     if workers > 1:
-        bad = [f"{i} {l!r}" for i, l in enumerate(model.layers) if type(l) not in SPLITTABLE]
+        bad = [f"{i} {l!r}" for i, l in enumerate(model.layers) if not l.batch_independent]
         if bad:
             raise ValueError(f"fit: workers={workers} splits each batch, which changes what these layers "
                              f"compute (batch statistics or random masks): layer {', layer '.join(bad)}; "
@@ -184,11 +184,9 @@ def _forward_backward(model, x, y):
 def _replica(model):
     """A model of the same layers (built from their configurations) that shares ``model``'s
     parameter and state arrays and has its own gradient buffer and scratch memory."""
-    from .model import Sequential
-
     dtype = model.flat_params.dtype
     layers = [type(l).from_config(l.config()).astype(dtype) for l in model.layers]
-    rep = Sequential(layers, seed=model.seed)
+    rep = type(model)(layers, seed=model.seed)
     for mine, theirs in zip(rep.layers, model.layers):
         for k in theirs.params:
             mine.params[k] = theirs.params[k]           # views into model.flat_params

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 LAYERS: dict[str, type] = {}
 LOSSES: dict[str, type] = {}
+#: model classes by name (``Sequential``): what a model file is rebuilt as, found here so that
+#: ``vecnn.io`` never imports ``vecnn.model`` (which imports ``io`` to save)
+MODELS: dict[str, type] = {}
 
 
 def _register(table: dict, kind: str, cls=None, *, name: str | None = None):
@@ -48,6 +51,12 @@ def register_layer(cls=None, *, name: str | None = None):
 def register_loss(cls=None, *, name: str | None = None):
     """Class decorator: make a loss class usable by name and restorable from model files."""
     return _register(LOSSES, "loss", cls, name=name)
+
+
+def register_model(cls):
+    """Register a model class under its own name (``vecnn.model.Sequential``)."""
+    MODELS[cls.__name__] = cls
+    return cls
 
 
 def lookup(table: dict, kind: str, name: str):

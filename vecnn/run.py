@@ -18,7 +18,7 @@ vecnn writes only into a directory that is missing, empty or one of its own runs
 (``check_out_dir``), and one process at a time (``RunLock``): the lock is an ``flock`` on
 ``DIR/.lock``, which the operating system releases when the process ends however it ends,
 so a killed run never leaves the directory locked. Temporary files a killed save left behind
-(``.epoch-007.vecnn.XXXXXXXX.tmp``, written by ``vecnn.io.atomic_open``) are removed when the
+(``.epoch-007.vecnn.XXXXXXXX.tmp``, written by ``vecnn.files.atomic_open``) are removed when the
 next run in the directory starts and at every checkpoint (``clean_temporary``).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ except ImportError:                       # not POSIX: no locking (one run at a 
     fcntl = None
 
 CHECKPOINT_RE = re.compile(r"^epoch-(\d{3,})\.vecnn$")
-#: vecnn's own temporary files (``io.atomic_open``: ``.<name>.<mkstemp's 8 characters>.tmp``)
+#: vecnn's own temporary files (``files.atomic_open``: ``.<name>.<mkstemp's 8 characters>.tmp``)
 TMP_RE = re.compile(r"^\.(?:epoch-\d{3,}\.vecnn|model\.vecnn|metrics\.jsonl|config\.json)\.[A-Za-z0-9_]{6,}\.tmp$")
 #: names vecnn writes in a run directory
 RUN_FILES = frozenset({"config.json", "checkpoints", "metrics.jsonl", "model.vecnn", "plots", ".lock"})

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..io import atomic_open
+from ..files import atomic_open
 from .named import FILES, cache_dir, info
 
 _CHUNK = 1 << 16

@@ -11,10 +11,10 @@ plain JSON data; ``output_shape`` and ``flops`` follow from the configuration al
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
+from .. import ops
 from ..backend import DTYPE
 from ..errors import check_input
 from ..registry import check_config
@@ -38,6 +38,10 @@ class Layer:
     #: Per-sample input shape this layer accepts, ``None`` for any size on that axis;
     #: ``None`` altogether for any rank. Subclasses set it from their configuration.
     input_spec: tuple | None = None
+    #: Whether each sample's output (and gradient) depends on that sample alone, so the batch
+    #: may be split across workers (``vecnn.parallel``): False for BatchNorm (batch statistics)
+    #: and, until a layer says otherwise, for layers vecnn does not know.
+    batch_independent: bool = False
 
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
@@ -80,6 +84,18 @@ class Layer:
     def init_params(self, rng: np.random.Generator) -> None:
         """(Re-)initialize parameters and any random state from ``rng``."""
 
+    def fuse(self, following: "Layer"):
+        """``(forward, backward)`` of this layer and ``following`` run as one step, when this
+        layer knows how to fuse with it (Dense then ReLU: the bias and the ReLU in one pass),
+        else what ``following.fuse_after(self)`` offers, else None. ``forward(x, training)``
+        and ``backward(grad)`` must compute what the two layers compute one after the other."""
+        return following.fuse_after(self)
+
+    def fuse_after(self, preceding: "Layer"):
+        """``(forward, backward)`` of ``preceding`` and this layer as one step, when this layer
+        can absorb the one before it (a ReLU before a max pool), else None."""
+        return None
+
     def sublayers(self) -> list:
         """The layers this layer runs inside it (a ``Residual`` block's); none for most."""
         return []
@@ -101,7 +117,23 @@ class Layer:
         for table in (self.params, self.grads, self.state):
             for k in table:
                 table[k] = table[k].astype(dtype)
+        self.drop_scratch()
         return self
+
+    def to_backend(self, backend) -> "Layer":
+        """Move parameters, gradients and state onto ``backend``'s device (``Sequential.to``)."""
+        for table in (self.params, self.grads, self.state):
+            for k in table:
+                table[k] = backend.asarray(table[k])
+        self.drop_scratch()
+        return self
+
+    def drop_scratch(self) -> None:
+        """Forget scratch memory and what a forward kept for its backward (after a move or a
+        dtype change: the next forward allocates afresh)."""
+        for key in [k for k, v in self.__dict__.items() if k.startswith("_") and not callable(v)]:
+            if key in ("_bufs", "_outs", "_ones") or hasattr(self.__dict__[key], "shape"):
+                del self.__dict__[key]
 
     # -- helpers shared by subclasses -----------------------------------------------------
     def _check(self, x) -> None:
@@ -112,8 +144,8 @@ class Layer:
 
     def _alloc(self, name: str, shape, dtype=DTYPE):
         """Create parameter ``name`` and its gradient, both zeros of ``shape``."""
-        self.params[name] = np.zeros(shape, dtype=dtype)
-        self.grads[name] = np.zeros(shape, dtype=dtype)
+        self.params[name] = ops.cpu().zeros(shape, dtype)
+        self.grads[name] = ops.cpu().zeros(shape, dtype)
         return self.params[name]
 
     def __repr__(self) -> str:
@@ -162,45 +194,3 @@ def check_seed(where: str, value):
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0:
         return value
     raise ValueError(f"{where}: expected seed to be a non-negative integer or None, received seed={value!r}")
-
-
-def _free_refs() -> int:
-    """``sys.getrefcount`` of an array held only by a dict, read the way ``reusable`` reads it
-    (measured, not assumed: interpreters differ in the references they count)."""
-    cache = {"k": np.empty(1)}
-    buf = cache.get("k")
-    return sys.getrefcount(buf)
-
-
-_FREE_REFS = _free_refs()
-
-
-def reusable(cache: dict, name: str, shape, dtype, zero: bool = False):
-    """A scratch array of ``shape`` from ``cache`` when nobody but the cache still holds the
-    memory (no result handed out earlier, nor a view of one, is alive), else a fresh one that
-    replaces it.
-
-    Layers hand out their outputs and input gradients from here: in a training loop the
-    previous batch's arrays are dead by the next call, so the same memory serves batch after
-    batch (no page faults, no allocator churn; a smaller last batch uses a prefix of it),
-    while an array a caller kept is never overwritten (its reference count shows it alive)."""
-    size = math.prod(shape)
-    buf = cache.get(name)
-    # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
-    if buf is None or buf.size < size or buf.dtype != dtype or sys.getrefcount(buf) > _FREE_REFS:
-        buf = cache[name] = np.empty(size, dtype)
-        if zero:
-            buf.fill(0)
-    elif zero:
-        buf[:size].fill(0)
-    return buf[:size].reshape(shape)
-
-
-def reusable_like(layer, name: str, shape, dtype, channels_last: bool, zero: bool = False):
-    """An array of logical NCHW (or any, when not ``channels_last``) ``shape`` from ``layer``'s
-    scratch buffers (``reusable``), laid out channels-last in memory when asked."""
-    cache = layer.__dict__.setdefault("_bufs", {})
-    if channels_last:
-        N, C, H, W = shape
-        return reusable(cache, name, (N, H, W, C), dtype, zero).transpose(0, 3, 1, 2)
-    return reusable(cache, name, tuple(shape), dtype, zero)

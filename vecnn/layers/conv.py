@@ -3,8 +3,8 @@
 ``Conv2D`` takes and returns NCHW arrays (weights ``(out, in, kh, kw)``, as in PyTorch), but
 lays its work out channels-last, because that is where the memory traffic is cheapest:
 
-- im2col copies the window view ``(N, Ho, Wo, kh, kw, C)`` of the input into a column
-  matrix ``cols`` of shape ``(N*Ho*Wo, kh*kw*C [+1])``; with a bias the extra column holds
+- im2col (the backend's, ``vecnn.ops``) copies the windows ``(N, Ho, Wo, kh, kw, C)`` of the
+  input into a column matrix ``cols`` of shape ``(N*Ho*Wo, kh*kw*C [+1])``; with a bias the extra column holds
   ones, so the bias rides along in the GEMM and ``db`` falls out of the ``dW`` GEMM.
   (An NCHW input, e.g. a first layer of one or three channels, gets the transposed matrix
   ``(kh*kw*C [+1], N*Ho*Wo)``, whose rows are whole-image copies.)
@@ -13,12 +13,13 @@ lays its work out channels-last, because that is where the memory traffic is che
   ``.transpose(0, 3, 1, 2)``, with no copy. Elementwise layers after it keep that memory
   order (NumPy allocates their results in the input's layout), so the next convolution
   reads its input channels-last for free.
-- backward: ``[dW | db]^T = cols^T dY`` and ``dcols = dY Wm`` are GEMMs; col2im adds
-  ``dcols`` back into ``dX`` in one compiled pass (``conv_kernels``), or, in NumPy, with one
-  GEMM and one strided slice-add per kernel offset: never a Python loop over samples or
-  pixels, never ``np.add.at``. The first layer of a model skips ``dX`` altogether.
+- backward: ``[dW | db]^T = cols^T dY`` and ``dcols = dY Wm`` are GEMMs; the backend's
+  col2im adds ``dcols`` back into ``dX`` (compiled: one pass; NumPy: one strided slice-add
+  per kernel offset; GPU: one thread per input element): never a Python loop over samples or
+  pixels, never a scatter with duplicate indices (``np.add.at``). The first layer of a model
+  skips ``dX`` altogether.
 
-Outputs and input gradients come from per-layer buffers (``reusable``) that are reused
+Outputs and input gradients come from per-layer buffers (``backend.scratch``) that are reused
 while nobody else holds them, so a training loop touches the same memory batch after batch
 (no page faults, nothing new resident during an epoch) and a result a caller kept is never
 overwritten. The column matrix is the only large temporary. When it would exceed the layer's budget
@@ -28,17 +29,15 @@ chunks of samples, with the same results.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-from .. import init
+from .. import init, ops
 from ..errors import fmt_shape
 from ..limits import MAX_IMAGE_PIXELS, check_size
+from ..ops.numpy_backend import offset_slice
 from ..registry import check_config, register_layer
-from . import conv_kernels
-from .base import Layer, built_like, check_flag, check_seed, reusable, reusable_like
+from .base import Layer, built_like, check_flag, check_seed
 from .dense import _positive_int, check_init, check_params
 
 #: Bytes the column matrix of one Conv2D call may take before the batch is split in chunks.
@@ -101,19 +100,6 @@ def check_fits(layer, x, kernel, stride, padding, dilation=(1, 1)) -> tuple[int,
     return Ho, Wo
 
 
-def windows(xp, kernel, stride, dilation, out_hw):
-    """Read-only window view ``(N, Ho, Wo, kh, kw, C)`` of channels-last ``xp`` ``(N, Hp, Wp, C)``."""
-    sN, sH, sW, sC = xp.strides
-    (kh, kw), (sh, sw), (dh, dw), (Ho, Wo) = kernel, stride, dilation, out_hw
-    return as_strided(xp, (xp.shape[0], Ho, Wo, kh, kw, xp.shape[3]),
-                      (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC), writeable=False)
-
-
-def offset_slice(p: int, d: int, s: int, n_out: int) -> slice:
-    """The input positions kernel offset ``p`` touches along one axis: ``p*d + s*i``, i < n_out."""
-    return slice(p * d, p * d + s * (n_out - 1) + 1, s)
-
-
 def channels_last(x):
     """``(N, C, H, W) -> (N, H, W, C)`` as a view (contiguous when x came out of a Conv2D)."""
     return x.transpose(0, 2, 3, 1)
@@ -156,6 +142,8 @@ class Conv2D(Layer):
     (2, 8, 32, 32)
     """
 
+    batch_independent = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, init="he", seed=0):
         super().__init__()
@@ -168,9 +156,6 @@ class Conv2D(Layer):
         self._alloc("W", (self.out_channels, self.in_channels, *self.kernel_size))
         if self.bias:
             self._alloc("b", (self.out_channels,))
-        self._bufs = {}                              # column scratch arrays reused across calls
-        self._ones = {}                              # the shape each one's bias lane was filled for
-        self._outs = {}                              # outputs / input gradients (``reusable``)
         self.init_params(np.random.default_rng(seed))
 
     @staticmethod
@@ -214,68 +199,55 @@ class Conv2D(Layer):
             self.params["b"][...] = 0
 
     # -- buffers ---------------------------------------------------------------------------
-    def _scratch(self, name, shape, dtype, ones=None):
+    def _scratch(self, backend, name, shape, dtype, ones=None):
         """A per-layer scratch array kept across calls (a prefix of the largest one so far, so a
         smaller last batch allocates nothing). ``ones="col"`` / ``"row"`` fills the last column /
         row with ones whenever the shape changes (the bias lane)."""
-        size = int(np.prod(shape))
-        buf = self._bufs.get(name)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = self._bufs[name] = np.empty(size, dtype)
-            self._ones.pop(name, None)
+        size = math.prod(shape)
+        bufs, filled = self.__dict__.setdefault("_colbufs", {}), self.__dict__.setdefault("_ones", {})
+        buf = bufs.get(name)
+        if buf is None or type(buf) is not backend.ndarray or buf.size < size or buf.dtype != dtype:
+            buf = bufs[name] = backend.empty(size, dtype)
+            filled.pop(name, None)
         view = buf[:size].reshape(shape)
-        if ones is not None and self._ones.get(name) != (shape, ones):
+        if ones is not None and filled.get(name) != (shape, ones):
             if ones == "col":
                 view[:, -1] = 1
             else:
                 view[-1] = 1
-            self._ones[name] = (shape, ones)
+            filled[name] = (shape, ones)
         return view
 
-    def _padded(self, x, channels_last_memory):
-        """The input with a zero border of ``padding``, channels-last ``(N, Hp, Wp, C)`` or
-        NCHW ``(N, C, Hp, Wp)`` like its memory; a view when there is no padding."""
+    def _padded_nchw(self, backend, x):
+        """NCHW ``x`` with a zero border of ``padding`` (``x`` itself when there is none)."""
         ph, pw = self.padding
-        xs = channels_last(x) if channels_last_memory else x
         if ph == 0 and pw == 0:
-            return xs
+            return x
         N, C, H, W = x.shape
-        shape = (N, H + 2 * ph, W + 2 * pw, C) if channels_last_memory else (N, C, H + 2 * ph, W + 2 * pw)
-        buf = self._bufs.get("pad")
-        if buf is None or buf.shape != shape or buf.dtype != x.dtype:
-            buf = self._bufs["pad"] = np.zeros(shape, x.dtype)      # the border stays zero
-        if channels_last_memory:
-            buf[:, ph:ph + H, pw:pw + W] = xs
-        else:
-            buf[:, :, ph:ph + H, pw:pw + W] = xs
+        buf = self._scratch(backend, "pad", (N, C, H + 2 * ph, W + 2 * pw), x.dtype)
+        buf[...] = 0
+        buf[:, :, ph:ph + H, pw:pw + W] = x
         return buf
 
-    def _columns(self, start, stop):
+    def _columns(self, backend, start, stop):
         """im2col of samples ``start:stop``, kernel positions in ``(kh, kw, C)`` order.
 
-        Channels-last input gives ``cols`` ``(n*Ho*Wo, K [+1])`` (rows: output pixels);
-        NCHW input gives its transpose ``(K [+1], n*Ho*Wo)``, whose rows are whole-image
-        copies (the fast layout for a first layer of one or three channels)."""
-        xp, (Ho, Wo), C = self._xp, self._out_hw, self.in_channels
+        Channels-last input gives ``cols`` ``(n*Ho*Wo, K [+1])`` (rows: output pixels; the
+        backend's ``im2col``); NCHW input gives its transpose ``(K [+1], n*Ho*Wo)``, whose rows
+        are whole-image copies (the fast layout for a first layer of one or three channels)."""
+        x, (Ho, Wo), C = self._x_in, self._out_hw, self.in_channels
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         n, K = stop - start, kh * kw * C
         if self._rows_layout:
-            if K == C and not self.bias and self.padding == (0, 0):
-                view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
-                if view.flags.c_contiguous:
-                    return view.reshape(n * Ho * Wo, K)   # 1x1 kernel on contiguous input: no copy
-            buf = self._scratch("cols", (n * Ho * Wo, K + self.bias), xp.dtype, "col" if self.bias else None)
-            if self._compiled:                       # compiled: one pass, padding included
-                conv_kernels.compiled().im2col(xp[start:stop], kh, kw, sh, sw, *self.padding, dh, dw, buf)
-                return buf
-            view = windows(xp[start:stop], self.kernel_size, self.stride, self.dilation, (Ho, Wo))
-            r, e = buf.strides
-            blocks = as_strided(buf, (n, Ho, Wo, kh, kw, C), (Ho * Wo * r, Wo * r, r, kw * C * e, C * e, e))
-            np.copyto(blocks, view)                  # the one copy: window view -> GEMM operand
-            return buf
-        buf = self._scratch("cols", (K + self.bias, n * Ho * Wo), xp.dtype, "row" if self.bias else None)
+            xs = channels_last(x[start:stop])                    # (n, H, W, C)
+            if K == C and not self.bias and self.padding == (0, 0) and self.stride == (1, 1) \
+                    and xs.flags.c_contiguous:
+                return xs.reshape(n * Ho * Wo, K)    # 1x1 kernel on contiguous input: no copy
+            buf = self._scratch(backend, "cols", (n * Ho * Wo, K + self.bias), x.dtype, "col" if self.bias else None)
+            return backend.im2col(xs, self.kernel_size, self.stride, self.padding, self.dilation, buf, self)
+        buf = self._scratch(backend, "cols", (K + self.bias, n * Ho * Wo), x.dtype, "row" if self.bias else None)
         blocks = buf[:K].reshape(kh, kw, C, n, Ho, Wo)          # a view: buf is contiguous
-        xt = xp[start:stop].transpose(1, 0, 2, 3)               # (C, n, Hp, Wp)
+        xt = self._padded_nchw(backend, x[start:stop]).transpose(1, 0, 2, 3)   # (C, n, Hp, Wp)
         for p in range(kh):
             for q in range(kw):
                 blocks[p, q] = xt[:, :, offset_slice(p, dh, sh, Ho), offset_slice(q, dw, sw, Wo)]
@@ -289,7 +261,7 @@ class Conv2D(Layer):
         W = self.params["W"]
         O = self.out_channels
         K = W[0].size
-        Wm = np.empty((O, K + self.bias), W.dtype)
+        Wm = ops.get(W).empty((O, K + self.bias), W.dtype)
         Wm[:, :K] = W.transpose(0, 2, 3, 1).reshape(O, K)   # (O, kh, kw, C) order, a small copy
         if self.bias:
             Wm[:, -1] = self.params["b"]
@@ -305,21 +277,19 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         check_image(self, x, self.in_channels)
         Ho, Wo = check_fits(self, x, self.kernel_size, self.stride, self.padding, self.dilation)
+        backend = ops.get(x)
         dtype = self.params["W"].dtype
         x = x.astype(dtype, copy=False)
         N, L, O = x.shape[0], Ho * Wo, self.out_channels
         self._rows_layout = x.strides[1] < x.strides[3] and self.in_channels > 1  # channels-last memory
-        self._compiled = self._rows_layout and conv_kernels.get() is not None
-        # the compiled im2col reads the padding as zeros itself; the NumPy one needs a padded copy
-        self._xp = channels_last(x) if self._compiled else self._padded(x, self._rows_layout)
-        self._x_shape, self._out_hw = x.shape, (Ho, Wo)
+        self._x_in, self._x_shape, self._out_hw = x, x.shape, (Ho, Wo)
         Wm = self._weight_matrix()                   # (O, K [+1])
-        Y = reusable(self._outs, "Y", (N * L, O), dtype)   # rows (n, i, j): channels-last output
+        Y = backend.scratch(self, "Y", (N * L, O), dtype)   # rows (n, i, j): channels-last output
         chunks = self._chunks(N, L * Wm.shape[1] * Y.itemsize)
         for s, e in chunks:
-            cols = self._columns(s, e)
+            cols = self._columns(backend, s, e)
             A = cols if self._rows_layout else cols.T               # (rows, K+1)
-            np.matmul(A, Wm.T, out=Y[s * L:e * L])                  # @ (K+1, O)
+            backend.xp.matmul(A, Wm.T, out=Y[s * L:e * L])          # @ (K+1, O)
         self._cols = cols if len(chunks) == 1 else None             # kept for dW unless chunked
         return Y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)   # NCHW view, (N, Ho, Wo, O) memory
 
@@ -327,19 +297,21 @@ class Conv2D(Layer):
         N, C, H, W = self._x_shape
         (Ho, Wo), O = self._out_hw, self.out_channels
         L = Ho * Wo
-        dY = np.ascontiguousarray(channels_last(grad_y)).reshape(N * L, O)  # free after a Conv2D
+        backend = ops.get(grad_y)
+        xp = backend.xp
+        dY = xp.ascontiguousarray(channels_last(grad_y)).reshape(N * L, O)  # free after a Conv2D
         dtype = self.params["W"].dtype
         K = self.kernel_size[0] * self.kernel_size[1] * C
-        dWt = np.empty((K + self.bias, O), dtype)   # [dW | db]^T: the ones lane gives db
+        dWt = backend.empty((K + self.bias, O), dtype)   # [dW | db]^T: the ones lane gives db
         chunks = self._chunks(N, L * (K + self.bias) * dWt.itemsize)
         for s, e in chunks:
-            cols = self._cols if self._cols is not None else self._columns(s, e)
+            cols = self._cols if self._cols is not None else self._columns(backend, s, e)
             dYc = dY[s * L:e * L]                                   # (rows, O)
             if self._rows_layout:                    # (K+1, rows) @ (rows, O): the faster
-                part = np.matmul(cols.T, dYc, out=dWt if s == 0 else None)   # orientation here
+                part = xp.matmul(cols.T, dYc, out=dWt if s == 0 else None)   # orientation here
             else:                                    # thin first layer: one small GEMM per sample,
                 n = e - s                            # summed (OpenBLAS is slow on one long K)
-                part = np.matmul(cols.reshape(-1, n, L).transpose(1, 0, 2), dYc.reshape(n, L, O)).sum(axis=0)
+                part = xp.matmul(cols.reshape(-1, n, L).transpose(1, 0, 2), dYc.reshape(n, L, O)).sum(axis=0)
                 if s == 0:
                     dWt[...] = part
             if s > 0:
@@ -349,48 +321,22 @@ class Conv2D(Layer):
             self.grads["b"][...] = dWt[K]
         if not self.input_grad:
             return None
-        return self._input_grad(dY)
+        return self._input_grad(backend, dY)
 
-    def _input_grad(self, dY):
-        """col2im. Compiled: ``dcols = dY @ Wm`` then one pass adding it into ``dX``. NumPy: for
-        each kernel offset ``(p, q)`` the GEMM ``dY @ W[:, :, p, q]`` gives the gradient of the
-        input pixels that offset read, added into ``dX`` as one strided slice (contiguous
-        operands make the adds about twice as fast as slicing one big ``dcols``)."""
+    def _input_grad(self, backend, dY):
+        """col2im: ``dcols = dY @ Wm`` (one GEMM per chunk), then the backend's ``col2im`` adds
+        each column entry back into the input pixel it was read from. The result is NCHW,
+        channels-last in memory."""
         N, C, H, W = self._x_shape
-        (Ho, Wo), L = self._out_hw, self._out_hw[0] * self._out_hw[1]
-        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
-        if self._compiled:                           # one GEMM, then a compiled col2im pass
-            Wm = self._weight_matrix()[:, :kh * kw * C]                 # (O, K)
-            dX = reusable(self._outs, "dX", (N, H, W, C), Wm.dtype, zero=True)
-            for s, e in self._chunks(N, L * Wm.shape[1] * Wm.itemsize):
-                dcols = np.matmul(dY[s * L:e * L], Wm,
-                                  out=self._scratch("dcols", ((e - s) * L, Wm.shape[1]), Wm.dtype))
-                conv_kernels.compiled().col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dX[s:e])
-            return dX.transpose(0, 3, 1, 2)
-        Wk = self.params["W"].transpose(2, 3, 0, 1).reshape(kh * kw, self.out_channels, C)  # (k, O, C)
-        dXp = np.zeros(self._xp.shape, Wk.dtype)     # padded, in the input's memory layout
-        for s, e in self._chunks(N, L * kh * kw * C * Wk.itemsize):
-            n, dYc = e - s, dY[s * L:e * L]
-            if self._rows_layout:                    # D[k] = dY @ W_k: (k, rows, C)
-                D = np.matmul(dYc, Wk, out=self._scratch("dcols", (kh * kw, n * L, C), Wk.dtype))
-                D = D.reshape(kh, kw, n, Ho, Wo, C)
-                target = dXp[s:e]                                   # (n, Hp, Wp, C)
-            else:                                    # D[k] = W_k^T @ dY^T: (k, C, rows)
-                D = np.matmul(Wk.transpose(0, 2, 1), dYc.T,
-                              out=self._scratch("dcols", (kh * kw, C, n * L), Wk.dtype))
-                D = D.reshape(kh, kw, C, n, Ho, Wo)
-                target = dXp[s:e].transpose(1, 0, 2, 3)             # (C, n, Hp, Wp)
-            for p in range(kh):
-                rows = offset_slice(p, dh, sh, Ho)
-                for q in range(kw):
-                    cols = offset_slice(q, dw, sw, Wo)
-                    if self._rows_layout:
-                        target[:, rows, cols] += D[p, q]
-                    else:
-                        target[:, :, rows, cols] += D[p, q]
-        if self._rows_layout:
-            return dXp[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)   # (N, C, H, W) view
-        return dXp[:, :, ph:ph + H, pw:pw + W]
+        L = self._out_hw[0] * self._out_hw[1]
+        K = self.kernel_size[0] * self.kernel_size[1] * C
+        Wm = self._weight_matrix()[:, :K]                           # (O, K)
+        dX = backend.scratch(self, "dX", (N, H, W, C), Wm.dtype, zero=True)
+        for s, e in self._chunks(N, L * K * Wm.itemsize):
+            dcols = backend.xp.matmul(dY[s * L:e * L], Wm,
+                                      out=self._scratch(backend, "dcols", ((e - s) * L, K), Wm.dtype))
+            backend.col2im(dcols, self.kernel_size, self.stride, self.padding, self.dilation, dX[s:e], self)
+        return dX.transpose(0, 3, 1, 2)
 
     # -- configuration ---------------------------------------------------------------------
     def config(self):
@@ -410,6 +356,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         return 2 * Ho * Wo * self.out_channels * self.in_channels * kh * kw
 
-    def astype(self, dtype):
-        self._bufs, self._ones, self._outs = {}, {}, {}
-        return super().astype(dtype)
+    def drop_scratch(self):
+        super().drop_scratch()
+        for key in ("_colbufs", "_ones"):
+            self.__dict__.pop(key, None)

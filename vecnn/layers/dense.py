@@ -5,10 +5,11 @@ import math
 
 import numpy as np
 
-from .. import init, kernels
+from .. import init, ops
 from ..limits import MAX_PARAMS, check_size
 from ..registry import check_config, register_layer
-from .base import Layer, built_like, check_flag, check_seed, reusable
+from .activations import ReLU
+from .base import Layer, built_like, check_flag, check_seed
 
 
 def _positive_int(where: str, name: str, value) -> int:
@@ -57,6 +58,8 @@ class Dense(Layer):
     >>> layer.forward(np.ones((4, 3), np.float32)).shape
     (4, 2)
     """
+
+    batch_independent = True
 
     def __init__(self, in_features, out_features, bias=True, init="he", seed=0):
         super().__init__()
@@ -109,47 +112,41 @@ class Dense(Layer):
         if getattr(self, "_x", None) is None:
             raise ValueError(f"{self!r}: backward called before forward (it needs the forward's input)")
         if self.bias:                                      # db: (out,)
-            k = kernels.get() if grad_y.dtype == np.float32 and grad_y.flags.c_contiguous else None
-            if k is not None and self.grads["b"].dtype == np.float32:
-                k.column_sums(grad_y, self.grads["b"])
-            else:
-                np.sum(grad_y, axis=0, out=self.grads["b"])
+            ops.get(grad_y).column_sums(grad_y, self.grads["b"])
         return self._backward_products(grad_y)
 
     def _backward_products(self, grad_y):
-        np.matmul(self._x.T, grad_y, out=self.grads["W"])  # dW = X^T dZ: (in, out)
+        ops.get(grad_y).xp.matmul(self._x.T, grad_y, out=self.grads["W"])  # dW = X^T dZ: (in, out)
         if not self.input_grad:
             return None
         return grad_y @ self.params["W"].T                 # dX = dZ W^T: (n, in)
 
-    # -- Dense followed by ReLU, fused (Sequential uses these; the results equal the two
-    # layers' own forward and backward) -------------------------------------------------------
-    def forward_relu(self, x, relu, training=False):
-        """``relu.forward(self.forward(x))`` with the bias and the ReLU applied in one pass
-        over the product, in place; ``relu`` keeps its output for its backward as usual."""
+    # -- Dense followed by ReLU, fused (Sequential runs them as one step; the results equal
+    # the two layers' own forward and backward) ----------------------------------------------
+    def fuse(self, following):
+        if type(following) is ReLU:
+            return self.forward_relu, self.backward_relu
+        return super().fuse(following)
+
+    def forward_relu(self, x, training=False):
+        """``ReLU().forward(self.forward(x))`` with the bias and the ReLU applied in one pass
+        over the product, in place; the output is kept for the ReLU's gradient."""
         y = self._product(x)
-        k = kernels.get() if y.dtype == np.float32 else None
-        if k is not None and self.bias:
-            k.bias_relu(y, self.params["b"])
-        elif k is not None:                       # the ReLU layer's own kernel (NaN -> 0 like it)
-            k.relu_forward(y.reshape(-1), y.reshape(-1))
-        else:
-            if self.bias:
-                y += self.params["b"]
-            np.maximum(y, 0, out=y)
-        relu._y = y
+        ops.get(y).bias_relu(y, self.params["b"] if self.bias else None)
+        self._relu_y = y
         return y
 
-    def backward_relu(self, grad_y, relu):
-        """``self.backward(relu.backward(grad_y))``: the ReLU mask and the bias gradient in one
-        pass, then the two matrix products."""
-        y = relu._y
-        k = kernels.get() if grad_y.dtype == y.dtype == np.float32 else None
-        if k is not None and self.bias and grad_y.flags.c_contiguous and y.flags.c_contiguous:
-            dz = reusable(self.__dict__.setdefault("_bufs", {}), "dz", y.shape, y.dtype)
-            k.relu_backward_bias(y, grad_y, dz, self.grads["b"])
-            return self._backward_products(dz)
-        return self.backward(relu.backward(grad_y))
+    def backward_relu(self, grad_y):
+        """``self.backward(ReLU's backward(grad_y))``: the ReLU mask and the bias gradient in
+        one pass, then the two matrix products."""
+        y = self._relu_y
+        backend = ops.get(grad_y)
+        dz = backend.scratch(self, "dz", y.shape, y.dtype)
+        if self.bias:
+            backend.relu_backward_bias(y, grad_y, dz, self.grads["b"])
+        else:
+            backend.relu_backward(y, grad_y, dz)
+        return self._backward_products(dz)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,

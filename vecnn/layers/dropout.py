@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..registry import register_layer
 from .base import Layer, check_seed
 
@@ -15,6 +16,9 @@ class Dropout(Layer):
     The mask comes from the layer's own ``numpy.random.Generator`` (``self.rng``), seeded by
     ``seed`` or re-seeded by ``Sequential(seed=...)``: the same seed gives the same masks.
     """
+
+    # each replica of a split batch draws its own masks (vecnn.parallel)
+    batch_independent = True
 
     def __init__(self, rate=0.5, seed=0):
         super().__init__()
@@ -31,8 +35,9 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
-        self._mask = keep * np.asarray(1 / (1 - self.rate), dtype=x.dtype)   # 0 or 1/(1-p)
+        backend = ops.get(x)                  # the masks come from the layer's NumPy generator
+        keep = backend.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.rate)
+        self._mask = keep * backend.xp.asarray(1 / (1 - self.rate), dtype=x.dtype)   # 0 or 1/(1-p)
         return x * self._mask
 
     def backward(self, grad_y):

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
-from ..registry import register_layer
-from ..registry import check_config
-from .base import Layer, built_like, check_number, reusable_like
+from .. import ops
+from ..registry import check_config, register_layer
+from .base import Layer, built_like, check_number
 from .dense import _positive_int, check_params
 
 
@@ -25,8 +24,8 @@ class _BatchNorm(Layer):
             type(self).__name__, num_features, eps, momentum)
         self._alloc("gamma", (self.num_features,))
         self._alloc("beta", (self.num_features,))
-        self.state["running_mean"] = np.zeros(self.num_features, np.float32)
-        self.state["running_var"] = np.ones(self.num_features, np.float32)
+        self.state["running_mean"] = ops.cpu().zeros(self.num_features, np.float32)
+        self.state["running_var"] = ops.cpu().zeros(self.num_features, np.float32)
         self.init_params(None)
 
     @staticmethod
@@ -67,7 +66,7 @@ class _BatchNorm(Layer):
     def _like(self, name, x, x2):
         """An array shaped like ``x`` in ``x2``'s memory order (channels-last for images), and
         its ``(M, C)`` view; from the layer's reusable buffers (never one a caller still holds)."""
-        out = reusable_like(self, name, x.shape, x2.dtype, channels_last=x.ndim == 4)
+        out = ops.get(x).scratch(self, name, x.shape, x2.dtype, channels_last=x.ndim == 4)
         return out, (out if x.ndim == 2 else out.transpose(0, 2, 3, 1).reshape(-1, x.shape[1]))
 
     def forward(self, x, training=False):
@@ -79,34 +78,23 @@ class _BatchNorm(Layer):
         if training and m < 2:
             raise ValueError(f"{self!r}: training needs more than one value per feature, "
                              f"received input of shape {x.shape}")
+        backend = ops.get(x)
+        xp = backend.xp
         x2 = self._columns(x) if x.dtype == self.params["gamma"].dtype else None
-        k = kernels.get() if x2 is not None and x2.dtype == np.float32 else None
         self._training = training
         if x2 is not None:                        # (M, C) view: reductions over axis 0
             if training:
-                if k is not None:                 # one pass, float64 accumulators
-                    mean, var = np.empty(self.num_features, np.float64), np.empty(self.num_features, np.float64)
-                    k.bn_stats(x2, mean, var)
-                    mean, var = mean.astype(x2.dtype), var.astype(x2.dtype)
-                else:
-                    mean = x2.mean(axis=0)
-                    var = x2.var(axis=0)
+                mean, var = backend.bn_stats(x2)
                 self._update_running(mean, var, m)
             else:
                 mean, var = self.state["running_mean"], self.state["running_var"]
-            inv_std = (1 / np.sqrt(var + self.eps)).astype(x2.dtype)
+            inv_std = (1 / xp.sqrt(var + self.eps)).astype(x2.dtype)
             self._inv_std = inv_std
             self._xhat = self._xhat2 = None      # the previous batch's buffer may be reused
             y, y2 = self._like("y", x, x2)
             xhat, xhat2 = self._like("xhat", x, x2)
-            if k is not None:
-                k.bn_normalize(x2, mean.astype(x2.dtype), inv_std, self.params["gamma"], self.params["beta"],
-                               xhat2, y2)
-            else:
-                np.subtract(x2, mean, out=xhat2)
-                xhat2 *= inv_std
-                np.multiply(xhat2, self.params["gamma"], out=y2)
-                y2 += self.params["beta"]
+            backend.bn_normalize(x2, mean.astype(x2.dtype), inv_std, self.params["gamma"], self.params["beta"],
+                                 xhat2, y2)
             self._xhat, self._xhat2 = xhat, xhat2
             return y
         if training:
@@ -115,7 +103,7 @@ class _BatchNorm(Layer):
             self._update_running(mean, var, m)
         else:
             mean, var = self.state["running_mean"], self.state["running_var"]
-        inv_std = 1 / np.sqrt(var + self.eps)                     # (C,)
+        inv_std = 1 / xp.sqrt(var + self.eps)                     # (C,)
         self._xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
         self._xhat2 = None
         self._inv_std = inv_std
@@ -138,31 +126,22 @@ class _BatchNorm(Layer):
             g2 = self._columns(grad_y)
             if g2 is not None and g2.shape != xhat2.shape:
                 g2 = None
+        backend = ops.get(grad_y)
         if g2 is not None:                         # (M, C) views: reductions over axis 0
-            k = kernels.get() if g2.dtype == np.float32 else None
-            if k is not None:
-                k.bn_grad_sums(g2, xhat2, self.grads["gamma"], self.grads["beta"])
-            else:
-                np.sum(g2 * xhat2, axis=0, out=self.grads["gamma"])
-                np.sum(g2, axis=0, out=self.grads["beta"])
+            backend.bn_grad_sums(g2, xhat2, self.grads["gamma"], self.grads["beta"])
             if not self.input_grad:
                 return None
             dx, dx2 = self._like("dx", grad_y, xhat2)
             if not self._training:                 # statistics are constants in eval mode
-                np.multiply(g2, g, out=dx2)
+                backend.xp.multiply(g2, g, out=dx2)
                 return dx
             b = self.grads["beta"] / m
             d = self.grads["gamma"] / m
-            if k is not None:
-                k.bn_input_grad(g2, xhat2, g.astype(g2.dtype), b, d, dx2)
-            else:
-                np.multiply(xhat2, d, out=dx2)
-                dx2 += b
-                np.subtract(g2, dx2, out=dx2)
-                dx2 *= g
+            backend.bn_input_grad(g2, xhat2, g.astype(g2.dtype), b, d, dx2)
             return dx
-        np.sum(grad_y * xhat, axis=self.axes, out=self.grads["gamma"])  # dgamma: (C,)
-        np.sum(grad_y, axis=self.axes, out=self.grads["beta"])          # dbeta: (C,)
+        xp = backend.xp
+        xp.sum(grad_y * xhat, axis=self.axes, out=self.grads["gamma"])  # dgamma: (C,)
+        xp.sum(grad_y, axis=self.axes, out=self.grads["beta"])          # dbeta: (C,)
         if not self.input_grad:
             return None
         g = g.reshape(shape)
@@ -182,7 +161,7 @@ class _BatchNorm(Layer):
 
 
 @register_layer
-class BatchNorm1D(_BatchNorm):
+class BatchNorm1D(_BatchNorm):  # batch_independent stays False: batch statistics
     """Batch normalization of ``(n, features)`` input, per feature."""
 
     axes = (0,)

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .. import ops
 from ..backend import DTYPE
 from ..limits import check_shape
 from ..registry import check_config, register_layer
@@ -72,8 +73,8 @@ class Standardize(Layer):
         self.input_shape = None
         if shape is not None:
             self._set_shape(shape)
-            self.state["mean"] = np.zeros(self._stats_shape(), DTYPE)
-            self.state["std"] = np.ones(self._stats_shape(), DTYPE)
+            self.state["mean"] = ops.cpu().zeros(self._stats_shape(), DTYPE)
+            self.state["std"] = ops.cpu().zeros(self._stats_shape(), DTYPE) + 1
 
     @staticmethod
     def _check_args(input_shape=None, per="channel", eps=1e-6):
@@ -111,7 +112,8 @@ class Standardize(Layer):
     def adapt(self, X) -> "Standardize":
         """Compute ``mean`` and ``std`` from ``X`` ``(n, *input_shape)``, the training split
         only. Works in float64 over chunks of rows; stores float32. Returns ``self``."""
-        X = np.asarray(X)
+        xp = ops.get(X).xp if hasattr(X, "shape") else ops.cpu().xp
+        X = xp.asarray(X)
         if X.ndim < 2 or len(X) == 0 or X.dtype.kind not in "fiub":
             raise ValueError(f"Standardize.adapt: expected a non-empty numeric array of shape "
                              f"(n, ...), received shape {X.shape} dtype {X.dtype}")
@@ -123,15 +125,15 @@ class Standardize(Layer):
         axes = tuple(i for i, s in enumerate((len(X), *stats)) if s == 1 or i == 0)
         count = math.prod(X.shape[a] for a in axes)
         # two passes (mean, then squared deviations) in float64: no catastrophic cancellation
-        total = np.zeros((1, *stats))
+        total = xp.zeros((1, *stats))
         for i in range(0, len(X), _CHUNK):
             total += X[i:i + _CHUNK].sum(axis=axes, keepdims=True, dtype=np.float64)
         mean = total / count                                            # (1, *stats)
-        sq = np.zeros((1, *stats))
+        sq = xp.zeros((1, *stats))
         for i in range(0, len(X), _CHUNK):
             d = X[i:i + _CHUNK] - mean                                  # float64 chunk
-            sq += np.square(d, out=d).sum(axis=axes, keepdims=True)
-        std = np.sqrt(sq / count)
+            sq += xp.square(d, out=d).sum(axis=axes, keepdims=True)
+        std = xp.sqrt(sq / count)
         std[std < self.eps] = 1.0                                       # constant inputs: only center
         self.state["mean"] = mean[0].astype(DTYPE)
         self.state["std"] = std[0].astype(DTYPE)
@@ -140,6 +142,8 @@ class Standardize(Layer):
     @property
     def adapted(self) -> bool:
         return "mean" in self.state
+
+    batch_independent = True
 
     def forward(self, x, training=False):
         if not self.adapted:

@@ -12,6 +12,8 @@ sub-layer that owns the entry, so the sub-layer computes with that same view.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import fmt_shape
@@ -283,7 +285,7 @@ class Residual(Layer):
             shape = tuple(layer.output_shape(shape))
         if self.projection is not None:
             total += self.projection.flops(tuple(input_shape))
-        return total + int(np.prod(shape))           # the addition
+        return total + math.prod(shape)           # the addition
 
     def __repr__(self):
         inner = ", ".join(type(l).__name__ for l in self.layers)

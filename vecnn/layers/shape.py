@@ -11,6 +11,8 @@ from .base import Layer
 class Flatten(Layer):
     """Reshape each sample to a vector. Input ``(n, *dims)``; output ``(n, prod(dims))``."""
 
+    batch_independent = True
+
     def forward(self, x, training=False):
         self._check(x)
         self._shape = x.shape

@@ -1,10 +1,11 @@
-"""vecnn's compiled kernels (numba), loaded by ``vecnn.kernels`` when numba is installed.
+"""vecnn's compiled kernels (numba), behind the compiled CPU backend (``vecnn.ops.numba_backend``),
+which loads this module on first use.
 
 Everything compiled lives in this one module, at module level, so that numba's on-disk cache
 finds it again in the next process and is invalidated when this file changes (numba compares
 only the file of the function it loads: a kernel here inlined into a kernel in another file
 would stay stale in that file's cache). Addresses (OpenBLAS's functions, the share kernels of
-``vecnn.pool``) are always arguments, never constants compiled into cached code.
+``vecnn.ops._openblas``) are always arguments, never constants compiled into cached code.
 """
 import numpy as np
 from llvmlite import ir
@@ -12,12 +13,12 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Each kernel runs on the thread that calls it: vecnn.pool hands the big ones to OpenBLAS's own
+# Each kernel runs on the thread that calls it: vecnn.ops._openblas hands the big ones to OpenBLAS's own
 # threads in shares (a second thread pool beside OpenBLAS's spinning workers costs more than
 # it gains). 'reassoc' lets LLVM vectorize the finiteness sum.
 # No "contract": fused multiply-adds would round differently where LLVM forms them (the
 # vectorized body, the scalar tail, a kernel inlined elsewhere), so a result would depend on
-# where a range starts, e.g. on how many threads split it (vecnn.pool).
+# where a range starts, e.g. on how many threads split it (vecnn.ops._openblas).
 opts = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 zero = np.float32(0)
 # Momentum-like state decays geometrically where a weight gets no gradient (the weights of
@@ -229,9 +230,152 @@ def bn_input_grad(g, xhat, a, b, d, dx):
             dx[i, c] = a[c] * (g[i, c] - (b[c] + xhat[i, c] * d[c]))
 
 
-# -- shares of a range, run on OpenBLAS's threads (vecnn.pool) ---------------------------
+# -- convolution and pooling, on channels-last views (N, H, W, C), any strides: one pass over
+# memory each, where the NumPy versions make one whole-array pass per kernel offset
+conv_opts = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**conv_opts)
+def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
+    # x (N, H, W, C) -> y (N, Ho, Wo, C) and arg: the window offset p*kw + q of the first
+    # maximum (row-major; NaN wins, as in PyTorch). Positions in the padding are skipped.
+    # ``relu``: pool max(x, 0) instead, exactly as a ReLU (NaN -> 0) and then this pool: each
+    # window starts at 0 with arg 255 ("no positive value": no gradient flows back) and only
+    # a strictly greater value takes over, so the first positive maximum wins.
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = y.shape
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        # the common 2x2 / 2 pool: four loads and selects per output, vectorized over C
+        zero = x.dtype.type(0)                   # typed: a bare 0 would widen m to float64
+        for n in range(N):
+            for i in range(Ho):
+                for j in range(Wo):
+                    r, s = 2 * i, 2 * j
+                    for c in range(C):
+                        m, a = (zero, 255) if relu else (x[n, r, s, c], 0)
+                        v = x[n, r, s, c]
+                        t = v > m                # relu only: offset 0 against the start value
+                        m, a = (v, 0) if t else (m, a)
+                        v = x[n, r, s + 1, c]
+                        t = v > m or (v != v and not relu)
+                        m, a = (v, 1) if t else (m, a)
+                        v = x[n, r + 1, s, c]
+                        t = v > m or (v != v and not relu)
+                        m, a = (v, 2) if t else (m, a)
+                        v = x[n, r + 1, s + 1, c]
+                        t = v > m or (v != v and not relu)
+                        m, a = (v, 3) if t else (m, a)
+                        y[n, i, j, c] = m
+                        arg[n, i, j, c] = a
+        return
+    for n in range(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                first = not relu
+                if relu:
+                    for c in range(C):
+                        y[n, i, j, c] = 0
+                        arg[n, i, j, c] = 255
+                for p in range(kh):
+                    r = i * sh + p - ph
+                    if r < 0 or r >= H:
+                        continue
+                    for q in range(kw):
+                        s = j * sw + q - pw
+                        if s < 0 or s >= W:
+                            continue
+                        k = p * kw + q
+                        if first:
+                            for c in range(C):
+                                y[n, i, j, c] = x[n, r, s, c]
+                                arg[n, i, j, c] = k
+                            first = False
+                        else:
+                            for c in range(C):
+                                v = x[n, r, s, c]
+                                if v > y[n, i, j, c] or (v != v and not relu):
+                                    y[n, i, j, c] = v
+                                    arg[n, i, j, c] = k
+
+@njit(**conv_opts)
+def maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, dx, tiled):
+    # dx (N, H, W, C): each dy goes to its window's winning position. ``tiled`` (stride ==
+    # kernel, no padding) writes every covered element exactly once, zeros included, so dx
+    # needs no clearing but for the rows / columns past the last window; otherwise dx must
+    # arrive zeroed and overlapping windows add up.
+    N, Ho, Wo, C = dy.shape
+    zero = dy.dtype.type(0)
+    for n in range(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                if tiled:
+                    for p in range(kh):
+                        for q in range(kw):
+                            k = p * kw + q
+                            r = i * sh + p
+                            s = j * sw + q
+                            for c in range(C):
+                                dx[n, r, s, c] = dy[n, i, j, c] if arg[n, i, j, c] == k else zero
+                else:
+                    for c in range(C):
+                        k = arg[n, i, j, c]
+                        if k == 255:                 # a pooled ReLU's zero-slope window
+                            continue
+                        r = i * sh + k // kw - ph
+                        s = j * sw + k % kw - pw
+                        dx[n, r, s, c] += dy[n, i, j, c]
+
+@njit(**conv_opts)
+def col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dx):
+    # dcols (N*Ho*Wo, kh*kw*C), columns in (p, q, c) order -> dx (N, H, W, C), zeroed on
+    # entry: dx[n, i*sh + p*dh - ph, j*sw + q*dw - pw, c] += dcols[(n, i, j), (p, q, c)],
+    # dropping what falls in the padding.
+    N, H, W, C = dx.shape
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    for n in range(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                row = (n * Ho + i) * Wo + j
+                for p in range(kh):
+                    r = i * sh + p * dh - ph
+                    if r < 0 or r >= H:
+                        continue
+                    for q in range(kw):
+                        s = j * sw + q * dw - pw
+                        if s < 0 or s >= W:
+                            continue
+                        base = (p * kw + q) * C
+                        for c in range(C):
+                            dx[n, r, s, c] += dcols[row, base + c]
+
+@njit(**conv_opts)
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
+    # x (N, H, W, C) -> cols (N*Ho*Wo, >= kh*kw*C), columns in (p, q, c) order, zeros for
+    # the padding (so no padded copy of x is made). Extra columns (the bias lane) are kept.
+    N, H, W, C = x.shape
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    for n in range(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                row = (n * Ho + i) * Wo + j
+                for p in range(kh):
+                    r = i * sh + p * dh - ph
+                    for q in range(kw):
+                        s = j * sw + q * dw - pw
+                        base = (p * kw + q) * C
+                        if r < 0 or r >= H or s < 0 or s >= W:
+                            for c in range(C):
+                                cols[row, base + c] = 0
+                        else:
+                            for c in range(C):
+                                cols[row, base + c] = x[n, r, s, c]
+
+
+# -- shares of a range, run on OpenBLAS's threads (vecnn.ops._openblas) ---------------------------
 _BLAS_SINGLE = 2        # OpenBLAS's mode flag for single precision (strides in 4-byte units)
-# what vecnn.pool passes as fns: OpenBLAS's two functions, then the share kernels of SHARES
+# what vecnn.ops._openblas passes as fns: OpenBLAS's two functions, then the share kernels of SHARES
 _L1, _THREADS, _OPTIMIZER, _GATHER, _PROBE, _FINITE = range(6)
 
 i32, i64 = ir.IntType(32), ir.IntType(64)
@@ -394,10 +538,13 @@ def current_threads(fns):
 
 
 #: addresses of the share kernels (optimizer, gather, probe, finiteness check), compiled here
-#: at import; None if this numba cannot compile them (vecnn.pool is then off, every other
+#: at import; None if this numba cannot compile them (vecnn.ops._openblas is then off, every other
 #: kernel stays on)
+#: SHARES_ERROR says why (``vecnn backends`` prints it)
+SHARES_ERROR = None
 try:
     SHARES = tuple(cfunc(share_sig, nogil=True, cache=True)(f).address
                    for f in (_optimizer_share, _gather_share, _probe_share, _finite_share))
-except Exception:
+except Exception as e:      # reported, never silent: see vecnn.ops.report()
     SHARES = None
+    SHARES_ERROR = f"{type(e).__name__}: {e}"

@@ -1,4 +1,5 @@
-"""Memory-bound kernels split across the BLAS's own threads.
+"""Memory-bound kernels split across the BLAS's own threads: a private detail of the compiled
+CPU backend (``vecnn.ops.numba_backend``), used only where its start-up probe verified it.
 
 BLAS runs the matrix products of a step on every core; what runs between them (the optimizer
 pass over all parameters, the batch gather) ran on one core while the others waited. A second
@@ -17,7 +18,7 @@ only where it was verified at start-up: NumPy's BLAS is an OpenBLAS (0.3.20 or l
 pthreads whose ``blas_level1_thread`` is found and splits a probe range as expected; otherwise
 ``get()`` returns None and the kernels run on one thread. It never asks for more threads than
 OpenBLAS has at the moment of the call (``threadpoolctl`` limits are respected).
-``vecnn.kernels.enabled = False`` turns it off with the other kernels.
+``vecnn.kernels.enabled = False`` (or the NumPy backend) turns it off with the other kernels.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import ctypes
 
 import numpy as np
 
-from . import kernels
+from .. import kernels
 
 #: fewer elements than this run on one thread (the split costs a few microseconds)
 MIN_ELEMENTS = 1 << 15
@@ -83,7 +84,7 @@ def _build():
     blas = _find_functions()
     if blas is None:
         raise RuntimeError("no OpenBLAS blas_level1_thread here")
-    from . import kernels_numba as c
+    from . import _numba as c
 
     if c.SHARES is None:
         raise RuntimeError("this numba cannot compile the pool's share kernels")
@@ -133,3 +134,10 @@ _pool = kernels.Lazy(_build)
 def get():
     """The pool, or None where it cannot run (no numba, kernels disabled, another BLAS)."""
     return _pool.get()
+
+
+def why_not() -> str | None:
+    """Why ``get()`` returned None (the probe or the lookup that failed), or None."""
+    if not kernels.enabled:
+        return "turned off with the other kernels (vecnn.kernels.enabled = False)"
+    return _pool.error
