@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import json
 import math
 import os
 import sys
@@ -26,17 +27,19 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RUN_KEYS = ("dataset", "data", "labels", "label_column", "model", "batch_size", "lr", "optimizer", "schedule",
             "seed", "val_split", "standardize", "augment")
 # flags --resume may change: they say how to go on, not what the run is
-RESUME_KEYS = ("epochs", "threads", "workers", "root", "download", "keep_checkpoints")
+RESUME_KEYS = ("epochs", "threads", "workers", "root", "download", "keep_checkpoints", "device")
 TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "labels": None, "label_column": "label", "model": "mlp",
                   "epochs": None, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0,
                   "val_split": 0.1, "standardize": True, "augment": None, "root": None, "download": False,
-                  "threads": None, "workers": "auto", "keep_checkpoints": 3}
+                  "threads": None, "workers": "auto", "keep_checkpoints": 3, "device": "cpu"}
 PRESET_EPOCHS = {"mlp": 20, "cnn": 20, "resnet": 10}
+# --device: where the model computes ("auto": the GPU when there is one, else the CPU)
+DEVICES = ("cpu", "gpu", "auto")
 
 
 def _workers(text: str):
     """``--workers``: a positive integer or 'auto'."""
-    from .bench.cli import positive_int     # stdlib-only module: no cost at startup
+    from .bench.cli import positive_int  # stdlib-only module: no cost at startup
 
     return text if text == "auto" else positive_int(text)
 
@@ -101,17 +104,23 @@ def _parser() -> argparse.ArgumentParser:
                                    "from its last checkpoint; --epochs N with it trains on to epoch N.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="model spec tokens (comma separated; input sizes are inferred):\n"
-                              "  dense:UNITS  conv:OUT:KERNEL[:STRIDE[:PADDING]]  maxpool:K[:STRIDE]  avgpool:K[:STRIDE]\n"
-                              "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  gelu[:tanh]  softmax\n"
-                              "example: vecnn train --dataset fashion-mnist --model dense:256,relu,dropout:0.2,dense:10\n\n"
+                              "  dense:UNITS  conv:OUT:KERNEL[:STRIDE[:PADDING]]  maxpool:K[:STRIDE]  "
+                              "avgpool:K[:STRIDE]\n"
+                              "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  "
+                              "gelu[:tanh]  softmax\n"
+                              "example: vecnn train --dataset fashion-mnist "
+                              "--model dense:256,relu,dropout:0.2,dense:10\n\n"
                               "exit codes: 0 success, 2 bad usage or input, 1 anything else, 130 interrupted")
     # defaults are None so that --resume can tell which flags the user actually gave
-    t.add_argument("--dataset", help="named dataset: digits (built in), fashion-mnist, mnist, kmnist (default: digits)")
-    t.add_argument("--data", metavar="FILE", help="your own data: .npz (x, y), .npy (X; labels in a sibling *_y.npy or --labels) or .csv")
+    t.add_argument("--dataset",
+                   help="named dataset: digits (built in), fashion-mnist, mnist, kmnist (default: digits)")
+    t.add_argument("--data", metavar="FILE",
+                   help="your own data: .npz (x, y), .npy (X; labels in a sibling *_y.npy or --labels) or .csv")
     t.add_argument("--labels", metavar="FILE", help="labels .npy for --data X.npy")
     t.add_argument("--label-column", help="CSV label column name or index (default: label)")
     t.add_argument("--root", metavar="DIR", help="look for the dataset only in DIR")
-    t.add_argument("--download", action="store_true", default=None, help="download the dataset if missing (checked against SHA-256)")
+    t.add_argument("--download", action="store_true", default=None,
+                   help="download the dataset if missing (checked against SHA-256)")
     t.add_argument("--model", help="a preset (mlp, cnn, resnet) or a layer spec string (default: mlp)")
     t.add_argument("--epochs", type=_checked("epochs", int),
                    help="number of epochs (default: " + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items())
@@ -135,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="threads that each train on a share of every batch (data parallel in this "
                         "process); 'auto': one per BLAS thread for convolutional models (default: auto)")
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<dataset>-<model>)")
+    t.add_argument("--device", choices=DEVICES,
+                   help="where to train: cpu, gpu (an NVIDIA GPU through CuPy: pip install "
+                        "'vecnn[gpu-cuda12]' or 'vecnn[gpu-cuda13]'), or auto (the GPU when there is one, "
+                        "else the CPU); recorded in config.json, and --resume continues on the recorded "
+                        "device unless given (default: cpu; `vecnn backends` says what is available)")
     t.add_argument("--keep-checkpoints", type=_checked("keep_checkpoints", int), metavar="N",
                    help="keep the last N epoch checkpoints and the best one (lowest val_loss); 0 keeps "
                         "every one (default: 3; recorded in config.json)")
@@ -148,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", metavar="FILE")
     e.add_argument("--label-column", default="label")
     e.add_argument("--root", metavar="DIR")
+    e.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default: cpu)")
 
     from .bench.cli import positive_int
 
@@ -156,8 +171,16 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", metavar="INPUT", nargs="+", help=".npy/.npz arrays or image files (PNG, JPEG, ...)")
     pr.add_argument("--top", type=positive_int, default=3, help="show the top K classes (default: 3)")
     pr.add_argument("--invert", action="store_true", help="invert images (dark strokes on light paper)")
+    pr.add_argument("--device", choices=DEVICES, default="cpu", help="where to compute (default: cpu)")
 
     sub.add_parser("datasets", help="list known datasets, where each was found or how to get it")
+
+    b = sub.add_parser("backends", help="say what computes here: backends, fused operations, BLAS",
+                       description="List the compute backends (numpy, numba, cupy), each in use, available "
+                                   "or off and why; which backend serves each fused operation on the CPU "
+                                   "and on the GPU; and the BLAS libraries loaded, with their kernels and "
+                                   "threads.")
+    b.add_argument("--json", action="store_true", help="print vecnn.ops.report() as JSON")
 
     i = sub.add_parser("info", help="describe a saved model: layers, output shapes, parameters, FLOPs")
     i.add_argument("model", metavar="MODEL")
@@ -176,7 +199,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-               "datasets": cmd_datasets, "info": cmd_info, "bench": cmd_bench}[args.command]
+               "datasets": cmd_datasets, "backends": cmd_backends, "info": cmd_info,
+               "bench": cmd_bench}[args.command]
     shown = warnings.showwarning
     warnings.showwarning = lambda message, category, *_: print(        # one line each, like errors
         f"vecnn {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
@@ -255,8 +279,7 @@ def _split_validation(X, y, fraction, seed, source="the data"):
 
 def _build_model(cfg, X_train, n_classes, source="the data"):
     from . import layers as L
-    from . import limits
-    from . import presets, spec
+    from . import limits, presets, spec
     from .model import Sequential
 
     input_shape = tuple(X_train.shape[1:])
@@ -339,7 +362,8 @@ def _same_weights(path, model) -> bool:
     if saved.config() != model.config():
         return False
     return all(np.array_equal(a, b) for la, lb in zip(saved.layers, model.layers)
-               for table in ("params", "state") for a, b in zip(getattr(la, table).values(), getattr(lb, table).values()))
+               for table in ("params", "state")
+               for a, b in zip(getattr(la, table).values(), getattr(lb, table).values()))
 
 
 def _check_checkpoint(ck, model, epoch, ck_cfg, saved, cfg, class_names):
@@ -363,7 +387,8 @@ def _check_checkpoint(ck, model, epoch, ck_cfg, saved, cfg, class_names):
         diffs.append(f"other classes ({len(model.class_names)} in the checkpoint, {len(class_names)} in the data)")
     opt = model.optimizer
     if type(opt) is not optim.OPTIMIZERS[cfg["optimizer"]] or opt.lr != cfg["lr"]:
-        diffs.append(f"optimizer {type(opt).__name__}(lr={opt.lr}), the run uses {cfg['optimizer']} with lr {cfg['lr']}")
+        diffs.append(f"optimizer {type(opt).__name__}(lr={opt.lr}), "
+                     f"the run uses {cfg['optimizer']} with lr {cfg['lr']}")
     if diffs:
         raise UsageError(f"--resume: {ck} is not a checkpoint of the run in {ck.parent.parent}: " + "; ".join(diffs))
 
@@ -420,6 +445,7 @@ def _train(args, stack) -> int:
             f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}")
         R.check_out_dir(out, resume=False)     # before loading anything; written only once the model is built
     _check_data_flags(cfg, given)
+    device = _train_device(cfg, given, out, args.resume)    # before any data is loaded or directory made
     if cfg.get("threads"):
         backend.set_num_threads(cfg["threads"])
 
@@ -455,7 +481,8 @@ def _train(args, stack) -> int:
                   f"{schedule.total_steps // per_epoch} epochs, now ends at epoch {target}", file=sys.stderr)
             model.optimizer.schedule = optim.CosineLR(steps, min_lr=schedule.min_lr)
         R.write_config(out, cfg)
-        print(f"resuming {out} from {ck.name}: {start} of {target} epochs done", file=sys.stderr)
+        print(f"resuming {out} from {ck.name}: {start} of {target} epochs done; device {_device_text(device)}",
+              file=sys.stderr)
     else:
         model = _build_model(cfg, X_fit, len(class_names), source)
         model.class_names = class_names
@@ -469,6 +496,12 @@ def _train(args, stack) -> int:
         cfg["architecture"] = model.config()
         R.write_config(out, cfg)
         R.save_checkpoint(model, R.checkpoint_path(out, 0), 0, {}, cfg)
+        if not args.quiet:
+            print(f"training {cfg['model']} on {source}: {len(X_fit):,} samples, {cfg['epochs']} epoch"
+                  f"{'s' if cfg['epochs'] != 1 else ''}, "
+                  f"device {_device_text(device)}; run directory {out}", file=sys.stderr, flush=True)
+
+    model.to(device.device)                    # parameters, optimizer and layer state (the files stay host-side)
 
     recorder = R.RunRecorder(out, cfg, history, keep=cfg["keep_checkpoints"])
     try:
@@ -478,8 +511,9 @@ def _train(args, stack) -> int:
                       workers=cfg.get("workers", "auto"))
     except KeyboardInterrupt:
         ck = R.latest_checkpoint(out)
-        done = R.CHECKPOINT_RE.match(ck.name).group(1) if ck else "none"
-        print(f"\ninterrupted: the checkpoint after epoch {int(done)} is saved in {ck}.\n"
+        named = R.CHECKPOINT_RE.match(ck.name) if ck is not None else None
+        done = int(named.group(1)) if named else 0           # (epoch 0's is written before the first)
+        print(f"\ninterrupted: the checkpoint after epoch {done} is saved in {ck}.\n"
               f"resume with: vecnn train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except FloatingPointError as e:             # the settings made it diverge: bad input, exit 2
@@ -500,11 +534,48 @@ def _train(args, stack) -> int:
     return EXIT_OK
 
 
-# -- evaluate / predict / info / datasets -------------------------------------------------------
-def _load_model(path):
+def _train_device(cfg, given, out, resume):
+    """The backend ``vecnn train`` computes on, from ``--device`` (or, resuming, the device in
+    the run's config.json). Refused, with what is missing and how to get it, before anything is
+    loaded or written: no run directory is left behind by a run that could never start.
+    ``cfg["device"]`` becomes the device used ("cpu" or "gpu"), which config.json records."""
+    from . import ops
+
+    name = cfg.get("device")
+    flag = f"--device {name}" if "device" in given else None
+    if name not in DEVICES:                    # a config.json edited by hand (run.FIELDS has no "device")
+        raise UsageError(f"{out / 'config.json'}: field 'device': expected one of {', '.join(DEVICES)}, "
+                         f"received {name!r}")
+    if flag is None:
+        flag = f"--device {name}" + (f" (the run's, from {out / 'config.json'})" if resume else "")
+    try:
+        backend = ops.device(name)
+    except ValueError as e:
+        hint = "; pass --device cpu to continue it on the CPU" if resume and "device" not in given else ""
+        raise UsageError(f"{flag}: {e}{hint}") from None
+    workers = cfg.get("workers")
+    if backend.device != "cpu" and workers != "auto" and workers is not None and workers > 1:
+        raise UsageError(f"--workers {workers} with {flag}: workers split each batch across CPU threads; "
+                         f"a model on the {backend.device} trains with one worker (--workers 1 or auto)")
+    cfg["device"] = backend.device
+    return backend
+
+
+def _device_text(backend) -> str:
+    return f"{backend.device} ({backend.name} backend)"
+
+
+# -- evaluate / predict / info / datasets / backends --------------------------------------------
+def _load_model(path, device=None):
     from .io import load_model
 
-    return load_model(path)
+    model = load_model(path)
+    if device is not None:
+        try:
+            model.to(device)
+        except ValueError as e:
+            raise UsageError(f"--device {device}: {e}") from None
+    return model
 
 
 def cmd_evaluate(args) -> int:
@@ -512,7 +583,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError("--dataset and --data: give one, a named dataset or your own data file")
     if args.labels and not args.data:
         raise UsageError("--labels: only with --data FILE (your own data); a named dataset comes with its own labels")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.device)
     if args.data:
         from . import data
 
@@ -520,7 +591,8 @@ def cmd_evaluate(args) -> int:
     else:
         name = args.dataset or model.metadata.get("dataset")
         if not name:
-            raise UsageError("evaluate: the model does not say which dataset it was trained on; pass --dataset or --data")
+            raise UsageError("evaluate: the model does not say which dataset it was trained on; "
+                             "pass --dataset or --data")
         from . import data
 
         _, _, X, y = data.load(name, root=args.root)
@@ -546,7 +618,7 @@ def _read_inputs(paths, input_shape, invert):
 
 
 def cmd_predict(args) -> int:
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.device)
     X, names = _read_inputs(args.inputs, model.metadata.get("input_shape"), args.invert)
     from .losses import BCEWithLogits, CrossEntropy
 
@@ -578,6 +650,14 @@ def cmd_datasets(args) -> int:
     for line in data.describe():
         print(line)
     return 0
+
+
+def cmd_backends(args) -> int:
+    from . import ops
+
+    info = ops.report()
+    print(json.dumps(info, indent=2) if args.json else ops.format_report(info))
+    return EXIT_OK
 
 
 def cmd_bench(args) -> int:
