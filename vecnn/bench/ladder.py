@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend, ops
 from .cases import CASES, dense_case
 from .common import machine
 from .peak import measure_peak
@@ -201,7 +201,7 @@ def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) ->
     torch, torch_skip = _import_torch() if cfg.use_torch else (None, "disabled (--no-torch)")
     if torch is not None:
         torch.set_num_threads(threads)
-    kernels.get()             # numba (if installed) loads its own BLAS: load it before limiting threads
+    ops.cpu()                 # numba (if installed) loads its own BLAS: load it before limiting threads
     backend.set_num_threads(threads)
     t0, load_start, cpu_start = time.perf_counter(), _load(), _cpu_sample()
     peak = measure_peak(cfg.peak_n, cfg.peak_repeats, seed)

@@ -86,6 +86,19 @@ def by_name(name: str):
     return backend
 
 
+#: array types other backends own, checked before the built-in ones (``register``)
+_registered: dict = {}
+
+
+def register(array_type: type, backend) -> None:
+    """Make ``backend`` the owner of ``array_type`` arrays (an accelerator of your own, or a
+    stand-in device in tests); ``register(array_type, None)`` undoes it."""
+    if backend is None:
+        _registered.pop(array_type, None)
+    else:
+        _registered[array_type] = backend
+
+
 def get(*arrays):
     """The backend owning ``arrays`` (the first array decides; scalars and None are skipped).
 
@@ -96,6 +109,9 @@ def get(*arrays):
             return cpu()
         if a is None or isinstance(a, (int, float, np.generic)):
             continue
+        for owned, backend in _registered.items():
+            if isinstance(a, owned):
+                return backend
         if isinstance(a, np.ndarray):
             return cpu()
         if t.__module__.startswith("cupy"):

@@ -114,7 +114,7 @@ class NumPyBackend:
         # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
         if (buf is None or type(buf) is not self.ndarray or buf.size < size or buf.dtype != dtype
                 or sys.getrefcount(buf) > _FREE_REFS):
-            buf = cache[name] = self.xp.empty(size, dtype)
+            buf = cache[name] = self.empty(size, dtype)
             if zero:
                 buf.fill(0)
         elif zero:
@@ -129,7 +129,7 @@ class NumPyBackend:
 
     def alloc_nchw(self, shape, dtype, channels_last, zero=False):
         """A new array of logical shape ``shape``, channels-last in memory when asked (NCHW)."""
-        make = self.xp.zeros if zero else self.xp.empty
+        make = self.zeros if zero else self.empty
         if channels_last and len(shape) == 4:
             return make((shape[0], shape[2], shape[3], shape[1]), dtype).transpose(0, 3, 1, 2)
         return make(shape, dtype)
