@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import vecnn as vn
@@ -166,8 +167,6 @@ def test_unknown_device_is_a_usage_error(capsys, tmp_path):
 
 
 def test_evaluate_and_predict_take_a_device(capsys, tmp_path, no_cupy):
-    import numpy as np
-
     out = tmp_path / "r"
     assert cli(capsys, "train", "--out", str(out), *TINY)[0] == 0
     model = str(out / "model.vecnn")
@@ -179,6 +178,88 @@ def test_evaluate_and_predict_take_a_device(capsys, tmp_path, no_cupy):
     np.save(tmp_path / "x.npy", X_test[:2])
     code, stdout, err = cli(capsys, "predict", model, str(tmp_path / "x.npy"), "--device", "auto")
     assert code == 0 and len(stdout.strip().splitlines()) == 2, err
+
+
+class _DeviceArray(np.ndarray):
+    """An array on a stand-in GPU: slicing and ufuncs keep the type, so it stays there."""
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch):
+    """A GPU backend without a GPU: NumPy arrays of their own type, registered with vecnn.ops."""
+    if not hasattr(ops, "register"):
+        pytest.skip("vecnn.ops.register (stand-in devices) not here")
+    from vecnn.ops.numpy_backend import NumPyBackend
+
+    class StandInGPU(NumPyBackend):
+        name = "stand-in"
+        device = "gpu"
+
+        def __init__(self):
+            super().__init__(np)
+            self.ndarray = _DeviceArray
+
+        def empty(self, shape, dtype):
+            return np.empty(shape, dtype).view(_DeviceArray)
+
+        def zeros(self, shape, dtype):
+            return np.zeros(shape, dtype).view(_DeviceArray)
+
+        def asarray(self, a, dtype=None):
+            if isinstance(a, _DeviceArray) and (dtype is None or a.dtype == dtype):
+                return a
+            return np.array(a, dtype=dtype).view(_DeviceArray)
+
+        def to_host(self, a):
+            return np.array(a).view(np.ndarray)
+
+    backend = StandInGPU()
+    monkeypatch.setattr(ops, "_gpu", backend)
+    monkeypatch.setattr(ops, "gpu_problem", lambda: None)
+    ops.register(_DeviceArray, backend)
+    yield backend
+    ops.register(_DeviceArray, None)
+
+
+def test_auto_trains_on_the_gpu_when_there_is_one(capsys, tmp_path, stand_in_gpu):
+    code, _, err = cli(capsys, "train", "--device", "auto", "--out", str(tmp_path / "r"), *TINY)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == "gpu"
+
+
+def test_train_on_a_gpu(capsys, tmp_path, stand_in_gpu, monkeypatch):
+    from vecnn.model import Sequential
+
+    moved = []
+    to = Sequential.to
+    monkeypatch.setattr(Sequential, "to", lambda self, d: moved.append((d, self.device)) or to(self, d))
+    out = tmp_path / "r"
+    code, stdout, err = cli(capsys, "train", "--device", "gpu", "--out", str(out), "--model", "dense:10",
+                            "--epochs", "1")
+    assert code == 0, err
+    assert "device gpu (stand-in backend)" in err.splitlines()[0]
+    assert moved == [("gpu", "cpu")]                    # moved once, before training
+    assert json.loads((out / "config.json").read_text())["device"] == "gpu"
+    # the same run on the CPU: the same numbers (to rounding)
+    code, on_cpu, err = cli(capsys, "train", "--device", "cpu", "--out", str(tmp_path / "cpu"), "--model", "dense:10",
+                            "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert stdout.splitlines()[0] == on_cpu.splitlines()[0]              # test accuracy: 0.XXXX
+    metrics = [json.loads((d / "metrics.jsonl").read_text()) for d in (out, tmp_path / "cpu")]
+    assert metrics[0] == pytest.approx(metrics[1], rel=1e-5)
+    assert vn.load(out / "model.vecnn").device == "cpu"          # the file loads on the CPU
+    # resuming continues on the recorded device; --device cpu moves the run back
+    code, _, err = cli(capsys, "train", "--out", str(out), "--resume", "--epochs", "2", "--quiet")
+    assert code == 0 and "device gpu" in err, err
+    code, _, err = cli(capsys, "train", "--out", str(out), "--resume", "--epochs", "3", "--quiet", "--device", "cpu")
+    assert code == 0 and "device cpu" in err, err
+    assert json.loads((out / "config.json").read_text())["device"] == "cpu"
+
+
+def test_train_on_a_gpu_refuses_workers(capsys, tmp_path, stand_in_gpu):
+    code, _, err = cli(capsys, "train", "--device", "gpu", "--workers", "2", "--out", str(tmp_path / "r"), *TINY)
+    assert code == 2 and "--workers 2" in one_error_line(err)
+    assert not (tmp_path / "r").exists()
 
 
 # -- the library ----------------------------------------------------------------------------------
