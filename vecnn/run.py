@@ -280,7 +280,7 @@ def prune_checkpoints(run_dir, keep: int, history: dict) -> list[Path]:
 
 def save_checkpoint(model, path, epoch: int, history: dict, run_config: dict | None = None):
     opt = model.optimizer
-    tensors = {f"optimizer.{k}": np.asarray(v) for k, v in opt.state_dict().items()}
+    tensors = {f"optimizer.{k}": v for k, v in opt.state_dict().items()}   # io saves host copies
     meta = {"checkpoint": {
         "epoch": epoch,
         "optimizer": {"name": type(opt).__name__, "config": opt.config()},
@@ -407,6 +407,7 @@ FIELDS = {
     "architecture": (lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
                      "a list of layer descriptions"),
     "vecnn_run": (lambda v: v == RUN_MARK, f"{RUN_MARK}"),
+    "device": (lambda v: v in ("cpu", "gpu"), "cpu or gpu"),
 }
 
 

@@ -247,7 +247,7 @@ def format_report(info: dict | None = None) -> str:
     for o in info["operations"]:
         gpu_text = o["gpu"] or "-"
         note = f"  ({o['note']})" if o["note"] else ""
-        lines.append(f"  {o['operation']:<{width}}  {o['cpu']:<25} {gpu_text:<5}{note}")
+        lines.append(f"  {o['operation']:<{width}}  {o['cpu']:<25} {gpu_text:<5}{note}".rstrip())
     lines.append("")
     lines.append("BLAS:")
     for b in info["blas"]:
