@@ -18,6 +18,7 @@ increase during an epoch (the kernel's high-water mark, reset before each epoch)
 The machine is shared and has 2 cores: other work running at the same time slows both sides,
 usually not equally; alternating epochs and taking medians limits, but does not remove, that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,17 +78,29 @@ class VecnnRunner:
 
         vn.set_num_threads(threads)
         self.vn, self.batch_size = vn, batch_size
-        self.model = vn.Sequential([
-            L.Conv2D(1, 32, 3), L.ReLU(), L.MaxPool2D(2),
-            L.Conv2D(32, 64, 3), L.ReLU(), L.MaxPool2D(2),
-            L.Flatten(), L.Dense(1600, 128), L.ReLU(), L.Dense(128, 10)], seed=seed)
+        self.model = vn.Sequential(
+            [
+                L.Conv2D(1, 32, 3),
+                L.ReLU(),
+                L.MaxPool2D(2),
+                L.Conv2D(32, 64, 3),
+                L.ReLU(),
+                L.MaxPool2D(2),
+                L.Flatten(),
+                L.Dense(1600, 128),
+                L.ReLU(),
+                L.Dense(128, 10),
+            ],
+            seed=seed,
+        )
         self.optimizer = vn.optim.Adam(lr=lr)
         self.seed = seed
 
     def epoch(self, X, y):
         # the same optimizer object every time: its state carries over between fit calls
-        self.model.fit(X, y, loss="cross_entropy", optimizer=self.optimizer, epochs=1,
-                       batch_size=self.batch_size, verbose=0)
+        self.model.fit(
+            X, y, loss="cross_entropy", optimizer=self.optimizer, epochs=1, batch_size=self.batch_size, verbose=0
+        )
 
     def accuracy(self, X, y):
         return float(self.model.evaluate(X, y)["accuracy"])
@@ -104,9 +117,17 @@ class TorchRunner:
         nn = torch.nn
         self.torch, self.batch_size = torch, batch_size
         self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1600, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.loss = nn.CrossEntropyLoss()
         self.gen = torch.Generator().manual_seed(seed)
@@ -123,7 +144,7 @@ class TorchRunner:
         self.net.train()
         order = torch.randperm(len(Xt), generator=self.gen)
         for start in range(0, len(Xt), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             self.opt.zero_grad(set_to_none=True)
             self.loss(self.net(Xt[idx]), yt[idx]).backward()
             self.opt.step()
@@ -134,8 +155,8 @@ class TorchRunner:
         correct = 0
         with torch.no_grad():
             for start in range(0, len(X), 1024):
-                out = self.net(torch.from_numpy(X[start:start + 1024]))
-                correct += int((out.argmax(1).numpy() == y[start:start + 1024]).sum())
+                out = self.net(torch.from_numpy(X[start : start + 1024]))
+                correct += int((out.argmax(1).numpy() == y[start : start + 1024]).sum())
         return correct / len(X)
 
 
@@ -153,13 +174,23 @@ class KerasRunner:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         tf.keras.utils.set_random_seed(seed)
         k = tf.keras
-        self.model = k.Sequential([
-            k.Input((28, 28, 1)),
-            k.layers.Conv2D(32, 3, activation="relu"), k.layers.MaxPooling2D(2),
-            k.layers.Conv2D(64, 3, activation="relu"), k.layers.MaxPooling2D(2),
-            k.layers.Flatten(), k.layers.Dense(128, activation="relu"), k.layers.Dense(10)])
-        self.model.compile(optimizer=k.optimizers.Adam(lr),
-                           loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        self.model = k.Sequential(
+            [
+                k.Input((28, 28, 1)),
+                k.layers.Conv2D(32, 3, activation="relu"),
+                k.layers.MaxPooling2D(2),
+                k.layers.Conv2D(64, 3, activation="relu"),
+                k.layers.MaxPooling2D(2),
+                k.layers.Flatten(),
+                k.layers.Dense(128, activation="relu"),
+                k.layers.Dense(10),
+            ]
+        )
+        self.model.compile(
+            optimizer=k.optimizers.Adam(lr),
+            loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         self.batch_size = batch_size
         self._nhwc = {}
 
@@ -185,7 +216,7 @@ def worker(args):
     base = rss_mib()
     runner = RUNNERS[args.worker](args.threads, args.batch_size, args.lr, args.seed)
     n_warm = min(len(X), args.batch_size * args.warmup_batches)
-    runner.epoch(X[:n_warm], y[:n_warm])                     # warm-up: kernels, buffers, caches
+    runner.epoch(X[:n_warm], y[:n_warm])  # warm-up: kernels, buffers, caches
     print(json.dumps({"ready": True, "rss_data_mib": base}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -205,12 +236,31 @@ def worker(args):
 class Worker:
     def __init__(self, name, args, data_path):
         python = args.keras_python if name == "keras" and args.keras_python else sys.executable
-        cmd = [python, __file__, "--worker", name, "--data", str(data_path),
-               "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-               "--seed", str(args.seed), "--warmup-batches", str(args.warmup_batches)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-               "OPENBLAS_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-               "NUMBA_NUM_THREADS": str(args.threads)}
+        cmd = [
+            python,
+            __file__,
+            "--worker",
+            name,
+            "--data",
+            str(data_path),
+            "--threads",
+            str(args.threads),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr",
+            str(args.lr),
+            "--seed",
+            str(args.seed),
+            "--warmup-batches",
+            str(args.warmup_batches),
+        ]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(args.threads),
+            "OPENBLAS_NUM_THREADS": str(args.threads),
+            "MKL_NUM_THREADS": str(args.threads),
+            "NUMBA_NUM_THREADS": str(args.threads),
+        }
         self.name = name
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._read()
@@ -254,8 +304,13 @@ def load_data(args):
         source = "synthetic (random)"
     if args.quick:
         X, y, Xt, yt = X[:12800], y[:12800], Xt[:2000], yt[:2000]
-    return (np.ascontiguousarray(X, np.float32), y.astype(np.int64),
-            np.ascontiguousarray(Xt, np.float32), yt.astype(np.int64), source)
+    return (
+        np.ascontiguousarray(X, np.float32),
+        y.astype(np.int64),
+        np.ascontiguousarray(Xt, np.float32),
+        yt.astype(np.int64),
+        source,
+    )
 
 
 def main(argv=None):
@@ -268,10 +323,14 @@ def main(argv=None):
     p.add_argument("--warmup-batches", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="a 12,800-sample training subset")
     p.add_argument("--synthetic", action="store_true", help="random data of Fashion-MNIST's shape")
-    p.add_argument("--contenders", default="vecnn,torch",
-                   help="comma-separated, of vecnn, torch, keras (default: vecnn,torch)")
-    p.add_argument("--keras-python", metavar="PYTHON",
-                   help="interpreter with TensorFlow for the keras contender (default: this one)")
+    p.add_argument(
+        "--contenders", default="vecnn,torch", help="comma-separated, of vecnn, torch, keras (default: vecnn,torch)"
+    )
+    p.add_argument(
+        "--keras-python",
+        metavar="PYTHON",
+        help="interpreter with TensorFlow for the keras contender (default: this one)",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -283,8 +342,11 @@ def main(argv=None):
 
     X, y, Xt, yt, source = load_data(args)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-    print(f"data: {source}, {len(X)} training / {len(Xt)} test samples; batch {args.batch_size}, "
-          f"Adam lr {args.lr}, {args.threads} thread(s), {args.epochs} alternating epochs each", flush=True)
+    print(
+        f"data: {source}, {len(X)} training / {len(Xt)} test samples; batch {args.batch_size}, "
+        f"Adam lr {args.lr}, {args.threads} thread(s), {args.epochs} alternating epochs each",
+        flush=True,
+    )
     results = {n: {"seconds": [], "peak_increase_mib": []} for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         data_path = Path(tmp) / "data.npz"
@@ -293,40 +355,45 @@ def main(argv=None):
         workers = [Worker(n, args, data_path) for n in names]
         try:
             for epoch in range(args.epochs):
-                order = workers if epoch % 2 == 0 else workers[::-1]   # alternate who goes first
+                order = workers if epoch % 2 == 0 else workers[::-1]  # alternate who goes first
                 for w in order:
                     r = w.ask("epoch")
                     results[w.name]["seconds"].append(r["seconds"])
                     results[w.name]["peak_increase_mib"].append(r["peak_increase_mib"])
-                    print(f"  epoch {epoch + 1} {w.name:6s} {r['seconds']:7.2f} s  "
-                          f"{len(y) / r['seconds']:8.0f} samples/s", flush=True)
+                    print(
+                        f"  epoch {epoch + 1} {w.name:6s} {r['seconds']:7.2f} s  "
+                        f"{len(y) / r['seconds']:8.0f} samples/s",
+                        flush=True,
+                    )
             for w in workers:
                 results[w.name]["accuracy"] = w.ask("accuracy")["accuracy"]
         finally:
             for w in workers:
                 w.close()
 
-    print(f"\n{'':8s}{'median epoch':>14s}{'best epoch':>12s}{'samples/s':>12s}{'test acc':>10s}"
-          f"{'peak RSS +':>12s}")
+    print(f"\n{'':8s}{'median epoch':>14s}{'best epoch':>12s}{'samples/s':>12s}{'test acc':>10s}{'peak RSS +':>12s}")
     for n in names:
         r = results[n]
         r["median_seconds"] = statistics.median(r["seconds"])
         r["best_seconds"] = min(r["seconds"])
         r["samples_per_second"] = len(y) / r["median_seconds"]
         r["peak_increase_mib_max"] = max(r["peak_increase_mib"])
-        print(f"{n:8s}{r['median_seconds']:12.2f} s{r['best_seconds']:10.2f} s{r['samples_per_second']:12.0f}"
-              f"{r['accuracy']:10.4f}{r['peak_increase_mib_max']:9.0f} MiB")
+        print(
+            f"{n:8s}{r['median_seconds']:12.2f} s{r['best_seconds']:10.2f} s{r['samples_per_second']:12.0f}"
+            f"{r['accuracy']:10.4f}{r['peak_increase_mib_max']:9.0f} MiB"
+        )
     if "vecnn" in results and "keras" in results:
         ratio = results["keras"]["median_seconds"] / results["vecnn"]["median_seconds"]
         results["speedup_vs_keras"] = ratio
-        print(f"vecnn / Keras-TensorFlow throughput, ratio of median epoch times: {ratio:.2f}x "
-              f"(target > 1x)")
+        print(f"vecnn / Keras-TensorFlow throughput, ratio of median epoch times: {ratio:.2f}x (target > 1x)")
     if "vecnn" in results and "torch" in results:
         ratio = results["torch"]["median_seconds"] / results["vecnn"]["median_seconds"]
         best = results["torch"]["best_seconds"] / results["vecnn"]["best_seconds"]
         results["speedup_vs_torch"], results["speedup_vs_torch_best"] = ratio, best
-        print(f"\nvecnn / PyTorch eager throughput, ratio of median epoch times: {ratio:.2f}x "
-              f"(target >= 1.5x); of best epoch times: {best:.2f}x")
+        print(
+            f"\nvecnn / PyTorch eager throughput, ratio of median epoch times: {ratio:.2f}x "
+            f"(target >= 1.5x); of best epoch times: {best:.2f}x"
+        )
     results["config"] = {k: v for k, v in vars(args).items() if k not in ("worker", "data")}
     results["config"]["data"] = source
     if args.json:

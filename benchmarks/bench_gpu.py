@@ -8,12 +8,13 @@ CPU-vs-GPU weight check on the digits MLP; one run, within a time budget (for a 
 
 Without a GPU (and --device gpu) it exits with status 2, saying what is missing.
 """
+
 import sys
 from pathlib import Path
 
 try:
     import vecnn  # noqa: F401
-except ImportError:                 # run from a checkout that is not installed: use the checkout
+except ImportError:  # run from a checkout that is not installed: use the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vecnn.bench.gpu import main

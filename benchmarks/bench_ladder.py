@@ -4,6 +4,7 @@
 
 The same code and options as ``vecnn bench``.
 """
+
 import argparse
 import sys
 

@@ -6,6 +6,7 @@
 
 Runs the real command in a fresh process, exactly as a user would, and prints one line.
 """
+
 import argparse
 import re
 import subprocess
@@ -23,8 +24,19 @@ def main():
     p.add_argument("--threads", type=int)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "vecnn.cli", "train", "--dataset", a.dataset, "--model", a.model,
-               "--out", f"{tmp}/run", "--quiet"] + (["--threads", str(a.threads)] if a.threads else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "vecnn.cli",
+            "train",
+            "--dataset",
+            a.dataset,
+            "--model",
+            a.model,
+            "--out",
+            f"{tmp}/run",
+            "--quiet",
+        ] + (["--threads", str(a.threads)] if a.threads else [])
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0

@@ -48,6 +48,7 @@ loss: ``make_target(rng, pred_shape)`` gives raw targets (passed through ``loss.
 
 Both return a dict of the measured float64 errors (handy when tuning a tolerance).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,10 +84,13 @@ def distinct_values(rng, shape, gap=0.01):
 @contextlib.contextmanager
 def forbidden(obj, names=("forward", "backward")):
     """Patch ``obj``'s methods ``names`` on the instance to raise, for the duration of the block."""
+
     def refuse(name):
         def method(*args, **kwargs):
-            raise AssertionError(f"the loop twin called {type(obj).__name__}.{name}(): "
-                                 f"a twin must compute everything itself")
+            raise AssertionError(
+                f"the loop twin called {type(obj).__name__}.{name}(): a twin must compute everything itself"
+            )
+
         return method
 
     for name in names:
@@ -100,9 +104,11 @@ def forbidden(obj, names=("forward", "backward")):
 
 def _snapshot(layer):
     rng = getattr(layer, "rng", None)
-    return ({k: v.copy() for k, v in layer.params.items()},
-            {k: v.copy() for k, v in layer.state.items()},
-            copy.deepcopy(rng.bit_generator.state) if isinstance(rng, np.random.Generator) else None)
+    return (
+        {k: v.copy() for k, v in layer.params.items()},
+        {k: v.copy() for k, v in layer.state.items()},
+        copy.deepcopy(rng.bit_generator.state) if isinstance(rng, np.random.Generator) else None,
+    )
 
 
 def _assert_same_snapshot(name, before, after):
@@ -135,8 +141,19 @@ def _is_float32(what, arr):
 
 
 # -- layers ------------------------------------------------------------------------------------
-def check_layer(make_layer, x_shape, *, torch_fn=None, training=False, seed=0, rtol=1e-4,
-                atol=1e-5, tol=1e-6, x_fn=None, perturb=True) -> dict:
+def check_layer(
+    make_layer,
+    x_shape,
+    *,
+    torch_fn=None,
+    training=False,
+    seed=0,
+    rtol=1e-4,
+    atol=1e-5,
+    tol=1e-6,
+    x_fn=None,
+    perturb=True,
+) -> dict:
     """Run checks (a), (b) and (c) of the module docstring for one layer and one input shape."""
     rng = np.random.default_rng(seed)
     x_fn = x_fn or normal
@@ -177,17 +194,21 @@ def check_layer(make_layer, x_shape, *, torch_fn=None, training=False, seed=0, r
         _close32(f"{name}: grads[{k!r}], twin vs vectorized", layer.grads[k], g_twin[k], rtol, atol)
 
     # (c) float32 end to end, from the twin as well
-    for what, arr in [("y", y), ("grad_x", gx), ("twin y", y_twin), ("twin grad_x", gx_twin),
-                      *((f"grads[{k!r}]", layer.grads[k]) for k in layer.params),
-                      *((f"twin grads[{k!r}]", g_twin[k]) for k in layer.params)]:
+    for what, arr in [
+        ("y", y),
+        ("grad_x", gx),
+        ("twin y", y_twin),
+        ("twin grad_x", gx_twin),
+        *((f"grads[{k!r}]", layer.grads[k]) for k in layer.params),
+        *((f"twin grads[{k!r}]", g_twin[k]) for k in layer.params),
+    ]:
         _is_float32(f"{name}: {what}", arr)
     no_input = copy.deepcopy(pristine)
     no_input.input_grad = False
     no_input.forward(x.copy(), training)
     no_input.backward(grad_y.copy())
     for k in layer.params:
-        _close32(f"{name}: grads[{k!r}] with input_grad=False", no_input.grads[k], layer.grads[k],
-                 1e-6, 1e-6)
+        _close32(f"{name}: grads[{k!r}] with input_grad=False", no_input.grads[k], layer.grads[k], 1e-6, 1e-6)
 
     # (b) float64: twin, finite differences, PyTorch
     errors: dict = {}
@@ -220,8 +241,9 @@ def check_layer(make_layer, x_shape, *, torch_fn=None, training=False, seed=0, r
 
 
 # -- losses ------------------------------------------------------------------------------------
-def check_loss(make_loss, pred_shape, make_target, torch_fn=None, *, seed=0, pred_fn=None,
-               rtol=1e-5, atol=1e-6, tol=1e-6) -> dict:
+def check_loss(
+    make_loss, pred_shape, make_target, torch_fn=None, *, seed=0, pred_fn=None, rtol=1e-5, atol=1e-6, tol=1e-6
+) -> dict:
     """Checks (a), (b) and (c) for a loss: value and gradient vs twin, finite differences, torch."""
     rng = np.random.default_rng(seed)
     loss = make_loss()

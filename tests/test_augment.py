@@ -1,4 +1,5 @@
 """Augmentation: per-sample random shifts and flips applied to the whole batch at once."""
+
 import numpy as np
 import pytest
 
@@ -11,15 +12,19 @@ def shifted(img, ty, tx, mode="constant"):
     c, h, w = img.shape
     s = max(abs(ty), abs(tx))
     padded = np.pad(img, ((0, 0), (s, s), (s, s)), mode=mode)
-    return padded[:, s - ty:s - ty + h, s - tx:s - tx + w]
+    return padded[:, s - ty : s - ty + h, s - tx : s - tx + w]
 
 
 def offsets_of(x, out, shift, mode="constant"):
     """For each sample, the (ty, tx) in [-shift, shift]^2 that explains its output (loop reference)."""
     found = []
     for img, o in zip(x, out):
-        matches = [(ty, tx) for ty in range(-shift, shift + 1) for tx in range(-shift, shift + 1)
-                   if np.array_equal(shifted(img, ty, tx, mode), o)]
+        matches = [
+            (ty, tx)
+            for ty in range(-shift, shift + 1)
+            for tx in range(-shift, shift + 1)
+            if np.array_equal(shifted(img, ty, tx, mode), o)
+        ]
         assert matches, "an output sample is no shift of its input"
         found.append(matches[0])
     return found
@@ -27,18 +32,18 @@ def offsets_of(x, out, shift, mode="constant"):
 
 @pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])
 def test_each_sample_is_its_input_shifted_within_bounds(rng, mode):
-    x = rng.random((300, 2, 7, 6), dtype=np.float32) + 0.5    # no zeros: a shift is always visible
+    x = rng.random((300, 2, 7, 6), dtype=np.float32) + 0.5  # no zeros: a shift is always visible
     out = random_shift(x, 2, np.random.default_rng(1), mode=mode)
     assert out.shape == x.shape and out.dtype == np.float32
     offsets = offsets_of(x, out, 2, mode)
-    assert len(set(offsets)) == 25                            # every offset in [-2, 2]^2 occurs
+    assert len(set(offsets)) == 25  # every offset in [-2, 2]^2 occurs
 
 
 def test_shift_pairs_and_zero_shift(rng):
     x = rng.random((50, 1, 5, 9), dtype=np.float32) + 0.5
     out = random_shift(x, (0, 3), np.random.default_rng(0))
     tys = {ty for ty, _ in offsets_of(x, out, 3)}
-    assert tys == {0}                                         # rows never move
+    assert tys == {0}  # rows never move
     assert random_shift(x, 0, np.random.default_rng(0)) is x
 
 
@@ -63,7 +68,7 @@ def test_input_untouched_and_seeded(rng):
     assert np.array_equal(x, before)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     own1, own2 = Augment(shift=1, seed=3), Augment(shift=1, seed=3)
-    assert np.array_equal(own1(x), own2(x))                   # its own generator when given none
+    assert np.array_equal(own1(x), own2(x))  # its own generator when given none
 
 
 def test_refuses_non_image_batches_and_bad_settings():
@@ -73,11 +78,11 @@ def test_refuses_non_image_batches_and_bad_settings():
         Augment(shift=-1)
     with pytest.raises(ValueError, match="mode"):
         Augment(shift=1, mode="wrap")
-    for mode in ("reflect", "constant", "edge"):     # a shift of the image's size leaves nothing of it
+    for mode in ("reflect", "constant", "edge"):  # a shift of the image's size leaves nothing of it
         with pytest.raises(ValueError, match=r"too large for 3x3 images: at most \(2, 2\)"):
             random_shift(np.zeros((2, 1, 3, 3), np.float32), 3, np.random.default_rng(0), mode=mode)
     with pytest.raises(ValueError, match=r"too large for 8x8 images: at most \(7, 7\)"):
-        Augment.from_spec("shift:100000").check_input((1, 8, 8))     # refused before any padding
+        Augment.from_spec("shift:100000").check_input((1, 8, 8))  # refused before any padding
     with pytest.raises(ValueError, match="image samples"):
         Augment(shift=1).check_input((64,))
     Augment.from_spec("shift:7:2").check_input((1, 8, 3))
@@ -89,8 +94,13 @@ def test_spec_strings():
     assert Augment.from_spec(a.spec()).config() == a.config()
     b = Augment.from_spec("crop:1:3,mode:edge")
     assert b.shift == (1, 3) and b.mode == "edge" and Augment.from_spec(b.spec()).shift == (1, 3)
-    for bad, token in [("shift:x", "shift:x"), ("shift:2,spin", "spin"), ("mode:wrap", "mode:wrap"),
-                       ("shift:1:2:3", "shift:1:2:3"), ("flip:1", "flip:1")]:
+    for bad, token in [
+        ("shift:x", "shift:x"),
+        ("shift:2,spin", "spin"),
+        ("mode:wrap", "mode:wrap"),
+        ("shift:1:2:3", "shift:1:2:3"),
+        ("flip:1", "flip:1"),
+    ]:
         with pytest.raises(ValueError, match=f"bad token {token!r}"):
             Augment.from_spec(bad)
 

@@ -1,4 +1,5 @@
 """Thread control and the array-module lookup."""
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info

@@ -1,13 +1,15 @@
 """`vecnn bench` (the vectorization ladder): every rung computes the same math, FLOPs are counted
 right, scaled rows are marked, and a tiny run writes the table, the JSON and the PNG charts.
 No timings are asserted."""
+
 import json
 
 import numpy as np
 import pytest
 
 import vecnn as vn
-from vecnn import backend, layers as L
+from vecnn import backend
+from vecnn import layers as L
 from vecnn.bench import cases, ladder
 from vecnn.bench import per_sample as PS
 from vecnn.bench import scalar as S
@@ -131,9 +133,9 @@ def test_scalar_mlp_step_equals_sequential(rng):
 def test_flop_counts_match_the_layers_own_counts():
     n = 3
     dense = L.Dense(5, 4)
-    fwd = n * dense.flops((5,))                       # the layer's own forward count: 2 n in out
+    fwd = n * dense.flops((5,))  # the layer's own forward count: 2 n in out
     assert fwd == 2 * 3 * 5 * 4
-    assert cases.dense_flops(n, 5, 4) == 3 * fwd      # forward, dW and dX: three equal products
+    assert cases.dense_flops(n, 5, 4) == 3 * fwd  # forward, dW and dX: three equal products
     assert cases.dense_flops(n, 5, 4, input_grad=False) == 2 * fwd
     # the MLP step: 6-5-4-3 without the first layer's dX
     per_layer = [2 * n * a * b for a, b in zip(SIZES, SIZES[1:])]
@@ -150,7 +152,7 @@ def test_scaled_rungs_are_extrapolated_and_marked(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(ladder.time, "perf_counter", lambda: clock[0])
 
-    def work(m):                                   # 0.1 s per call plus 0.5 s per sample
+    def work(m):  # 0.1 s per call plus 0.5 s per sample
         clock[0] += 0.1 + 0.5 * m
 
     cfg = ladder.Config.tiny(repeats=2, scalar_repeats=2)
@@ -163,7 +165,7 @@ def test_scaled_rungs_are_extrapolated_and_marked(monkeypatch):
     assert parts["seconds"] == pytest.approx(0.1 + 0.5 * 8 + 0.1) and parts["scaled_from"] == 2
     # one sample only: proportional scaling, fixed cost included n times
     assert ladder._time_rung("scalar", (work, 1), cfg, 8)["seconds"] == pytest.approx(8 * 0.6)
-    assert ladder.extrapolate(1, 2.0, 2, 1.0, 10) == pytest.approx(5.0)     # noise: no positive slope
+    assert ladder.extrapolate(1, 2.0, 2, 1.0, 10) == pytest.approx(5.0)  # noise: no positive slope
 
 
 # -- a whole (tiny) run ----------------------------------------------------------------------------

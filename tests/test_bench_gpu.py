@@ -1,6 +1,7 @@
 """The GPU benchmark runs end to end on the CPU (``--device cpu``) on a tiny slice, refuses
 ``--device gpu`` without a GPU, and its one-shot script for a lent machine parses.
 No timing is asserted."""
+
 import json
 import shutil
 import subprocess
@@ -16,9 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_cpu_run_reports_both_networks_both_batches_and_the_weight_check(tmp_path):
     out = tmp_path / "gpu.json"
-    r = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu", "--limit", "128",
-                        "--epochs", "1", "--check-epochs", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_gpu.py",
+            "--device",
+            "cpu",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--check-epochs",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "machine:" in r.stdout and "vecnn/pytorch" in r.stdout
     report = json.loads(out.read_text())
@@ -39,8 +57,13 @@ def test_cpu_run_reports_both_networks_both_batches_and_the_weight_check(tmp_pat
 
 @pytest.mark.skipif(ops.gpu_problem() is None, reason="a GPU is here: --device gpu would run")
 def test_gpu_without_a_gpu_exits_2_saying_what_is_missing():
-    r = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--limit", "128"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "benchmarks/bench_gpu.py", "--limit", "128"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert "CuPy" in r.stderr and "pip install" in r.stderr
     assert ops.gpu_problem() in r.stderr
@@ -54,8 +77,9 @@ def test_a_failing_side_leaves_the_other_measured(monkeypatch):
             raise RuntimeError("no CUDA for this PyTorch")
 
     monkeypatch.setattr(gpu, "SIDES", (gpu.VecnnSide, Broken))
-    report = gpu.run("cpu", epochs=1, limit=64, synthetic=True, check_epochs=1, networks=("mlp",),
-                     batches=(32,), say=lambda s: None)
+    report = gpu.run(
+        "cpu", epochs=1, limit=64, synthetic=True, check_epochs=1, networks=("mlp",), batches=(32,), say=lambda s: None
+    )
     (case,) = report["cases"]
     assert case["ratio"] is None and case["contenders"]["vecnn"]["samples_per_second"] > 0
     assert "no CUDA for this PyTorch" in case["failed"]["pytorch"]

@@ -1,4 +1,5 @@
 """The head-to-head benchmark runs end to end on a tiny slice (no timing is asserted)."""
+
 import json
 import subprocess
 import sys
@@ -22,9 +23,24 @@ def test_tiny_head_to_head_report(tmp_path):
 
 
 def test_memory_child_reports_a_number():
-    out = subprocess.run([sys.executable, "-m", "vecnn.bench.mlp", "mlp", "--memory-child", "vecnn",
-                          "--threads", "1", "--limit", "512", "--synthetic"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vecnn.bench.mlp",
+            "mlp",
+            "--memory-child",
+            "vecnn",
+            "--threads",
+            "1",
+            "--limit",
+            "512",
+            "--synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_increase_mb"] >= 0
 
@@ -39,10 +55,29 @@ def test_vecnn_and_torch_contenders_build_the_same_network():
 
 def test_contention_benchmark_runs_and_reports_the_share_kept(tmp_path):
     out = tmp_path / "c.json"
-    r = subprocess.run([sys.executable, "benchmarks/bench_contention.py", "--seconds", "0.3", "--repeats", "1",
-                        "--limit", "512", "--synthetic", "--lead", "3", "--contenders", "vecnn,numpy",
-                        "--json", str(out)], capture_output=True, text=True, timeout=300,
-                       cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_contention.py",
+            "--seconds",
+            "0.3",
+            "--repeats",
+            "1",
+            "--limit",
+            "512",
+            "--synthetic",
+            "--lead",
+            "3",
+            "--contenders",
+            "vecnn,numpy",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, r.stderr
     assert "share kept" in r.stdout and "openblas" in r.stdout.lower()
     report = json.loads(out.read_text())

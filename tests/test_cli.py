@@ -1,11 +1,11 @@
 """The `vecnn` command end to end: train on digits, run directories, resume, errors, exit codes."""
+
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +34,7 @@ def test_default_train_on_digits(tmp_path):
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("test accuracy: ") and float(lines[0].split(": ")[1]) >= 0.95
     assert "saved model to" in lines[1]
-    assert "samples/s" in r.stderr                       # the progress bar counts samples
+    assert "samples/s" in r.stderr  # the progress bar counts samples
     run_dir = next((tmp_path / "runs").iterdir())
     assert (run_dir / "model.vecnn").exists()
 
@@ -49,7 +49,9 @@ def test_run_directory_layout(tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2, 3] and {"loss", "val_accuracy"} <= set(metrics[0])
     config = json.loads((out / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 3 and config["keep_checkpoints"] == 3
-    assert [l["name"] for l in config["architecture"]] == [type(l).__name__ for l in vn.load(out / "model.vecnn").layers]
+    assert [l["name"] for l in config["architecture"]] == [
+        type(l).__name__ for l in vn.load(out / "model.vecnn").layers
+    ]
     for name in ("curves.png", "confusion.png", "misclassified.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = vn.load(out / "model.vecnn")
@@ -76,7 +78,7 @@ def test_predict_image_file(tmp_path):
     Image.fromarray((X_test[0, 0] * 255).astype(np.uint8)).save(tmp_path / "digit.png")
     pr = run(["predict", str(out / "model.vecnn"), str(tmp_path / "digit.png")])
     assert pr.returncode == 0, pr.stderr
-    assert pr.stdout.startswith("digit.png: ") and pr.stdout.count(",") == 2     # top 3
+    assert pr.stdout.startswith("digit.png: ") and pr.stdout.count(",") == 2  # top 3
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
@@ -109,9 +111,14 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
     # a shell without job control starts background commands with SIGINT ignored, and children
     # inherit that (then Python never raises KeyboardInterrupt): give the child Ctrl-C back
-    p = subprocess.Popen(VECNN + ["train", "--out", str(out), "--epochs", "100000", "--quiet"], env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen(
+        VECNN + ["train", "--out", str(out), "--epochs", "100000", "--quiet"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoints" / "epoch-002.vecnn").exists() and time.time() < deadline:
@@ -136,16 +143,19 @@ def test_resume_refuses_different_settings(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
-@pytest.mark.parametrize("args,match", [
-    (["train", "--dataset", "cifar-1000"], "fashion-mnist"),
-    (["train", "--model", "dense:32,relux,dense:10"], "token 2 'relux'"),
-    (["train", "--model", "dense:32,dropout:abc,dense:10"], "token 2 'dropout:abc'"),
-    (["train", "--model", "dense:32,relu,dense:7"], "10 classes"),
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--workers", "none"], "--workers"),
-    (["evaluate", "nope.vecnn"], "no such model file"),
-    (["train", "--data", "missing.npz"], "missing.npz"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["train", "--dataset", "cifar-1000"], "fashion-mnist"),
+        (["train", "--model", "dense:32,relux,dense:10"], "token 2 'relux'"),
+        (["train", "--model", "dense:32,dropout:abc,dense:10"], "token 2 'dropout:abc'"),
+        (["train", "--model", "dense:32,relu,dense:7"], "10 classes"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--workers", "none"], "--workers"),
+        (["evaluate", "nope.vecnn"], "no such model file"),
+        (["train", "--data", "missing.npz"], "missing.npz"),
+    ],
+)
 def test_bad_usage_exits_2_with_a_clear_message(tmp_path, args, match):
     r = run(args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -158,8 +168,24 @@ def test_spec_string_model_and_own_data(tmp_path):
     y = (X[:, 0] > 0).astype(np.int64)
     np.savez(tmp_path / "mine.npz", x=X, y=y)
     out = tmp_path / "run"
-    r = run(["train", "--data", str(tmp_path / "mine.npz"), "--model", "dense:16,relu,dense:2",
-             "--epochs", "30", "--batch-size", "16", "--lr", "0.01", "--out", str(out), "--quiet"])
+    r = run(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "mine.npz"),
+            "--model",
+            "dense:16,relu,dense:2",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.9
     assert [type(l).__name__ for l in vn.load(out / "model.vecnn").layers] == ["Standardize", "Dense", "ReLU", "Dense"]
@@ -168,16 +194,36 @@ def test_spec_string_model_and_own_data(tmp_path):
 def test_cnn_with_two_workers(tmp_path):
     """--workers 2 splits every batch of a small CNN across two threads."""
     out = tmp_path / "run"
-    r = run(["train", "--model", "conv:8:3,relu,maxpool:2,flatten,dense:10", "--epochs", "10", "--lr", "0.01",
-             "--workers", "2", "--out", str(out), "--quiet"])
+    r = run(
+        [
+            "train",
+            "--model",
+            "conv:8:3,relu,maxpool:2,flatten,dense:10",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.01",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.85
     assert json.loads((out / "config.json").read_text())["workers"] == 2
 
 
 def test_help_on_every_command():
-    for cmd in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"],
-                ["datasets", "--help"], ["info", "--help"]):
+    for cmd in (
+        ["--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["predict", "--help"],
+        ["datasets", "--help"],
+        ["info", "--help"],
+    ):
         r = run(cmd)
         assert r.returncode == 0 and "usage: vecnn" in r.stdout
 

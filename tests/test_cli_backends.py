@@ -1,4 +1,5 @@
 """`vecnn backends` (what computes here) and `--device` (where `vecnn train` computes)."""
+
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from vecnn.cli import main
 
 VECNN = [sys.executable, "-m", "vecnn.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-TINY = ["--model", "dense:10", "--epochs", "1", "--quiet"]       # one Dense layer on digits: about a second
+TINY = ["--model", "dense:10", "--epochs", "1", "--quiet"]  # one Dense layer on digits: about a second
 
 
 def cli(capsys, *args):
@@ -99,8 +100,13 @@ def test_train_on_a_gpu_where_there_is_none_exits_2_before_making_the_run(capsys
 @pytest.mark.skipif(ops.gpu_problem() is None, reason="this machine has a GPU")
 def test_train_on_a_gpu_where_there_is_none_command_line(tmp_path):
     out = tmp_path / "r"
-    r = subprocess.run(VECNN + ["train", "--device", "gpu", "--out", str(out), *TINY],
-                       capture_output=True, text=True, env=ENV, timeout=120)
+    r = subprocess.run(
+        VECNN + ["train", "--device", "gpu", "--out", str(out), *TINY],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stdout == ""
     line = one_error_line(r.stderr)
     assert "GPU" in line and "pip install" in line
@@ -115,7 +121,7 @@ def test_train_on_the_cpu(capsys, tmp_path, device):
     assert stdout.startswith("test accuracy: ")
     expected = "cpu" if device == "cpu" or ops.gpu_problem() is not None else "gpu"
     assert json.loads((out / "config.json").read_text())["device"] == expected
-    assert vn.load(out / "model.vecnn").device == "cpu"          # model files load on the CPU
+    assert vn.load(out / "model.vecnn").device == "cpu"  # model files load on the CPU
 
 
 def test_train_header_names_the_device(capsys, tmp_path):
@@ -125,7 +131,7 @@ def test_train_header_names_the_device(capsys, tmp_path):
     header = err.strip().splitlines()[0]
     assert header.startswith("training dense:10 on digits: ") and "1 epoch," in header
     assert f"device cpu ({ops.cpu().name} backend)" in header and str(out) in header
-    assert json.loads((out / "config.json").read_text())["device"] == "cpu"     # the default
+    assert json.loads((out / "config.json").read_text())["device"] == "cpu"  # the default
 
 
 def test_resume_continues_on_the_recorded_device(capsys, tmp_path, no_cupy):
@@ -234,20 +240,32 @@ def test_train_on_a_gpu(capsys, tmp_path, stand_in_gpu, monkeypatch):
     to = Sequential.to
     monkeypatch.setattr(Sequential, "to", lambda self, d: moved.append((d, self.device)) or to(self, d))
     out = tmp_path / "r"
-    code, stdout, err = cli(capsys, "train", "--device", "gpu", "--out", str(out), "--model", "dense:10",
-                            "--epochs", "1")
+    code, stdout, err = cli(
+        capsys, "train", "--device", "gpu", "--out", str(out), "--model", "dense:10", "--epochs", "1"
+    )
     assert code == 0, err
     assert "device gpu (stand-in backend)" in err.splitlines()[0]
-    assert moved == [("gpu", "cpu")]                    # moved once, before training
+    assert moved == [("gpu", "cpu")]  # moved once, before training
     assert json.loads((out / "config.json").read_text())["device"] == "gpu"
     # the same run on the CPU: the same numbers (to rounding)
-    code, on_cpu, err = cli(capsys, "train", "--device", "cpu", "--out", str(tmp_path / "cpu"), "--model", "dense:10",
-                            "--epochs", "1", "--quiet")
+    code, on_cpu, err = cli(
+        capsys,
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "cpu"),
+        "--model",
+        "dense:10",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
-    assert stdout.splitlines()[0] == on_cpu.splitlines()[0]              # test accuracy: 0.XXXX
+    assert stdout.splitlines()[0] == on_cpu.splitlines()[0]  # test accuracy: 0.XXXX
     metrics = [json.loads((d / "metrics.jsonl").read_text()) for d in (out, tmp_path / "cpu")]
     assert metrics[0] == pytest.approx(metrics[1], rel=1e-5)
-    assert vn.load(out / "model.vecnn").device == "cpu"          # the file loads on the CPU
+    assert vn.load(out / "model.vecnn").device == "cpu"  # the file loads on the CPU
     # resuming continues on the recorded device; --device cpu moves the run back
     code, _, err = cli(capsys, "train", "--out", str(out), "--resume", "--epochs", "2", "--quiet")
     assert code == 0 and "device gpu" in err, err

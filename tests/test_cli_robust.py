@@ -4,6 +4,7 @@ one run at a time, resuming, checkpoint retention, bad flags, spec tokens, confi
 Every case runs the CLI in a subprocess and checks the exit code (0 success, 2 bad usage or
 input, 1 anything else) and that an error is one line with no traceback.
 """
+
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from vecnn.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, exit_code
 
 VECNN = [sys.executable, "-m", "vecnn.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-TINY = ["--model", "dense:10", "--quiet"]           # one Dense layer on digits: a run takes ~1 s
+TINY = ["--model", "dense:10", "--quiet"]  # one Dense layer on digits: a run takes ~1 s
 
 
 def run(args, cwd=None, **kw):
@@ -74,11 +75,11 @@ def test_out_refuses_a_directory_that_is_not_a_vecnn_run_and_leaves_it_alone(tmp
     (foreign / "model.vecnn").write_text("my own model\n")
     refused(train(foreign, "--epochs", "1"), f"--out {foreign}", "not empty", "not a vecnn run")
     assert (foreign / "metrics.jsonl").read_text() == "my own metrics\n"
-    assert sorted(os.listdir(foreign)) == ["metrics.jsonl", "model.vecnn"]       # no lock file either
+    assert sorted(os.listdir(foreign)) == ["metrics.jsonl", "model.vecnn"]  # no lock file either
     refused(train(foreign, "--resume"), str(foreign), "not a vecnn run")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert train(empty, "--epochs", "1").returncode == 0                         # empty: fine
+    assert train(empty, "--epochs", "1").returncode == 0  # empty: fine
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, finished_run):
@@ -95,16 +96,23 @@ def test_out_naming_a_file_or_a_path_under_a_file_exits_2(tmp_path):
     f.write_text("x")
     refused(train(f, "--epochs", "1"), str(f), "not a directory")
     refused(train(f / "run", "--epochs", "1"), str(f), "is a file, not a directory")
-    refused(train(tmp_path / ("x" * 300), "--epochs", "1"), "x" * 300)      # OSError with a path: exit 2
+    refused(train(tmp_path / ("x" * 300), "--epochs", "1"), "x" * 300)  # OSError with a path: exit 2
     assert f.read_text() == "x"
 
 
 def test_two_trainings_started_together_into_one_directory(tmp_path):
     """One trains, the other is refused: the directory never mixes two models."""
     out = tmp_path / "run"
-    procs = [subprocess.Popen(VECNN + ["train", "--out", str(out), "--model", model, "--epochs", "3", "--quiet"],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for model in ("dense:10", "dense:16,relu,dense:10")]
+    procs = [
+        subprocess.Popen(
+            VECNN + ["train", "--out", str(out), "--model", model, "--epochs", "3", "--quiet"],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in ("dense:10", "dense:16,relu,dense:10")
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     for p in procs:
         p.stdout.close(), p.stderr.close()
@@ -118,8 +126,12 @@ def test_two_trainings_started_together_into_one_directory(tmp_path):
 
 def test_one_run_at_a_time_and_a_killed_run_leaves_no_lock(tmp_path):
     out = tmp_path / "run"
-    p = subprocess.Popen(VECNN + ["train", "--out", str(out), "--epochs", "100000", *TINY], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        VECNN + ["train", "--out", str(out), "--epochs", "100000", *TINY],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoints" / "epoch-001.vecnn").exists() and time.time() < deadline:
@@ -127,11 +139,11 @@ def test_one_run_at_a_time_and_a_killed_run_leaves_no_lock(tmp_path):
         for args in (["--resume"], ["--epochs", "2"], ["--resume", "--epochs", "100001"]):
             refused(train(out, *args), f"another vecnn process is training in {out}")
     finally:
-        p.kill()                                   # SIGKILL: no cleanup of any kind runs
+        p.kill()  # SIGKILL: no cleanup of any kind runs
         p.wait()
     done = max(R.checkpoints(out))
     r = train(out, "--resume", "--epochs", str(done + 1))
-    assert r.returncode == 0, r.stderr                # the OS released the lock with the process
+    assert r.returncode == 0, r.stderr  # the OS released the lock with the process
     assert f"{done} of {done + 1} epochs done" in r.stderr
 
 
@@ -167,7 +179,7 @@ def test_resume_with_more_fewer_or_the_same_epochs(tmp_path):
     w2, w3, w4 = (weights(out / "checkpoints" / f"epoch-00{e}.vecnn") for e in (2, 3, 4))
     assert not np.array_equal(w2, w3) and not np.array_equal(w3, w4)
     model, epoch, _, _ = R.load_checkpoint(out / "checkpoints" / "epoch-004.vecnn")
-    per_epoch = -(-1298 // 128)                        # digits: 1442 - 10% validation, batches of 128
+    per_epoch = -(-1298 // 128)  # digits: 1442 - 10% validation, batches of 128
     assert epoch == 4 and model.optimizer.schedule.total_steps == 4 * per_epoch
     assert model.optimizer.current_lr(3 * per_epoch) > 0
     assert json.loads((out / "config.json").read_text())["epochs"] == 4
@@ -187,25 +199,37 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path, finished_
     out, other = copy_of(finished_run, tmp_path), tmp_path / "other"
     assert train(other, "--epochs", "1", "--model", "dense:16,relu,dense:10").returncode == 0
     (other / "checkpoints" / "epoch-001.vecnn").rename(out / "checkpoints" / "epoch-005.vecnn")
-    line = refused(train(out, "--resume", "--epochs", "6"), "epoch-005.vecnn", "not a checkpoint of the run",
-                   "another architecture", "out_features=10", "out_features=16")
+    line = refused(
+        train(out, "--resume", "--epochs", "6"),
+        "epoch-005.vecnn",
+        "not a checkpoint of the run",
+        "another architecture",
+        "out_features=10",
+        "out_features=16",
+    )
     assert "Dense" in line
 
 
-@pytest.mark.parametrize("content,needles", [
-    ("[1, 2]", ["config.json", "JSON list"]),
-    ("EPOCHS_AS_TEXT", ["config.json", "field 'epochs'", "'2'"]),
-    ("TRUNCATED", ["config.json", "not valid JSON", "truncated"]),
-    ("{}", ["config.json", "field 'model' is missing"]),
-    ("LR_NAN", ["config.json", "field 'lr'"]),
-])
+@pytest.mark.parametrize(
+    "content,needles",
+    [
+        ("[1, 2]", ["config.json", "JSON list"]),
+        ("EPOCHS_AS_TEXT", ["config.json", "field 'epochs'", "'2'"]),
+        ("TRUNCATED", ["config.json", "not valid JSON", "truncated"]),
+        ("{}", ["config.json", "field 'model' is missing"]),
+        ("LR_NAN", ["config.json", "field 'lr'"]),
+    ],
+)
 def test_a_damaged_config_json_exits_2_naming_it(tmp_path, finished_run, content, needles):
     out = copy_of(finished_run, tmp_path)
     path = out / "config.json"
     text = path.read_text()
     config = json.loads(text)
-    content = {"EPOCHS_AS_TEXT": json.dumps({**config, "epochs": "2"}), "TRUNCATED": text[:len(text) // 2],
-               "LR_NAN": text.replace('"lr": 0.001', '"lr": NaN')}.get(content, content)
+    content = {
+        "EPOCHS_AS_TEXT": json.dumps({**config, "epochs": "2"}),
+        "TRUNCATED": text[: len(text) // 2],
+        "LR_NAN": text.replace('"lr": 0.001', '"lr": NaN'),
+    }.get(content, content)
     path.write_text(content)
     refused(train(out, "--resume"), str(path), *needles)
 
@@ -240,20 +264,29 @@ def test_prune_checkpoints_keeps_the_best_by_val_loss_else_loss(tmp_path):
 
 def test_temporary_files_of_a_killed_save_are_removed_at_the_next_run(tmp_path, finished_run):
     out = copy_of(finished_run, tmp_path)
-    ours = [out / "checkpoints" / ".epoch-007.vecnn.abcd_123.tmp", out / ".metrics.jsonl.k2j4h5g6.tmp",
-            out / ".model.vecnn.zz99yy88.tmp"]
+    ours = [
+        out / "checkpoints" / ".epoch-007.vecnn.abcd_123.tmp",
+        out / ".metrics.jsonl.k2j4h5g6.tmp",
+        out / ".model.vecnn.zz99yy88.tmp",
+    ]
     theirs = [out / "checkpoints" / ".notes.tmp", out / ".epoch-007.vecnn.old"]
     for p in ours + theirs:
         p.write_bytes(b"partial")
     assert train(out, "--resume", "--epochs", "2").returncode == 0
     assert not any(p.exists() for p in ours)
-    assert all(p.exists() for p in theirs)             # only vecnn's own pattern is touched
+    assert all(p.exists() for p in theirs)  # only vecnn's own pattern is touched
 
 
 def test_plots_follow_the_umask(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run(VECNN + ["train", "--out", str(out), "--epochs", "1", *TINY], env=ENV, capture_output=True,
-                       text=True, timeout=300, preexec_fn=lambda: os.umask(0o027))
+    r = subprocess.run(
+        VECNN + ["train", "--out", str(out), "--epochs", "1", *TINY],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.umask(0o027),
+    )
     assert r.returncode == 0, r.stderr
     modes = {p.name: p.stat().st_mode & 0o777 for p in (out / "plots").iterdir()}
     assert set(modes) == {"curves.png", "confusion.png", "misclassified.png"}
@@ -261,14 +294,31 @@ def test_plots_follow_the_umask(tmp_path):
 
 
 # -- plots never end a finished training in a crash --------------------------------------------
-@pytest.mark.parametrize("shape,note", [((2, 6, 6), "shows channel 0 of the 2 channels"),
-                                        ((1, 2, 3, 4), "misclassified.png skipped: samples of shape (1, 2, 3, 4)")])
+@pytest.mark.parametrize(
+    "shape,note",
+    [
+        ((2, 6, 6), "shows channel 0 of the 2 channels"),
+        ((1, 2, 3, 4), "misclassified.png skipped: samples of shape (1, 2, 3, 4)"),
+    ],
+)
 def test_data_plots_cannot_draw_as_images_still_trains_and_reports(tmp_path, shape, note):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.random((120, *shape), dtype=np.float32), y=rng.integers(0, 3, 120))
     out = tmp_path / "run"
-    r = run(["train", "--data", str(tmp_path / "d.npz"), "--model", "dense:3", "--epochs", "1", "--out", str(out),
-             "--quiet"])
+    r = run(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--model",
+            "dense:3",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("test accuracy: ") and "saved model to" in r.stdout
     assert note in r.stderr and "Traceback" not in r.stderr
@@ -276,12 +326,15 @@ def test_data_plots_cannot_draw_as_images_still_trains_and_reports(tmp_path, sha
 
 
 def test_a_failing_plot_never_loses_the_test_accuracy_line(tmp_path):
-    script = ("import sys, vecnn.plots as P, vecnn.cli as cli\n"
-              "def broken(*a, **k): raise RuntimeError('no display today')\n"
-              "P.curves = P.confusion = broken\n"
-              "sys.exit(cli.main(['train', '--out', sys.argv[1], '--epochs', '1', '--model', 'dense:10', '--quiet']))\n")
-    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], env=ENV, capture_output=True,
-                       text=True, timeout=300)
+    script = (
+        "import sys, vecnn.plots as P, vecnn.cli as cli\n"
+        "def broken(*a, **k): raise RuntimeError('no display today')\n"
+        "P.curves = P.confusion = broken\n"
+        "sys.exit(cli.main(['train', '--out', sys.argv[1], '--epochs', '1', '--model', 'dense:10', '--quiet']))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("test accuracy: ")
     assert "curves.png failed (RuntimeError: no display today)" in r.stderr
@@ -294,45 +347,54 @@ def test_the_confusion_plot_is_skipped_above_max_plot_classes(tmp_path):
     k = limits.MAX_PLOT_CLASSES + 1
     y = np.arange(2 * k) % k
     t = time.perf_counter()
-    made, notes = R.plots(tmp_path, {"loss": [1.0, 0.5]}, np.zeros((2 * k, 4), np.float32), y, y[::-1],
-                          [str(i) for i in range(k)])
+    made, notes = R.plots(
+        tmp_path, {"loss": [1.0, 0.5]}, np.zeros((2 * k, 4), np.float32), y, y[::-1], [str(i) for i in range(k)]
+    )
     assert time.perf_counter() - t < 20
     assert [p.name for p in made] == ["curves.png"]
-    assert notes == [f"confusion.png skipped: {k} classes are more than the plot shows "
-                     f"(vecnn.limits.MAX_PLOT_CLASSES = {limits.MAX_PLOT_CLASSES})"]
+    assert notes == [
+        f"confusion.png skipped: {k} classes are more than the plot shows "
+        f"(vecnn.limits.MAX_PLOT_CLASSES = {limits.MAX_PLOT_CLASSES})"
+    ]
 
 
 # -- flags and spec tokens that were ignored or misreported ------------------------------------
-@pytest.mark.parametrize("model,needles", [
-    ("dense:10:20", ["token 1 'dense:10:20'", "expected 1 argument"]),
-    ("relu:5,dense:10", ["token 1 'relu:5'", "no arguments"]),
-    ("gelu:bogus,dense:10", ["token 1 'gelu:bogus'", "tanh or erf"]),
-    ("leakyrelu:nan,dense:10", ["token 1 'leakyrelu:nan'", "finite"]),
-    ("leakyrelu:inf,dense:10", ["token 1 'leakyrelu:inf'", "finite"]),
-    ("dense:32,dropout:1.5,dense:10", ["token 2 'dropout:1.5'", "[0, 1)"]),
-    ("dense:-5,dense:10", ["token 1 'dense:-5'", "positive integer"]),
-    ("conv:4:3,relu,maxpool:9,dense:10", ["token 3 'maxpool:9'", "the input is only 6x6"]),
-    ("dense:10,,dense:10", ["token 2 ''", "empty token"]),
-    ("dense:100000000,dense:10", ["token 1 'dense:100000000'", "more than vecnn allows"]),
-])
+@pytest.mark.parametrize(
+    "model,needles",
+    [
+        ("dense:10:20", ["token 1 'dense:10:20'", "expected 1 argument"]),
+        ("relu:5,dense:10", ["token 1 'relu:5'", "no arguments"]),
+        ("gelu:bogus,dense:10", ["token 1 'gelu:bogus'", "tanh or erf"]),
+        ("leakyrelu:nan,dense:10", ["token 1 'leakyrelu:nan'", "finite"]),
+        ("leakyrelu:inf,dense:10", ["token 1 'leakyrelu:inf'", "finite"]),
+        ("dense:32,dropout:1.5,dense:10", ["token 2 'dropout:1.5'", "[0, 1)"]),
+        ("dense:-5,dense:10", ["token 1 'dense:-5'", "positive integer"]),
+        ("conv:4:3,relu,maxpool:9,dense:10", ["token 3 'maxpool:9'", "the input is only 6x6"]),
+        ("dense:10,,dense:10", ["token 2 ''", "empty token"]),
+        ("dense:100000000,dense:10", ["token 1 'dense:100000000'", "more than vecnn allows"]),
+    ],
+)
 def test_bad_spec_tokens_exit_2_naming_the_token(tmp_path, model, needles):
     line = refused(run(["train", "--model", model, "--out", str(tmp_path / "run")]), *needles)
     assert "Dense(0" not in line
-    assert not (tmp_path / "run").exists()             # nothing written for a bad spec
+    assert not (tmp_path / "run").exists()  # nothing written for a bad spec
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["--threads", "0"], ["--threads"]),
-    (["--threads", "-2"], ["--threads"]),
-    (["--seed", "-1"], ["--seed", "non-negative integer"]),
-    (["--lr", "nan"], ["--lr"]),
-    (["--batch-size", "0"], ["--batch-size"]),
-    (["--labels", "y.npy"], ["--labels", "only with --data"]),
-    (["--dataset", "digits", "--data", "d.npz"], ["--dataset and --data"]),
-    (["--val-split", "0.9999"], ["--val-split 0.9999 leaves 0 of the 1442 training samples"]),
-    (["--augment", "shift:100000"], ["--augment 'shift:100000'", "at most (7, 7)"]),
-    (["--model", "cnn", "--data", "d.npz"], ["--model cnn", "image shape"]),
-])
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--threads", "0"], ["--threads"]),
+        (["--threads", "-2"], ["--threads"]),
+        (["--seed", "-1"], ["--seed", "non-negative integer"]),
+        (["--lr", "nan"], ["--lr"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--labels", "y.npy"], ["--labels", "only with --data"]),
+        (["--dataset", "digits", "--data", "d.npz"], ["--dataset and --data"]),
+        (["--val-split", "0.9999"], ["--val-split 0.9999 leaves 0 of the 1442 training samples"]),
+        (["--augment", "shift:100000"], ["--augment 'shift:100000'", "at most (7, 7)"]),
+        (["--model", "cnn", "--data", "d.npz"], ["--model cnn", "image shape"]),
+    ],
+)
 def test_bad_flags_exit_2_naming_the_flag(tmp_path, args, needles):
     np.savez(tmp_path / "d.npz", x=np.ones((20, 3), np.float32), y=np.arange(20) % 2)
     line = refused(run(["train", *args, "--out", str(tmp_path / "run")], cwd=tmp_path), *needles)
@@ -344,8 +406,9 @@ def test_data_too_small_or_without_features_names_the_data(tmp_path):
     line = refused(run(["train", "--data", "two.npz", "--out", "r"], cwd=tmp_path), "--val-split 0.1", "two.npz")
     assert "CosineLR" not in line and "Standardize" not in line
     (tmp_path / "labels.csv").write_text("label\n0\n1\n0\n1\n0\n1\n")
-    line = refused(run(["train", "--data", "labels.csv", "--out", "r2"], cwd=tmp_path), "labels.csv",
-                   "no feature columns")
+    line = refused(
+        run(["train", "--data", "labels.csv", "--out", "r2"], cwd=tmp_path), "labels.csv", "no feature columns"
+    )
     assert "Dense(0" not in line
     np.savez(tmp_path / "one.npz", x=np.ones((10, 3), np.float32), y=np.zeros(10, np.int64))
     refused(run(["train", "--data", "one.npz", "--out", "r3"], cwd=tmp_path), "one.npz", "at least 2 classes")
@@ -356,8 +419,7 @@ def test_a_huge_label_is_refused_before_anything_is_built(tmp_path):
     y[7] = 10_000_000
     np.savez(tmp_path / "d.npz", x=np.ones((50, 4), np.float32), y=y)
     t = time.perf_counter()
-    refused(run(["train", "--data", "d.npz", "--out", "r"], cwd=tmp_path), "d.npz", "10,000,001",
-            "VECNN_MAX_CLASSES")
+    refused(run(["train", "--data", "d.npz", "--out", "r"], cwd=tmp_path), "d.npz", "10,000,001", "VECNN_MAX_CLASSES")
     assert time.perf_counter() - t < 30 and not (tmp_path / "r").exists()
 
 
@@ -372,8 +434,9 @@ def test_a_learning_rate_that_diverges_warns_but_exits_0(tmp_path):
 
 def test_other_commands_refuse_ignored_flags(tmp_path):
     refused(run(["evaluate", "m.vecnn", "--labels", "y.npy"], cwd=tmp_path), "--labels", "only with --data")
-    refused(run(["evaluate", "m.vecnn", "--dataset", "digits", "--data", "d.npz"], cwd=tmp_path),
-            "--dataset and --data")
+    refused(
+        run(["evaluate", "m.vecnn", "--dataset", "digits", "--data", "d.npz"], cwd=tmp_path), "--dataset and --data"
+    )
     refused(run(["predict", "m.vecnn", "x.npy", "--top", "0"], cwd=tmp_path), "--top")
 
 
@@ -382,7 +445,7 @@ def test_exit_codes_are_decided_in_one_place():
     code, line = exit_code(PermissionError(13, "Permission denied", "/srv/out"))
     assert code == EXIT_USAGE and line == "error: /srv/out: Permission denied"
     assert exit_code(IsADirectoryError(21, "Is a directory", "data"))[0] == EXIT_USAGE
-    assert exit_code(OSError(28, "No space left on device"))[0] == EXIT_FAILURE   # no path: the machine
+    assert exit_code(OSError(28, "No space left on device"))[0] == EXIT_FAILURE  # no path: the machine
     assert exit_code(RuntimeError("bug"))[0] == EXIT_FAILURE
     assert exit_code(FloatingPointError("diverged"))[0] == EXIT_FAILURE
     assert exit_code(KeyboardInterrupt())[0] == EXIT_INTERRUPTED
@@ -400,14 +463,20 @@ def test_state_less_checkpoint_loads_through_load_checkpoint(tmp_path):
     assert (epoch, history, run_config, loaded.optimizer.t, loaded.optimizer.state) == (0, {}, None, 0, {})
 
 
-@pytest.mark.parametrize("spec,token", [
-    ("dense:64,dense:10", "token 1 'dense:64'"),
-    ("conv:4:3:1:1,flatten,dense:10", "token 1 'conv:4:3:1:1'"),
-])
+@pytest.mark.parametrize(
+    "spec,token",
+    [
+        ("dense:64,dense:10", "token 1 'dense:64'"),
+        ("conv:4:3:1:1,flatten,dense:10", "token 1 'conv:4:3:1:1'"),
+    ],
+)
 def test_a_model_that_would_not_fit_in_memory_is_refused_before_it_is_built(tmp_path, spec, token):
     # a machine with 64 KiB available: even small models do not fit (the check reads /proc/meminfo)
-    code = ("import sys; from vecnn import limits, cli; limits.available_memory = lambda: 2**16; "
-            f"sys.exit(cli.main(['train', '--model', {spec!r}, '--epochs', '1', '--quiet', '--out', {str(tmp_path / 'r')!r}]))")
+    code = (
+        "import sys; from vecnn import limits, cli; limits.available_memory = lambda: 2**16; "
+        f"sys.exit(cli.main(['train', '--model', {spec!r}, '--epochs', '1', '--quiet', "
+        f"'--out', {str(tmp_path / 'r')!r}]))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert token in r.stderr and "GiB of memory" in r.stderr and "Traceback" not in r.stderr
@@ -417,21 +486,32 @@ def test_a_model_that_would_not_fit_in_memory_is_refused_before_it_is_built(tmp_
 
 def test_training_that_diverges_exits_2_naming_lr_and_the_last_checkpoint(tmp_path):
     out = tmp_path / "r"
-    r = subprocess.run([sys.executable, "-m", "vecnn.cli", "train", "--lr", "1e30", "--epochs", "2", "--quiet",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "vecnn.cli", "train", "--lr", "1e30", "--epochs", "2", "--quiet", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert "--lr 1e+30" in r.stderr and "diverged" in r.stderr and "epoch-000.vecnn" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args,flag", [
-    (["train", "--data", ""], "--data"), (["train", "--out", " "], "--out"),
-    (["train", "--data", "x.csv", "--label-column", ""], "--label-column"), (["train", "--model", ""], "--model"),
-    (["info", ""], "MODEL"), (["predict", "m.vecnn", ""], "INPUT"), (["evaluate", "m.vecnn", "--data", ""], "--data"),
-])
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (["train", "--data", ""], "--data"),
+        (["train", "--out", " "], "--out"),
+        (["train", "--data", "x.csv", "--label-column", ""], "--label-column"),
+        (["train", "--model", ""], "--model"),
+        (["info", ""], "MODEL"),
+        (["predict", "m.vecnn", ""], "INPUT"),
+        (["evaluate", "m.vecnn", "--data", ""], "--data"),
+    ],
+)
 def test_empty_names_are_refused_not_replaced_by_defaults(tmp_path, args, flag):
     refused(run(args, cwd=tmp_path), flag, "empty")
-    assert list(tmp_path.iterdir()) == []            # nothing trained or written
+    assert list(tmp_path.iterdir()) == []  # nothing trained or written
 
 
 def test_a_foreign_config_json_with_a_checkpoints_folder_is_not_taken_for_a_run(tmp_path):
@@ -459,8 +539,11 @@ def test_evaluate_takes_flat_rows_of_the_models_images_and_names_the_file(tmp_pa
     assert r.returncode == 0 and "test accuracy" in r.stdout
     np.save(tmp_path / "narrow.npy", Xt.reshape(len(Xt), -1)[:, :50])
     np.save(tmp_path / "narrow_y.npy", yt)
-    refused(run(["evaluate", str(out / "model.vecnn"), "--data", str(tmp_path / "narrow.npy")]),
-            "narrow.npy", "(n, 1, 8, 8)")
+    refused(
+        run(["evaluate", str(out / "model.vecnn"), "--data", str(tmp_path / "narrow.npy")]),
+        "narrow.npy",
+        "(n, 1, 8, 8)",
+    )
 
 
 def test_a_csv_with_two_label_columns_is_refused(tmp_path):
@@ -479,17 +562,22 @@ def test_argparse_errors_are_one_line(tmp_path):
 def test_info_into_a_closed_pipe_is_quiet(tmp_path):
     out = tmp_path / "r"
     assert train(out, "--epochs", "1").returncode == 0
-    p = subprocess.Popen(VECNN + ["info", str(out / "model.vecnn")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=ENV)
-    p.stdout.close()                                   # like `| head -0`
+    p = subprocess.Popen(
+        VECNN + ["info", str(out / "model.vecnn")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    p.stdout.close()  # like `| head -0`
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and "BrokenPipe" not in err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--root", "/tmp"], "--root"), (["--download"], "--download"),
-    (["--augment", "shift:1,shift:2"], "says again"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--root", "/tmp"], "--root"),
+        (["--download"], "--download"),
+        (["--augment", "shift:1,shift:2"], "says again"),
+    ],
+)
 def test_flags_that_would_be_ignored_or_overridden_are_refused(tmp_path, args, needle):
     refused(train(tmp_path / "r", "--dataset", "digits", *args), needle)
 
@@ -521,8 +609,9 @@ def test_warnings_are_one_line_each(tmp_path):
     meta = {**io.model_meta(model), "format_version": 1, "sha256": io._digest(tensors)}
     from safetensors.numpy import save
 
-    path.write_bytes(save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                          metadata={"vecnn": json.dumps(meta)}))
+    path.write_bytes(
+        save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"vecnn": json.dumps(meta)})
+    )
     r = run(["info", str(path)])
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "warning: " in r.stderr and "format-1" in r.stderr

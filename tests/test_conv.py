@@ -2,23 +2,26 @@
 differences, PyTorch autograd, float32) over many shapes, strides, paddings and dilations, then
 the vectorized paths' own promises: memory layouts, chunking under a column budget, shape
 errors, ties in max pooling, and CNNs / ResNets that train, save and load."""
+
 import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings, strategies as st
+from harness import away_from_zero, check_layer, distinct_values
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vecnn as vn
-from harness import away_from_zero, check_layer, distinct_values
 from vecnn import kernels
 from vecnn import layers as L
 from vecnn.layers import conv as conv_module
 
 # the engine fixture is set once per test function, the same for every example
-PROPERTY = settings(max_examples=15, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(params=["compiled", "numpy"])
@@ -34,8 +37,9 @@ def engine(request, monkeypatch):
 def torch_forward(layer, x, p, training=False, prefix=""):
     """The same function in PyTorch, built from the tensors in ``p`` (so autograd sees them)."""
     if isinstance(layer, L.Conv2D):
-        return F.conv2d(x, p[prefix + "W"], p.get(prefix + "b"), stride=layer.stride,
-                        padding=layer.padding, dilation=layer.dilation)
+        return F.conv2d(
+            x, p[prefix + "W"], p.get(prefix + "b"), stride=layer.stride, padding=layer.padding, dilation=layer.dilation
+        )
     if isinstance(layer, L.MaxPool2D):
         return F.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding)
     if isinstance(layer, L.AvgPool2D):
@@ -47,8 +51,16 @@ def torch_forward(layer, x, p, training=False, prefix=""):
     if isinstance(layer, L.BatchNorm2D):
         rm = torch.tensor(layer.state["running_mean"], dtype=x.dtype)
         rv = torch.tensor(layer.state["running_var"], dtype=x.dtype)
-        return F.batch_norm(x, rm, rv, p[prefix + "gamma"], p[prefix + "beta"], training=training,
-                            momentum=layer.momentum, eps=layer.eps)
+        return F.batch_norm(
+            x,
+            rm,
+            rv,
+            p[prefix + "gamma"],
+            p[prefix + "beta"],
+            training=training,
+            momentum=layer.momentum,
+            eps=layer.eps,
+        )
     if isinstance(layer, L.Residual):
         h = x
         for i, sub in enumerate(layer.layers):
@@ -82,14 +94,26 @@ ROWS = [
     ("avgpool-2", lambda: L.AvgPool2D(2), (2, 3, 5, 6), {}),
     ("avgpool-overlap-pad", lambda: L.AvgPool2D(3, stride=2, padding=1), (2, 2, 7, 7), {}),
     ("global-avgpool", L.GlobalAvgPool2D, (3, 4, 3, 5), {}),
-    ("residual-identity", lambda: L.Residual([L.Conv2D(2, 2, 3, padding=1), L.ReLU(),
-                                              L.Conv2D(2, 2, 3, padding=1)]),
-     (2, 2, 4, 4), dict(x_fn=away_from_zero)),
-    ("residual-projection", lambda: L.Residual([L.Conv2D(2, 3, 3, stride=2, padding=1), L.ReLU(),
-                                                L.Conv2D(3, 3, 3, padding=1)], projection=True),
-     (2, 2, 5, 5), dict(x_fn=away_from_zero)),
-    ("residual-batchnorm", lambda: L.Residual([L.Conv2D(2, 2, 3, padding=1, bias=False), L.BatchNorm2D(2)]),
-     (3, 2, 3, 3), dict(training=True)),
+    (
+        "residual-identity",
+        lambda: L.Residual([L.Conv2D(2, 2, 3, padding=1), L.ReLU(), L.Conv2D(2, 2, 3, padding=1)]),
+        (2, 2, 4, 4),
+        dict(x_fn=away_from_zero),
+    ),
+    (
+        "residual-projection",
+        lambda: L.Residual(
+            [L.Conv2D(2, 3, 3, stride=2, padding=1), L.ReLU(), L.Conv2D(3, 3, 3, padding=1)], projection=True
+        ),
+        (2, 2, 5, 5),
+        dict(x_fn=away_from_zero),
+    ),
+    (
+        "residual-batchnorm",
+        lambda: L.Residual([L.Conv2D(2, 2, 3, padding=1, bias=False), L.BatchNorm2D(2)]),
+        (3, 2, 3, 3),
+        dict(training=True),
+    ),
 ]
 
 
@@ -116,8 +140,11 @@ def conv_geometry(draw):
 @given(conv_geometry())
 def test_conv_property(engine, geometry):
     g, shape = geometry
-    check_layer(lambda: L.Conv2D(g["C"], g["O"], g["k"], stride=g["stride"], padding=g["pad"],
-                                 dilation=g["d"], bias=g["bias"]), shape, torch_fn=mirror())
+    check_layer(
+        lambda: L.Conv2D(g["C"], g["O"], g["k"], stride=g["stride"], padding=g["pad"], dilation=g["d"], bias=g["bias"]),
+        shape,
+        torch_fn=mirror(),
+    )
 
 
 @st.composite
@@ -171,7 +198,7 @@ def test_layouts_and_engines_match_torch(make, layout, engine):
     np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-5, atol=1e-5)
     for k in layer.params:
         np.testing.assert_allclose(layer.grads[k], p_t[k].grad.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(x_in, x)                     # the input is left alone
+    np.testing.assert_array_equal(x_in, x)  # the input is left alone
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels-last"])
@@ -195,8 +222,9 @@ def test_batchnorm2d_layouts_and_engines_match_torch(layout, training, engine):
     dx = layer.backward(g_in)
     x_t = torch.tensor(x, requires_grad=True)
     p_t = {k: torch.tensor(v, requires_grad=True) for k, v in layer.params.items()}
-    y_t = F.batch_norm(x_t, rm, rv, p_t["gamma"], p_t["beta"], training=training, momentum=layer.momentum,
-                       eps=layer.eps)
+    y_t = F.batch_norm(
+        x_t, rm, rv, p_t["gamma"], p_t["beta"], training=training, momentum=layer.momentum, eps=layer.eps
+    )
     y_t.backward(torch.from_numpy(g))
     assert y.dtype == dx.dtype == np.float32
     np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-4, atol=1e-4)
@@ -207,8 +235,9 @@ def test_batchnorm2d_layouts_and_engines_match_torch(layout, training, engine):
     np.testing.assert_allclose(layer.state["running_var"], rv.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("make, C", [(lambda: L.Conv2D(3, 4, 3), 3), (L.ReLU, 4), (lambda: L.MaxPool2D(2), 4),
-                                     (lambda: L.BatchNorm2D(4), 4)])
+@pytest.mark.parametrize(
+    "make, C", [(lambda: L.Conv2D(3, 4, 3), 3), (L.ReLU, 4), (lambda: L.MaxPool2D(2), 4), (lambda: L.BatchNorm2D(4), 4)]
+)
 def test_reused_buffers_never_overwrite_an_array_the_caller_kept(make, C, engine):
     """Layers serve outputs and input gradients from per-layer buffers that are reused only
     while nobody holds them: kept results stay intact, a smaller batch is served too."""
@@ -218,14 +247,14 @@ def test_reused_buffers_never_overwrite_an_array_the_caller_kept(make, C, engine
     y1 = layer.forward(x1, training=True)
     d1 = layer.backward(np.ones_like(y1))
     y1_copy, d1_copy = y1.copy(), d1.copy()
-    y2 = layer.forward(x2, training=True)                 # smaller batch, y1 and d1 still held
+    y2 = layer.forward(x2, training=True)  # smaller batch, y1 and d1 still held
     d2 = layer.backward(np.ones_like(y2))
     np.testing.assert_array_equal(y1, y1_copy)
     np.testing.assert_array_equal(d1, d1_copy)
     fresh = make()
     np.testing.assert_array_equal(y2, fresh.forward(x2, training=True))
     np.testing.assert_array_equal(d2, fresh.backward(np.ones_like(y2)))
-    del y1, d1, y2, d2                                    # now free: the next call may reuse them
+    del y1, d1, y2, d2  # now free: the next call may reuse them
     y3 = layer.forward(x1, training=True)
     np.testing.assert_array_equal(y3, fresh.forward(x1, training=True))
 
@@ -240,12 +269,12 @@ def test_maxpool_ties_go_to_the_first_maximum_like_torch(kernel, stride, engine)
     """Windows full of equal values (ReLU zeros, constant patches): row-major first max, as in
     PyTorch, including the anti-diagonal tie that separable implementations get wrong."""
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 3, (2, 3, 8, 8)).astype(np.float32)   # many ties
-    x[0, 0, :2, :2] = [[0, 5], [5, 1]]                          # b == c == max > a
+    x = rng.integers(0, 3, (2, 3, 8, 8)).astype(np.float32)  # many ties
+    x[0, 0, :2, :2] = [[0, 5], [5, 1]]  # b == c == max > a
     for x_in in (x, channels_last(x)):
         layer = L.MaxPool2D(kernel, stride)
         y = layer.forward(x_in, training=True)
-        g = rng.integers(-4, 5, y.shape).astype(np.float32)   # integer sums are exact in any order
+        g = rng.integers(-4, 5, y.shape).astype(np.float32)  # integer sums are exact in any order
         dx = layer.backward(g)
         x_t = torch.tensor(x, requires_grad=True)
         F.max_pool2d(x_t, kernel, stride).backward(torch.from_numpy(g))
@@ -261,11 +290,14 @@ def test_maxpool_backward_after_an_eval_forward():
 
 
 # -- chunking under the column budget ----------------------------------------------------------
-@pytest.mark.parametrize("make, shape", [
-    (lambda: L.Conv2D(3, 5, 3, padding=1), (7, 3, 6, 5)),
-    (lambda: L.Conv2D(1, 4, 3, stride=2), (5, 1, 9, 9)),
-    (lambda: L.Conv2D(4, 3, 2, dilation=2, bias=False), (6, 4, 7, 7)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: L.Conv2D(3, 5, 3, padding=1), (7, 3, 6, 5)),
+        (lambda: L.Conv2D(1, 4, 3, stride=2), (5, 1, 9, 9)),
+        (lambda: L.Conv2D(4, 3, 2, dilation=2, bias=False), (6, 4, 7, 7)),
+    ],
+)
 @pytest.mark.parametrize("layout", ["nchw", "channels-last"])
 def test_chunking_under_a_tiny_budget_gives_the_same_result(make, shape, layout, monkeypatch, engine):
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -276,7 +308,7 @@ def test_chunking_under_a_tiny_budget_gives_the_same_result(make, shape, layout,
     dx = whole.backward(g)
 
     chunked = make()
-    monkeypatch.setattr(conv_module, "COLUMN_BUDGET", 1)      # one sample at a time
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET", 1)  # one sample at a time
     y2 = chunked.forward(x, training=True)
     dx2 = chunked.backward(g)
     np.testing.assert_allclose(y2, y, rtol=1e-6, atol=1e-6)
@@ -284,7 +316,7 @@ def test_chunking_under_a_tiny_budget_gives_the_same_result(make, shape, layout,
     for k in whole.params:
         np.testing.assert_allclose(chunked.grads[k], whole.grads[k], rtol=1e-5, atol=1e-5)
     # the budget bounds the scratch memory: no buffer holds more than one sample's columns
-    one_sample = max(b.nbytes for b in chunked._colbufs.values())      # the column scratch
+    one_sample = max(b.nbytes for b in chunked._colbufs.values())  # the column scratch
     assert one_sample * 2 <= max(b.nbytes for b in whole._colbufs.values())
 
 
@@ -292,20 +324,23 @@ def test_per_layer_budget_splits_predict_batches(engine):
     model = vn.Sequential([L.Conv2D(1, 3, 3), L.Flatten(), L.Dense(3 * 4 * 4, 2)], seed=0)
     x = np.random.default_rng(0).standard_normal((10, 1, 6, 6), dtype=np.float32)
     full = model.predict(x)
-    model.layers[0].col_budget = 4 * 16 * 10 * 3        # about three samples' columns
+    model.layers[0].col_budget = 4 * 16 * 10 * 3  # about three samples' columns
     np.testing.assert_allclose(model.predict(x), full, rtol=1e-6, atol=1e-6)
 
 
 # -- errors ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer, shape, words", [
-    (L.Conv2D(1, 4, 3), (2, 3, 28, 28), ["Conv2D", "(n, 1, H, W)", "(2, 3, 28, 28)"]),
-    (L.Conv2D(3, 4, 5), (2, 3, 4, 9), ["Conv2D", "4x9", "kernel 5x5"]),
-    (L.Conv2D(3, 4, 3, dilation=3), (1, 3, 6, 6), ["dilated kernel 7x7", "(1, 3, 6, 6)"]),
-    (L.Conv2D(2, 4, 3), (2, 2, 8), ["Conv2D", "(n, 2, H, W)", "(2, 2, 8)"]),
-    (L.MaxPool2D(3), (1, 2, 2, 5), ["MaxPool2D", "2x5", "kernel 3x3"]),
-    (L.AvgPool2D(2), (4, 8), ["AvgPool2D", "(n, C, H, W)", "(4, 8)"]),
-    (L.GlobalAvgPool2D(), (4, 8), ["GlobalAvgPool2D", "(4, 8)"]),
-])
+@pytest.mark.parametrize(
+    "layer, shape, words",
+    [
+        (L.Conv2D(1, 4, 3), (2, 3, 28, 28), ["Conv2D", "(n, 1, H, W)", "(2, 3, 28, 28)"]),
+        (L.Conv2D(3, 4, 5), (2, 3, 4, 9), ["Conv2D", "4x9", "kernel 5x5"]),
+        (L.Conv2D(3, 4, 3, dilation=3), (1, 3, 6, 6), ["dilated kernel 7x7", "(1, 3, 6, 6)"]),
+        (L.Conv2D(2, 4, 3), (2, 2, 8), ["Conv2D", "(n, 2, H, W)", "(2, 2, 8)"]),
+        (L.MaxPool2D(3), (1, 2, 2, 5), ["MaxPool2D", "2x5", "kernel 3x3"]),
+        (L.AvgPool2D(2), (4, 8), ["AvgPool2D", "(n, C, H, W)", "(4, 8)"]),
+        (L.GlobalAvgPool2D(), (4, 8), ["GlobalAvgPool2D", "(4, 8)"]),
+    ],
+)
 def test_shape_errors_name_layer_and_shapes(layer, shape, words):
     with pytest.raises(ValueError) as e:
         layer.forward(np.zeros(shape, np.float32))
@@ -319,17 +354,20 @@ def test_model_refuses_wrong_channels_before_training():
         model.fit(np.zeros((4, 3, 5, 5), np.float32), np.zeros(4, int), verbose=0)
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: L.Conv2D(0, 2, 3), "in_channels"),
-    (lambda: L.Conv2D(1, 2, (3, 3, 3)), "kernel_size"),
-    (lambda: L.Conv2D(1, 2, 3, stride=0), "stride"),
-    (lambda: L.Conv2D(1, 2, 3, padding=-1), "padding"),
-    (lambda: L.Conv2D(1, 2, 3, padding="same", stride=2), "same"),
-    (lambda: L.Conv2D(1, 2, 3, init="nope"), "initializer"),
-    (lambda: L.MaxPool2D(2, padding=2), "half the kernel"),
-    (lambda: L.Residual([]), "non-empty list"),
-    (lambda: L.Residual([L.ReLU()], projection=True), "Conv2D"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: L.Conv2D(0, 2, 3), "in_channels"),
+        (lambda: L.Conv2D(1, 2, (3, 3, 3)), "kernel_size"),
+        (lambda: L.Conv2D(1, 2, 3, stride=0), "stride"),
+        (lambda: L.Conv2D(1, 2, 3, padding=-1), "padding"),
+        (lambda: L.Conv2D(1, 2, 3, padding="same", stride=2), "same"),
+        (lambda: L.Conv2D(1, 2, 3, init="nope"), "initializer"),
+        (lambda: L.MaxPool2D(2, padding=2), "half the kernel"),
+        (lambda: L.Residual([]), "non-empty list"),
+        (lambda: L.Residual([L.ReLU()], projection=True), "Conv2D"),
+    ],
+)
 def test_bad_configuration(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -344,14 +382,19 @@ def test_residual_shape_mismatch_asks_for_a_projection():
 
 
 # -- configuration, shapes, FLOPs --------------------------------------------------------------
-@pytest.mark.parametrize("make, shape", [
-    (lambda: L.Conv2D(3, 4, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(2, 1), bias=False), (3, 11, 9)),
-    (lambda: L.MaxPool2D(3, 2, 1), (2, 9, 8)),
-    (lambda: L.AvgPool2D((2, 3)), (2, 7, 8)),
-    (L.GlobalAvgPool2D, (5, 3, 3)),
-    (lambda: L.Residual([L.Conv2D(2, 4, 3, stride=2, padding=1), L.BatchNorm2D(4), L.ReLU()],
-                        projection=True), (2, 7, 7)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: L.Conv2D(3, 4, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(2, 1), bias=False), (3, 11, 9)),
+        (lambda: L.MaxPool2D(3, 2, 1), (2, 9, 8)),
+        (lambda: L.AvgPool2D((2, 3)), (2, 7, 8)),
+        (L.GlobalAvgPool2D, (5, 3, 3)),
+        (
+            lambda: L.Residual([L.Conv2D(2, 4, 3, stride=2, padding=1), L.BatchNorm2D(4), L.ReLU()], projection=True),
+            (2, 7, 7),
+        ),
+    ],
+)
 def test_config_round_trip_and_output_shape(make, shape):
     layer = make()
     cls = vn.registry.LAYERS[type(layer).registered_name]
@@ -368,7 +411,7 @@ def test_conv_flops_and_params_match_the_formula():
     assert conv.flops((32, 13, 13)) == 2 * 11 * 11 * 64 * 32 * 9
     assert conv.params["W"].shape == (64, 32, 3, 3) and conv.params["W"].dtype == np.float32
     std = conv.params["W"].std()
-    assert abs(std - np.sqrt(2 / (32 * 9))) < 0.1 * std        # He init with the conv fan-in
+    assert abs(std - np.sqrt(2 / (32 * 9))) < 0.1 * std  # He init with the conv fan-in
 
 
 def test_first_layer_skips_the_input_gradient():
@@ -381,13 +424,22 @@ def test_first_layer_skips_the_input_gradient():
 
 # -- Residual inside a Sequential: flat buffers, training, files --------------------------------
 def small_resnet(seed=0):
-    return vn.Sequential([
-        L.Conv2D(1, 4, 3, padding=1, bias=False), L.BatchNorm2D(4), L.ReLU(),
-        L.Residual([L.Conv2D(4, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.Conv2D(4, 4, 3, padding=1)]),
-        L.Residual([L.Conv2D(4, 8, 3, stride=2, padding=1), L.ReLU(), L.Dropout(0.1),
-                    L.Conv2D(8, 8, 3, padding=1)], projection=True),
-        L.MaxPool2D(2), L.GlobalAvgPool2D(), L.Dense(8, 3),
-    ], seed=seed)
+    return vn.Sequential(
+        [
+            L.Conv2D(1, 4, 3, padding=1, bias=False),
+            L.BatchNorm2D(4),
+            L.ReLU(),
+            L.Residual([L.Conv2D(4, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.Conv2D(4, 4, 3, padding=1)]),
+            L.Residual(
+                [L.Conv2D(4, 8, 3, stride=2, padding=1), L.ReLU(), L.Dropout(0.1), L.Conv2D(8, 8, 3, padding=1)],
+                projection=True,
+            ),
+            L.MaxPool2D(2),
+            L.GlobalAvgPool2D(),
+            L.Dense(8, 3),
+        ],
+        seed=seed,
+    )
 
 
 def test_residual_sublayers_compute_with_the_flat_buffer_views():
@@ -435,8 +487,19 @@ def bars(n, size=10, seed=0):
 
 def test_small_cnn_learns():
     x, y = bars(256)
-    model = vn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Conv2D(4, 8, 3),
-                           L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(8, 2)], seed=0)
+    model = vn.Sequential(
+        [
+            L.Conv2D(1, 4, 3, padding=1),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Conv2D(4, 8, 3),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Flatten(),
+            L.Dense(8, 2),
+        ],
+        seed=0,
+    )
     hist = model.fit(x, y, epochs=10, batch_size=32, verbose=0, seed=0, optimizer=vn.optim.Adam(lr=5e-3))
     losses = hist.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -464,8 +527,9 @@ def test_resnet_with_batchnorm_trains_saves_and_loads(tmp_path):
     assert np.shares_memory(loaded.layers[4].projection.params["W"], loaded.flat_params)
 
 
-@pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("resnet", (1, 28, 28)),
-                                          ("cnn", (3, 8, 8)), ("resnet", (3, 12, 12))])
+@pytest.mark.parametrize(
+    "name, shape", [("cnn", (1, 28, 28)), ("resnet", (1, 28, 28)), ("cnn", (3, 8, 8)), ("resnet", (3, 12, 12))]
+)
 def test_presets_build_and_run(name, shape):
     model = vn.presets.build(name, shape, 10, seed=0)
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
@@ -481,7 +545,7 @@ def test_cnn_preset_with_batchnorm_trains():
     model = vn.Sequential(layers, seed=0)
     X = np.random.default_rng(0).standard_normal((32, 1, 12, 12), dtype=np.float32)
     y = np.arange(32) % 3
-    X[:, 0, :4] += y[:, None, None] * 2.0                       # a learnable signal
+    X[:, 0, :4] += y[:, None, None] * 2.0  # a learnable signal
     before = model.evaluate(X, y)["loss"]
     model.fit(X, y, epochs=20, batch_size=16, verbose=0)
     assert model.evaluate(X, y)["loss"] < before

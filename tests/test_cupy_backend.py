@@ -12,6 +12,7 @@ softmax's exp and log aside); the GPU target to float32 rounding (CuPy's reducti
 another order, and its kernels flush subnormals to zero). A last test compiles the CUDA
 sources with NVRTC where CuPy is installed, even without a device.
 """
+
 import ctypes
 import math
 import shutil
@@ -30,7 +31,7 @@ REF = NumPyBackend()
 
 
 # == the emulator: CuPy's kernel classes, the loop bodies compiled as C ========================
-_TYPES = {   # CuPy type name -> (C type, ctypes type, NumPy dtype); T is bound to float32 only
+_TYPES = {  # CuPy type name -> (C type, ctypes type, NumPy dtype); T is bound to float32 only
     "T": ("T", ctypes.c_float, np.dtype(np.float32)),
     "float32": ("float", ctypes.c_float, np.dtype(np.float32)),
     "int32": ("int", ctypes.c_int32, np.dtype(np.int32)),
@@ -63,9 +64,24 @@ class Compiler:
             self.count += 1
             src, lib = self.folder / f"k{self.count}.c", self.folder / f"k{self.count}.so"
             src.write_text(source)
-            run = subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-std=gnu99", "-ffp-contract=off",
-                                  "-Werror=implicit-function-declaration", "-o", str(lib), str(src), "-lm"],
-                                 check=False, capture_output=True, text=True)
+            run = subprocess.run(
+                [
+                    "gcc",
+                    "-O1",
+                    "-shared",
+                    "-fPIC",
+                    "-std=gnu99",
+                    "-ffp-contract=off",
+                    "-Werror=implicit-function-declaration",
+                    "-o",
+                    str(lib),
+                    str(src),
+                    "-lm",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             assert run.returncode == 0, f"gcc failed:\n{run.stderr}\n{source}"
             fn = ctypes.CDLL(str(lib)).kern
             fn.restype = None
@@ -114,16 +130,20 @@ class EmulatedElementwise:
                 sig.append(f"{ctype} *{cname}")
                 values.append(ctypes.c_void_p(buf.ctypes.data))
                 argtypes.append(ctypes.c_void_p)
-                keep.append(buf)                          # alive until the call returns
+                keep.append(buf)  # alive until the call returns
             else:
                 assert not p.out, f"{self.name}: output {p.name} must be an array"
                 sig.append(f"{ctype} {p.name}")
                 values.append(cttype(a))
                 argtypes.append(cttype)
-        source = (_PRELUDE + "".join(f"#define {d} (_a_{d}[i])\n" for d in defines)
-                  + f"void kern(ptrdiff_t _n, {', '.join(sig)}) {{\n"
-                  + "    for (ptrdiff_t i = 0; i < _n; i++) {\n        " + "\n        ".join(head)
-                  + f"\n        {self.operation}\n    }}\n}}\n")
+        source = (
+            _PRELUDE
+            + "".join(f"#define {d} (_a_{d}[i])\n" for d in defines)
+            + f"void kern(ptrdiff_t _n, {', '.join(sig)}) {{\n"
+            + "    for (ptrdiff_t i = 0; i < _n; i++) {\n        "
+            + "\n        ".join(head)
+            + f"\n        {self.operation}\n    }}\n}}\n"
+        )
         self.compiler(source, argtypes)(*values)
         for a, buf in write_back:
             a[...] = buf
@@ -143,13 +163,15 @@ class EmulatedReduction:
         assert x.dtype == dtype
         buf = np.ascontiguousarray(x).reshape(-1)
         result = np.zeros((), rdtype)
-        source = (_PRELUDE + f"void kern(ptrdiff_t _n, {ctype} *_a_x, {rtype} *_out) {{\n"
-                  f"    {rtype} _acc = ({self.identity});\n"
-                  "    for (ptrdiff_t i = 0; i < _n; i++) {\n"
-                  f"        const {ctype} {self.inp.name} = _a_x[i];\n"
-                  f"        {rtype} a = _acc, b = ({self.map});\n"
-                  f"        _acc = ({self.reduce});\n    }}\n"
-                  f"    {{ {rtype} a = _acc; {rtype} {self.out.name}; {self.post}; *_out = {self.out.name}; }}\n}}\n")
+        source = (
+            _PRELUDE + f"void kern(ptrdiff_t _n, {ctype} *_a_x, {rtype} *_out) {{\n"
+            f"    {rtype} _acc = ({self.identity});\n"
+            "    for (ptrdiff_t i = 0; i < _n; i++) {\n"
+            f"        const {ctype} {self.inp.name} = _a_x[i];\n"
+            f"        {rtype} a = _acc, b = ({self.map});\n"
+            f"        _acc = ({self.reduce});\n    }}\n"
+            f"    {{ {rtype} a = _acc; {rtype} {self.out.name}; {self.post}; *_out = {self.out.name}; }}\n}}\n"
+        )
         fn = self.compiler(source, [ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_void_p])
         fn(buf.size, buf.ctypes.data, result.ctypes.data)
         return result
@@ -160,8 +182,10 @@ def emulated_factory(compiler, calls=None, ran=None):
     the kernels built in ``calls`` and those run in ``ran``."""
     fake = types.SimpleNamespace(
         ElementwiseKernel=lambda i, o, body, name, options=(): EmulatedElementwise(compiler, i, o, body, name),
-        ReductionKernel=lambda i, o, m, r, p, ident, name, options=(): EmulatedReduction(compiler, i, o, m, r, p,
-                                                                                          ident, name))
+        ReductionKernel=lambda i, o, m, r, p, ident, name, options=(): EmulatedReduction(
+            compiler, i, o, m, r, p, ident, name
+        ),
+    )
     make = cb.cupy_kernel_factory(fake)
 
     def factory(name):
@@ -174,7 +198,9 @@ def emulated_factory(compiler, calls=None, ran=None):
         def run(*args, **kwargs):
             ran.add(name)
             return kernel(*args, **kwargs)
+
         return run
+
     return factory
 
 
@@ -225,7 +251,7 @@ def _gpu_cupy():
     cupy = pytest.importorskip("cupy")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:              # any failure to reach a device: no GPU here  # noqa: BLE001
+    except Exception as e:  # any failure to reach a device: no GPU here  # noqa: BLE001
         pytest.skip(f"no usable CUDA device: {type(e).__name__}: {e}")
     if count < 1:
         pytest.skip("no CUDA device")
@@ -270,9 +296,9 @@ def test_arrays(t, rng):
     t.check(b.zeros((2, 3), F32), np.zeros((2, 3), F32))
     x = t.put(nchw(randn(rng, 2, 3, 4, 5), True))
     y = b.like(x)
-    assert y.shape == x.shape and y.strides[1] < y.strides[3]              # channels-last kept
+    assert y.shape == x.shape and y.strides[1] < y.strides[3]  # channels-last kept
     c_order = b.like(t.put(randn(rng, 2, 3, 4, 5)), zero=True)
-    assert c_order.strides[1] > c_order.strides[3]                          # C order kept
+    assert c_order.strides[1] > c_order.strides[3]  # C order kept
     t.check(c_order, np.zeros((2, 3, 4, 5), F32))
     t.check(b.alloc_nchw((2, 3, 4, 5), F32, True, zero=True), np.zeros((2, 3, 4, 5), F32))
 
@@ -287,10 +313,10 @@ def test_scratch_reuses_free_memory_only(t):
     first = b.scratch(owner, "buf", (4, 5), F32)
     where = _address(first)
     del first
-    again = b.scratch(owner, "buf", (3, 5), F32, zero=True)            # a smaller prefix, zeroed
+    again = b.scratch(owner, "buf", (3, 5), F32, zero=True)  # a smaller prefix, zeroed
     assert _address(again) == where
     t.check(again, np.zeros((3, 5), F32))
-    held = b.scratch(owner, "buf", (3, 5), F32)                         # `again` still alive
+    held = b.scratch(owner, "buf", (3, 5), F32)  # `again` still alive
     assert _address(held) != where
     cl = b.scratch(owner, "cl", (2, 3, 4, 5), F32, channels_last=True)
     assert cl.shape == (2, 3, 4, 5) and cl.strides[1] < cl.strides[3]
@@ -305,13 +331,15 @@ def test_as_strided_and_windows(t, rng):
     for kernel, stride, dilation in [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (2, 1))]:
         Ho = (7 - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
         Wo = (8 - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-        t.check(b.windows(t.put(xpad), kernel, stride, dilation, (Ho, Wo)),
-                REF.windows(xpad, kernel, stride, dilation, (Ho, Wo)))
+        t.check(
+            b.windows(t.put(xpad), kernel, stride, dilation, (Ho, Wo)),
+            REF.windows(xpad, kernel, stride, dilation, (Ho, Wo)),
+        )
 
 
 def test_errstate_is_a_context(t):
     x = t.put(np.array([3e38, np.inf], F32))
-    with t.b.errstate():                                    # overflow and inf - inf: no warning
+    with t.b.errstate():  # overflow and inf - inf: no warning
         r = x * x - t.put(np.array([0, np.inf], F32))
     got = t.get(r)
     assert np.isinf(got[0]) and np.isnan(got[1])
@@ -324,9 +352,16 @@ def test_to_host_of_host_arrays(t):
 
 def test_all_finite(t, rng):
     b = t.b
-    big = np.full(4, 3e38, F32)                 # finite values whose sum overflows
-    cases = [randn(rng, 7, 5), big, np.array([], F32), randn(rng, 6, 4).T, randn(rng, 9).astype(np.float64),
-             np.arange(5), np.array([True, False])]
+    big = np.full(4, 3e38, F32)  # finite values whose sum overflows
+    cases = [
+        randn(rng, 7, 5),
+        big,
+        np.array([], F32),
+        randn(rng, 6, 4).T,
+        randn(rng, 9).astype(np.float64),
+        np.arange(5),
+        np.array([True, False]),
+    ]
     for bad in (np.nan, np.inf, -np.inf):
         x = randn(rng, 5, 6)
         x[3, 2] = bad
@@ -355,15 +390,19 @@ def test_bias_relu(t, rng, bias, dtype):
         t.ran("bias_relu" if bias else "relu")
     else:
         t.ran_none()
-    if bias:                                                # a bias that does not fit: inherited
+    if bias:  # a bias that does not fit: inherited
         with pytest.raises(ValueError):
             t.b.bias_relu(t.put(z), t.put(bb[:4]))
 
 
 def test_relu_and_its_gradient(t, rng):
     b = t.b
-    for shape, cl_in, cl_out in [((5, 8), False, False), ((2, 3, 4, 5), True, True), ((2, 3, 4, 5), True, False),
-                                 ((2, 3, 4, 5), False, True)]:
+    for shape, cl_in, cl_out in [
+        ((5, 8), False, False),
+        ((2, 3, 4, 5), True, True),
+        ((2, 3, 4, 5), True, False),
+        ((2, 3, 4, 5), False, True),
+    ]:
         x = randn(rng, *shape)
         g = randn(rng, *shape)
         if len(shape) == 4:
@@ -376,7 +415,7 @@ def test_relu_and_its_gradient(t, rng):
         assert b.relu_backward(t.put(y), t.put(g), dout) is dout
         t.check(dout, REF.relu_backward(y, g, np.empty_like(g)))
         t.ran("relu", "relu_backward")
-    x = randn(rng, 4, 6)                                    # in place, and float64 (the fallback)
+    x = randn(rng, 4, 6)  # in place, and float64 (the fallback)
     xt = t.put(x)
     b.relu(xt, xt)
     t.check(xt, np.maximum(x, 0))
@@ -415,12 +454,12 @@ def test_relu_backward_bias_and_column_sums(t, rng):
 def test_softmax_cross_entropy(t, rng, eps, shape):
     n, C = shape
     z = 3 * randn(rng, n, C)
-    z[0, :2] = z[0, 0]                                       # a tie: the first maximum counts
+    z[0, :2] = z[0, 0]  # a tie: the first maximum counts
     y = rng.integers(0, C, n)
     grad_ref = np.empty_like(z)
     loss_ref, correct_ref = REF.softmax_cross_entropy(z, y, eps, grad_ref)
     grad = t.put(np.zeros_like(z))
-    for labels in (t.put(y), y, y.astype(np.int32)):         # on the device or the host; int32
+    for labels in (t.put(y), y, y.astype(np.int32)):  # on the device or the host; int32
         t.ran()
         loss, correct = t.b.softmax_cross_entropy(t.put(z), labels, eps, grad)
         assert isinstance(loss, float) and isinstance(correct, int)
@@ -485,8 +524,9 @@ CONV = [
 
 
 def _out_hw(H, W, kernel, stride, padding, dilation):
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip((H, W), kernel, stride, padding,
-                                                                                   dilation))
+    return tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation)
+    )
 
 
 def test_pad_channels_last(t, rng):
@@ -503,17 +543,17 @@ def test_im2col(t, rng, geometry, channels_last, bias_lane):
     N, C, H, W, kernel, stride, padding, dilation = geometry
     Ho, Wo = _out_hw(H, W, kernel, stride, padding, dilation)
     K = kernel[0] * kernel[1] * C
-    x = nchw(randn(rng, N, C, H, W), channels_last).transpose(0, 2, 3, 1)   # (N, H, W, C) view
+    x = nchw(randn(rng, N, C, H, W), channels_last).transpose(0, 2, 3, 1)  # (N, H, W, C) view
     cols = np.full((N * Ho * Wo, K + bias_lane), 7.0, F32)
     want = REF.im2col(x, kernel, stride, padding, dilation, cols.copy(), {})
     cols_t = t.put(cols)
-    x_t = t.put(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)             # the same layout
+    x_t = t.put(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # the same layout
     t.ran()
     assert t.b.im2col(x_t, kernel, stride, padding, dilation, cols_t, {}) is cols_t
     t.check(cols_t, want)
     t.ran("im2col")
     if bias_lane:
-        assert (t.get(cols_t)[:, K] == 7).all()                             # the bias lane untouched
+        assert (t.get(cols_t)[:, K] == 7).all()  # the bias lane untouched
 
 
 @pytest.mark.parametrize("geometry", CONV)
@@ -526,7 +566,7 @@ def test_col2im(t, rng, geometry, channels_last, bias_lane):
     dcols = randn(rng, N * Ho * Wo, K + bias_lane)
     dx = nchw(np.zeros((N, C, H, W), F32), channels_last).transpose(0, 2, 3, 1)
     want = REF.col2im(dcols, kernel, stride, padding, dilation, dx.copy(), {})
-    dx_t = t.put(dx.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)          # a view when C order
+    dx_t = t.put(dx.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)  # a view when C order
     t.ran()
     assert t.b.col2im(t.put(dcols), kernel, stride, padding, dilation, dx_t, {}) is dx_t
     t.check(dx_t, want)
@@ -551,7 +591,7 @@ def test_col2im_adds_to_what_dx_holds(t, rng, geometry):
     dx = randn(rng, N, H, W, C)
     want = REF.col2im(dcols, kernel, stride, padding, dilation, dx.copy(), {})
     got = t.b.col2im(t.put(dcols), kernel, stride, padding, dilation, t.put(dx), {})
-    if padding == (0, 0):              # NumPy adds in the same order (with padding: the sum first)
+    if padding == (0, 0):  # NumPy adds in the same order (with padding: the sum first)
         t.check(got, want)
     else:
         np.testing.assert_allclose(t.get(got), want, rtol=1e-6, atol=1e-6)
@@ -564,7 +604,7 @@ POOL = [
     (2, 4, 7, 7, (3, 3), (2, 2), (1, 1)),
     (1, 2, 6, 5, (3, 3), (1, 1), (1, 1)),
     (2, 3, 7, 8, (2, 2), (1, 1), (0, 0)),
-    (1, 3, 8, 7, (3, 3), (3, 3), (0, 0)),          # windows tile, with a tail no window covers
+    (1, 3, 8, 7, (3, 3), (3, 3), (0, 0)),  # windows tile, with a tail no window covers
     (2, 2, 5, 6, (1, 2), (1, 2), (0, 1)),
     (1, 2, 4, 4, (1, 1), (1, 1), (0, 0)),
 ]
@@ -591,7 +631,7 @@ def test_maxpool(t, rng, geometry, relu, training, channels_last, values):
     t.ran()
     y, saved = t.b.maxpool_forward(t.put(x), kernel, stride, padding, out_hw, relu, training, owner)
     t.check(y, y_ref)
-    assert (y.strides[1] < y.strides[3]) == channels_last                  # the input's layout
+    assert (y.strides[1] < y.strides[3]) == channels_last  # the input's layout
     dx = t.b.maxpool_backward(saved, t.put(dy), kernel, stride, padding, owner)
     t.check(dx, dx_ref)
     assert (dx.strides[1] < dx.strides[3]) == channels_last
@@ -611,8 +651,10 @@ def test_maxpool_nan_wins_and_float64_falls_back(t, rng):
     y_ref, s_ref = REF.maxpool_forward(x64, (3, 3), (2, 2), (1, 1), (3, 3), True, True, {})
     y64, s64 = t.b.maxpool_forward(t.put(x64), (3, 3), (2, 2), (1, 1), (3, 3), True, True, {})
     t.check(y64, y_ref)
-    t.check(t.b.maxpool_backward(s64, t.put(dy), (3, 3), (2, 2), (1, 1), {}),
-            REF.maxpool_backward(s_ref, dy, (3, 3), (2, 2), (1, 1), {}))
+    t.check(
+        t.b.maxpool_backward(s64, t.put(dy), (3, 3), (2, 2), (1, 1), {}),
+        REF.maxpool_backward(s_ref, dy, (3, 3), (2, 2), (1, 1), {}),
+    )
     t.ran_none()
 
 
@@ -623,19 +665,19 @@ def _f(*values):
 
 def _adam(l2=0.0, decay=1.0, t=3, lr=1e-2):
     b1, b2 = 0.9, 0.999
-    bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
     return _f(b1, 1 - b1, b2, 1 - b2, 1e-8, lr / bc1, 1 / math.sqrt(bc2), l2, decay)
 
 
 OPTIMIZER = [
     ("adam", 2, _adam()),
     ("adam", 2, _adam(l2=0.05)),
-    ("adam", 2, _adam(decay=1 - 1e-2 * 0.01)),                      # AdamW
-    ("sgd", 1, _f(0.1, 0.0, 0.0) + (False, True)),                  # no momentum: buffer unused
+    ("adam", 2, _adam(decay=1 - 1e-2 * 0.01)),  # AdamW
+    ("sgd", 1, _f(0.1, 0.0, 0.0) + (False, True)),  # no momentum: buffer unused
     ("sgd", 1, _f(0.1, 0.0, 1e-3) + (False, False)),
-    ("sgd", 1, _f(0.1, 0.9, 0.0) + (False, True)),                  # the first step: buf = g
+    ("sgd", 1, _f(0.1, 0.9, 0.0) + (False, True)),  # the first step: buf = g
     ("sgd", 1, _f(0.1, 0.9, 1e-3) + (False, False)),
-    ("sgd", 1, _f(0.05, 0.9, 0.0) + (True, False)),                 # nesterov
+    ("sgd", 1, _f(0.05, 0.9, 0.0) + (True, False)),  # nesterov
     ("sgd", 1, _f(0.05, 0.8, 1e-2) + (True, True)),
     ("rmsprop", 1, _f(1e-2, 0.99, 1 - 0.99, 1e-8, 0.0)),
     ("rmsprop", 1, _f(1e-2, 0.9, 1 - 0.9, 1e-6, 1e-2)),
@@ -647,7 +689,7 @@ OPTIMIZER = [
 def test_optimizer_update(t, rng, rule, n_state, scalars, diverge):
     n = 257
     p, g = randn(rng, n), randn(rng, n)
-    state = [np.abs(randn(rng, n)) for _ in range(n_state)]   # (m may be negative; v, s not)
+    state = [np.abs(randn(rng, n)) for _ in range(n_state)]  # (m may be negative; v, s not)
     if rule == "adam":
         state[0] = randn(rng, n)
     if diverge:
@@ -687,8 +729,8 @@ def test_gather(t, rng):
     idx = np.array([4, 0, 9, 4])
     want = REF.gather(X, idx, None)
     t.check(t.b.gather(t.put(X), t.put(idx), None), want)
-    t.check(t.b.gather(t.put(X), idx, None), want)             # indices from the host
-    t.check(t.b.gather(X, idx, None), want)                    # data on the host
+    t.check(t.b.gather(t.put(X), idx, None), want)  # indices from the host
+    t.check(t.b.gather(X, idx, None), want)  # data on the host
 
 
 # == the kernels themselves ====================================================================
@@ -696,7 +738,8 @@ def test_every_kernel_definition_builds_through_the_factory():
     made = []
     fake = types.SimpleNamespace(
         ElementwiseKernel=lambda i, o, body, name, options=(): made.append(("e", name, options)) or name,
-        ReductionKernel=lambda i, o, m, r, p, ident, name, options=(): made.append(("r", name, options)) or name)
+        ReductionKernel=lambda i, o, m, r, p, ident, name, options=(): made.append(("r", name, options)) or name,
+    )
     make = cb.cupy_kernel_factory(fake)
     for name in [*cb.ELEMENTWISE, *cb.REDUCTIONS]:
         assert make(name) == "vecnn_" + name
@@ -738,11 +781,16 @@ def test_cuda_sources_compile_with_nvrtc():
         from cupy_backends.cuda.libs import nvrtc
 
         archs = nvrtc.getSupportedArchs()
-    except Exception as e:          # no NVRTC library, or another CuPy's internals  # noqa: BLE001
+    except Exception as e:  # no NVRTC library, or another CuPy's internals  # noqa: BLE001
         pytest.skip(f"NVRTC unavailable: {type(e).__name__}: {e}")
     include = f"-I{cupy.__path__[0]}/_core/include"
-    options = [include, "--std=c++17", "-ftz=true", f"--gpu-architecture=compute_{80 if 80 in archs else archs[-1]}",
-               *cb.OPTIONS]
+    options = [
+        include,
+        "--std=c++17",
+        "-ftz=true",
+        f"--gpu-architecture=compute_{80 if 80 in archs else archs[-1]}",
+        *cb.OPTIONS,
+    ]
 
     def compile_(name, code):
         prog = nvrtc.createProgram("#include <cupy/carray.cuh>\n" + code, name + ".cu", [], [])
@@ -754,24 +802,30 @@ def test_cuda_sources_compile_with_nvrtc():
             nvrtc.destroyProgram(prog)
 
     f32 = np.dtype(np.float32)
-    NDARRAY, INDEXER, SCALAR = 1, 2, 3                # CuPy's argument kinds (cupy/_core/_kernel.pyx)
+    NDARRAY, INDEXER, SCALAR = 1, 2, 3  # CuPy's argument kinds (cupy/_core/_kernel.pyx)
     for name, (in_params, out_params, body) in cb.ELEMENTWISE.items():
-        try:                                          # the code ElementwiseKernel generates
+        try:  # the code ElementwiseKernel generates
             params = _kernel._get_param_info(in_params, True) + _kernel._get_param_info(out_params, False)
-            infos = [_kernel._ArgInfo(NDARRAY, np.ndarray, p.dtype or f32, 2 if p.raw else 1, True, True)
-                     if p.raw or p.dtype is None or not p.is_const else
-                     _kernel._ArgInfo(SCALAR, p.dtype.type, p.dtype, 0, True, True) for p in params]
+            infos = [
+                _kernel._ArgInfo(NDARRAY, np.ndarray, p.dtype or f32, 2 if p.raw else 1, True, True)
+                if p.raw or p.dtype is None or not p.is_const
+                else _kernel._ArgInfo(SCALAR, p.dtype.type, p.dtype, 0, True, True)
+                for p in params
+            ]
             params += (_kernel.ParameterInfo("CIndexer _ind", False),)
             infos.append(_kernel._ArgInfo(INDEXER, None, None, 1, True, True))
-            code = _kernel._get_elementwise_kernel_code(tuple(infos), _kernel._TypeMap((("T", f32),)), params,
-                                                         body, "vecnn_" + name, "")
+            code = _kernel._get_elementwise_kernel_code(
+                tuple(infos), _kernel._TypeMap((("T", f32),)), params, body, "vecnn_" + name, ""
+            )
         except (AttributeError, TypeError, AssertionError) as e:
             pytest.skip(f"this CuPy's kernel generator differs: {type(e).__name__}: {e}")
         compile_(name, code)
     for name, (in_params, out_params, map_expr, reduce_expr, post_map, identity) in cb.REDUCTIONS.items():
         (inp,), (out,) = _params(in_params, False), _params(out_params, True)
         rtype = _TYPES[out.type][0]
-        compile_(name, f"""typedef float T;
+        compile_(
+            name,
+            f"""typedef float T;
 extern "C" __global__ void vecnn_{name}(const CArray<T, 1, 1, 1> _in, CArray<{rtype}, 1, 1, 1> _out) {{
     {rtype} _acc = ({identity});
     CUPY_FOR(i, _in.size()) {{
@@ -780,4 +834,5 @@ extern "C" __global__ void vecnn_{name}(const CArray<T, 1, 1, 1> _in, CArray<{rt
         _acc = ({reduce_expr});
     }}
     {{ {rtype} a = _acc; {rtype} {out.name}; {post_map}; _out[0] = {out.name}; }}
-}}""")
+}}""",
+        )

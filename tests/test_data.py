@@ -1,4 +1,5 @@
 """vecnn.data: the built-in digits, the IDX reader, named datasets and where they are found."""
+
 import gzip
 import importlib.util
 import os
@@ -27,7 +28,7 @@ def test_digits_shapes_dtypes_and_range():
     assert y_train.dtype == np.int64 and y_test.dtype == np.int64
     for X in (X_train, X_test):
         assert X.min() == 0.0 and X.max() == 1.0
-        assert np.array_equal(X * 16, np.round(X * 16))          # pixel counts / 16
+        assert np.array_equal(X * 16, np.round(X * 16))  # pixel counts / 16
     assert set(np.unique(y_train)) == set(range(10)) == set(np.unique(y_test))
 
 
@@ -64,10 +65,12 @@ def test_make_digits_tool_reproduces_the_shipped_file(tmp_path):
 
 
 def test_digits_load_offline_without_scikit_learn():
-    code = ("import sys; sys.modules['sklearn'] = None; import vecnn as vn; "
-            "X, y, Xt, yt = vn.data.load('digits'); "
-            "assert 'sklearn' not in sys.modules or sys.modules['sklearn'] is None; "
-            "print(X.shape, Xt.shape)")
+    code = (
+        "import sys; sys.modules['sklearn'] = None; import vecnn as vn; "
+        "X, y, Xt, yt = vn.data.load('digits'); "
+        "assert 'sklearn' not in sys.modules or sys.modules['sklearn'] is None; "
+        "print(X.shape, Xt.shape)"
+    )
     env = {**os.environ, "VECNN_DATA": "/nonexistent"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -115,20 +118,23 @@ def test_idx_reads_a_hand_built_mnist_file(tmp_path, rng):
     labels = rng.integers(0, 10, 7, dtype=np.uint8)
     (tmp_path / "lab").write_bytes(struct.pack(">II", 0x00000801, 7) + labels.tobytes())
     assert np.array_equal(read_idx(tmp_path / "img"), images)
-    assert np.array_equal(read_idx(tmp_path / "img.gz"), images)   # gzip is detected by content
+    assert np.array_equal(read_idx(tmp_path / "img.gz"), images)  # gzip is detected by content
     assert np.array_equal(read_idx(tmp_path / "lab"), labels)
 
 
 @pytest.mark.parametrize("gz", [False, True])
-@pytest.mark.parametrize("mutate, message", [
-    (lambda b: b"\x01\x02" + b[2:], "magic"),
-    (lambda b: b[:2] + b"\x07" + b[3:], "type code 0x07"),
-    (lambda b: b[:3] + b"\x00", "0 dimensions"),
-    (lambda b: b[:-1], "truncated"),
-    (lambda b: b + b"\x00", "trailing"),
-    (lambda b: b[:9], "truncated"),
-    (lambda b: b[:2], "too short"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b"\x01\x02" + b[2:], "magic"),
+        (lambda b: b[:2] + b"\x07" + b[3:], "type code 0x07"),
+        (lambda b: b[:3] + b"\x00", "0 dimensions"),
+        (lambda b: b[:-1], "truncated"),
+        (lambda b: b + b"\x00", "trailing"),
+        (lambda b: b[:9], "truncated"),
+        (lambda b: b[:2], "too short"),
+    ],
+)
 def test_idx_refuses_bad_files(tmp_path, gz, mutate, message):
     good = _mnist_bytes(np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3))
     data = mutate(good)
@@ -146,7 +152,7 @@ def test_idx_refuses_a_corrupt_or_cut_gzip_stream(tmp_path):
     with pytest.raises(ValueError, match="cut.gz"):
         read_idx(cut)
     flipped = bytearray(blob)
-    flipped[-6] ^= 0xFF                                   # inside the CRC / size trailer
+    flipped[-6] ^= 0xFF  # inside the CRC / size trailer
     bad = tmp_path / "crc.gz"
     bad.write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="crc.gz"):
@@ -156,7 +162,7 @@ def test_idx_refuses_a_corrupt_or_cut_gzip_stream(tmp_path):
 def test_idx_forged_header_is_refused_before_any_allocation(tmp_path):
     forged = tmp_path / "forged"
     forged.write_bytes(struct.pack(">IIII", 0x0803, 2**31, 2**31, 2**31))
-    with pytest.raises(ValueError, match="more than vecnn allows"):         # vecnn.limits.MAX_ELEMENTS
+    with pytest.raises(ValueError, match="more than vecnn allows"):  # vecnn.limits.MAX_ELEMENTS
         read_idx(forged)
     write_idx(tmp_path / "small", np.zeros(11, np.uint8))
     with pytest.raises(ValueError, match="more than the limit"):
@@ -203,10 +209,12 @@ def make_dataset(folder: Path, n_train=12, n_test=6, seed=0, gz=True, label_offs
     """Four small MNIST-style IDX files; returns the uint8 arrays written."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": ((np.arange(n_train) + label_offset) % 10).astype(np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": ((np.arange(n_test) + label_offset) % 10).astype(np.uint8)}
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": ((np.arange(n_train) + label_offset) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": ((np.arange(n_test) + label_offset) % 10).astype(np.uint8),
+    }
     for name, a in arrays.items():
         write_idx(folder / (name + (".gz" if gz else "")), a)
     return arrays
@@ -242,10 +250,10 @@ def test_root_may_be_the_parent_or_a_torchvision_tree(places):
 
 
 def test_explicit_root_is_the_only_place_looked(places):
-    make_dataset(places["env"] / "mnist")              # present in $VECNN_DATA ...
+    make_dataset(places["env"] / "mnist")  # present in $VECNN_DATA ...
     empty = places["tmp"] / "empty"
     empty.mkdir()
-    with pytest.raises(vn.data.DatasetNotFoundError) as e:   # ... but root= says look only here
+    with pytest.raises(vn.data.DatasetNotFoundError) as e:  # ... but root= says look only here
         vn.data.load("mnist", root=empty)
     assert str(empty) in str(e.value) and str(places["env"]) not in str(e.value)
 
@@ -272,15 +280,18 @@ def test_not_found_lists_every_place_and_how_to_get_it(places):
     with pytest.raises(vn.data.DatasetNotFoundError) as e:
         vn.data.load("fashion-mnist")
     msg = str(e.value)
-    for place in (places["env"] / "fashion-mnist", places["cache"] / "fashion-mnist",
-                  places["system"] / "fashion-mnist"):
+    for place in (
+        places["env"] / "fashion-mnist",
+        places["cache"] / "fashion-mnist",
+        places["system"] / "fashion-mnist",
+    ):
         assert str(place) in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg
     assert isinstance(e.value, ValueError) and isinstance(e.value, FileNotFoundError)
 
 
 def test_a_broken_file_is_an_error_not_skipped(places):
-    make_dataset(places["cache"] / "mnist")                        # a good copy further down
+    make_dataset(places["cache"] / "mnist")  # a good copy further down
     arrays = make_dataset(places["env"] / "mnist")
     bad = places["env"] / "mnist" / "t10k-images-idx3-ubyte.gz"
     bad.write_bytes(gzip.compress(_mnist_bytes(arrays["t10k-images-idx3-ubyte"])[:-5]))
@@ -344,7 +355,7 @@ def test_describe_says_where_each_dataset_is(places):
 @pytest.mark.skipif(not SYSTEM_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
     monkeypatch.delenv("VECNN_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))       # an empty cache: found in the system folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: found in the system folder
     assert vn.data.locate("fashion-mnist") == SYSTEM_FASHION
     X_train, y_train, X_test, y_test = vn.data.load("fashion-mnist")
     assert X_train.shape == (60000, 1, 28, 28) and X_test.shape == (10000, 1, 28, 28)

@@ -1,4 +1,5 @@
 """The Standardize layer: statistics from the training split, kept in state, saved with the model."""
+
 import numpy as np
 import pytest
 
@@ -14,11 +15,14 @@ def images(rng):
     return (rng.standard_normal((200, 3, 5, 4), dtype=np.float32) * scale + shift).astype(np.float32)
 
 
-@pytest.mark.parametrize("per, axes, stats_shape", [
-    ("channel", (0, 2, 3), (3, 1, 1)),
-    ("feature", (0,), (3, 5, 4)),
-    ("global", (0, 1, 2, 3), (1, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "per, axes, stats_shape",
+    [
+        ("channel", (0, 2, 3), (3, 1, 1)),
+        ("feature", (0,), (3, 5, 4)),
+        ("global", (0, 1, 2, 3), (1, 1, 1)),
+    ],
+)
 def test_adapt_matches_numpy_statistics(images, per, axes, stats_shape):
     layer = L.Standardize(per=per).adapt(images)
     x64 = images.astype(np.float64)
@@ -100,7 +104,7 @@ def test_statistics_are_saved_in_the_model_file(tmp_path, images, rng):
     std = L.Standardize().adapt(images)
     model = vn.Sequential([std, L.Flatten(), L.Dense(60, 3)], seed=0)
     model.fit(images, y, loss="cross_entropy", epochs=1, batch_size=50, verbose=0)
-    assert np.array_equal(model.layers[0].state["mean"], std.state["mean"])   # not reset by Sequential
+    assert np.array_equal(model.layers[0].state["mean"], std.state["mean"])  # not reset by Sequential
     path = tmp_path / "m.vecnn"
     model.save(path)
     loaded = vn.load(path)

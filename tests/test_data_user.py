@@ -1,4 +1,5 @@
 """vecnn.data.load_arrays (.npz, .npy pairs, CSV) and train_test_split."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def test_npz_with_known_keys(tmp_path, Xy, xk, yk):
 
 def test_npz_with_two_unnamed_arrays_and_with_unknown_keys(tmp_path, Xy):
     X, y = Xy
-    np.savez(tmp_path / "two.npz", X, y)                     # arr_0, arr_1
+    np.savez(tmp_path / "two.npz", X, y)  # arr_0, arr_1
     assert np.array_equal(load_arrays(tmp_path / "two.npz")[1], y)
     np.savez(tmp_path / "odd.npz", a=X, b=y, c=y)
     with pytest.raises(ValueError, match=r"holds \['a', 'b', 'c'\]"):
@@ -32,8 +33,12 @@ def test_npz_with_two_unnamed_arrays_and_with_unknown_keys(tmp_path, Xy):
 
 def test_npy_pair_explicit_and_sibling(tmp_path, Xy):
     X, y = Xy
-    for xname, yname in [("X.npy", "y.npy"), ("X_train.npy", "y_train.npy"),
-                         ("digits_x.npy", "digits_y.npy"), ("feats.npy", "feats_y.npy")]:
+    for xname, yname in [
+        ("X.npy", "y.npy"),
+        ("X_train.npy", "y_train.npy"),
+        ("digits_x.npy", "digits_y.npy"),
+        ("feats.npy", "feats_y.npy"),
+    ]:
         folder = tmp_path / xname.replace(".", "_")
         folder.mkdir()
         np.save(folder / xname, X)
@@ -71,13 +76,16 @@ def test_object_arrays_are_refused_not_unpickled(tmp_path, Xy):
         load_arrays(tmp_path / "X.npy")
 
 
-@pytest.mark.parametrize("y, message", [
-    (np.array([0, 1, 2.5] * 10), "integer class indices"),
-    (np.array([0, 1, np.nan] * 10), "missing label"),
-    (np.array([0, -1, 2] * 10), ">= 0"),
-    (np.array(["a", "b", "c"] * 10), r"holds <U1 values; vecnn reads numeric arrays only"),
-    (np.zeros((30, 2)), r"shape \(n,\)"),
-])
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (np.array([0, 1, 2.5] * 10), "integer class indices"),
+        (np.array([0, 1, np.nan] * 10), "missing label"),
+        (np.array([0, -1, 2] * 10), ">= 0"),
+        (np.array(["a", "b", "c"] * 10), r"holds <U1 values; vecnn reads numeric arrays only"),
+        (np.zeros((30, 2)), r"shape \(n,\)"),
+    ],
+)
 def test_bad_labels(tmp_path, Xy, y, message):
     np.savez(tmp_path / "d.npz", x=Xy[0], y=y)
     with pytest.raises(ValueError, match=message):
@@ -109,7 +117,7 @@ def write(tmp_path, text, name="d.csv"):
 
 def test_csv_with_header_and_named_label_column(tmp_path):
     p = write(tmp_path, "a,label,b\n1.5,0,2\n3,2,4\n-1,1,0.25\n")
-    X, y = load_arrays(p)                                   # label_column="label" by default
+    X, y = load_arrays(p)  # label_column="label" by default
     assert X.dtype == np.float32 and y.dtype == np.int64
     assert np.array_equal(X, np.array([[1.5, 2], [3, 4], [-1, 0.25]], np.float32))
     assert np.array_equal(y, [0, 2, 1])
@@ -121,7 +129,7 @@ def test_csv_without_header_by_index(tmp_path):
         X, y = load_arrays(p, label_column=col)
         assert np.array_equal(y, [0, 1]) and np.array_equal(X, [[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="no header row"):
-        load_arrays(p)                                      # "label" names nothing here
+        load_arrays(p)  # "label" names nothing here
     with pytest.raises(ValueError, match="out of range"):
         load_arrays(p, label_column=5)
 
@@ -167,7 +175,7 @@ def test_split_sizes_disjoint_and_seeded():
     assert len(X_te) == 20 and len(X_tr) == 80
     ids_tr, ids_te = X_tr[:, 0].astype(int), X_te[:, 0].astype(int)
     assert sorted(np.concatenate([ids_tr, ids_te])) == list(range(100))
-    assert np.array_equal(y_tr, ids_tr % 4) and np.array_equal(y_te, ids_te % 4)   # rows stay paired
+    assert np.array_equal(y_tr, ids_tr % 4) and np.array_equal(y_te, ids_te % 4)  # rows stay paired
     again = train_test_split(X, y, test_fraction=0.2, seed=3)
     assert np.array_equal(again[2], X_te)
     other = train_test_split(X, y, test_fraction=0.2, seed=4)
@@ -196,6 +204,16 @@ def test_split_refuses_mismatched_lengths():
 
 
 def test_public_names():
-    for name in ("load", "load_arrays", "train_test_split", "read_idx", "class_names", "describe",
-                 "Augment", "download", "DatasetNotFoundError", "DownloadError"):
+    for name in (
+        "load",
+        "load_arrays",
+        "train_test_split",
+        "read_idx",
+        "class_names",
+        "describe",
+        "Augment",
+        "download",
+        "DatasetNotFoundError",
+        "DownloadError",
+    ):
         assert hasattr(vn.data, name)

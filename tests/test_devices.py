@@ -2,6 +2,7 @@
 arrays are a NumPy subclass, registered with ``vecnn.ops`` like a backend of its own. What moves
 (parameters, gradients, optimizer state, BatchNorm statistics), what stays on the host (what
 ``predict`` returns, what ``save`` writes), and that training there equals training on the CPU."""
+
 import numpy as np
 import pytest
 
@@ -36,10 +37,10 @@ class StandInGPU(NumPyBackend):
         if isinstance(a, DeviceArray) and (dtype is None or a.dtype == dtype):
             return a
         self.copies_in += 1
-        return np.array(a, dtype=dtype).view(DeviceArray)      # a copy: host -> device
+        return np.array(a, dtype=dtype).view(DeviceArray)  # a copy: host -> device
 
     def to_host(self, a):
-        return np.array(a).view(np.ndarray)                     # a copy: device -> host
+        return np.array(a).view(np.ndarray)  # a copy: device -> host
 
 
 @pytest.fixture
@@ -54,8 +55,20 @@ def gpu(monkeypatch):
 
 def make_cnn(seed=0, dropout=0.1):
     # (no conv bias before BatchNorm: its true gradient is 0, and Adam would amplify rounding noise)
-    return vn.Sequential([L.Conv2D(1, 4, 3, padding=1, bias=False), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
-                          L.Flatten(), L.Dense(64, 16), L.ReLU(), L.Dropout(dropout), L.Dense(16, 3)], seed=seed)
+    return vn.Sequential(
+        [
+            L.Conv2D(1, 4, 3, padding=1, bias=False),
+            L.BatchNorm2D(4),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Flatten(),
+            L.Dense(64, 16),
+            L.ReLU(),
+            L.Dropout(dropout),
+            L.Dense(16, 3),
+        ],
+        seed=seed,
+    )
 
 
 def data(rng, n=96):
@@ -77,7 +90,7 @@ def test_to_moves_parameters_gradients_state_and_keeps_the_views(gpu, rng):
     assert model.to("gpu") is model and model.device == "gpu" and on_device(model)
     np.testing.assert_array_equal(np.asarray(model.flat_params), before)
     dense = model.layers[5]
-    dense.params["W"][...] = 7                                        # still a view of the flat buffer
+    dense.params["W"][...] = 7  # still a view of the flat buffer
     assert (model.flat_params == 7).sum() == dense.params["W"].size
     model.to("cpu")
     assert model.device == "cpu" and type(model.flat_params) is np.ndarray
@@ -88,12 +101,21 @@ def test_training_on_the_device_equals_training_on_the_cpu(gpu, rng):
     X, y = data(rng)
     cpu_model, gpu_model = make_cnn(), make_cnn().to("gpu")
     for model in (cpu_model, gpu_model):
-        model.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=0, workers=1,
-                  optimizer=vn.optim.Adam(lr=1e-2), validation_data=(X[:20], y[:20]))
+        model.fit(
+            X,
+            y,
+            epochs=2,
+            batch_size=32,
+            verbose=0,
+            seed=0,
+            workers=1,
+            optimizer=vn.optim.Adam(lr=1e-2),
+            validation_data=(X[:20], y[:20]),
+        )
     assert on_device(gpu_model) and gpu_model.optimizer.state
     np.testing.assert_allclose(np.asarray(gpu_model.flat_params), cpu_model.flat_params, rtol=1e-4, atol=1e-5)
     out = gpu_model.predict(X)
-    assert type(out) is np.ndarray                                   # results come back to the host
+    assert type(out) is np.ndarray  # results come back to the host
     np.testing.assert_allclose(out, cpu_model.predict(X), rtol=1e-4, atol=1e-5)
     assert type(gpu_model.predict_proba(X[:5])) is np.ndarray
     scores = gpu_model.evaluate(X, y)
@@ -102,10 +124,10 @@ def test_training_on_the_device_equals_training_on_the_cpu(gpu, rng):
 
 def test_the_training_data_moves_once_per_fit(gpu, rng):
     X, y = data(rng)
-    model = make_cnn(dropout=0).to("gpu")        # (Dropout's masks are drawn on the host, and move)
+    model = make_cnn(dropout=0).to("gpu")  # (Dropout's masks are drawn on the host, and move)
     before = gpu.copies_in
     model.fit(X, y, epochs=3, batch_size=16, verbose=0, workers=1)
-    assert gpu.copies_in - before == 2 + 3                         # X and y once, each epoch's order: no batch
+    assert gpu.copies_in - before == 2 + 3  # X and y once, each epoch's order: no batch
 
 
 def test_augmented_batches_move_after_augmenting_on_the_host(gpu, rng):
@@ -139,7 +161,7 @@ def test_moving_after_training_keeps_the_optimizer_state(gpu, rng):
         model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=0, workers=1)
     b.to("gpu")
     assert on_device(b)
-    for model in (a, b):                                             # Adam's moments carried over
+    for model in (a, b):  # Adam's moments carried over
         model.fit(X, y, epochs=1, batch_size=32, verbose=0, seed=1, workers=1)
     np.testing.assert_allclose(np.asarray(b.flat_params), a.flat_params, rtol=1e-4, atol=1e-5)
 
@@ -149,4 +171,4 @@ def test_splitting_batches_across_threads_is_cpu_only(gpu, rng):
     model = vn.Sequential([L.Conv2D(1, 2, 3), L.Flatten(), L.Dense(72, 3)], seed=0).to("gpu")
     with pytest.raises(ValueError, match="workers=2 splits batches across CPU threads"):
         model.fit(X, y, workers=2, verbose=0)
-    model.fit(X, y, workers="auto", verbose=0, epochs=1)            # auto: one worker there
+    model.fit(X, y, workers="auto", verbose=0, epochs=1)  # auto: one worker there

@@ -1,5 +1,6 @@
 """Downloads against a server this test starts on 127.0.0.1: good files, a wrong digest, a
 truncated transfer, a server that is gone, a stalled one. A failed download leaves nothing."""
+
 import dataclasses
 import hashlib
 import http.server
@@ -14,8 +15,12 @@ import vecnn as vn
 from vecnn.data import downloads, named
 from vecnn.data.idx import write_idx
 
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +28,12 @@ def blobs(tmp_path_factory):
     """Small MNIST-style .gz files and the arrays they hold."""
     folder = tmp_path_factory.mktemp("blobs")
     rng = np.random.default_rng(0)
-    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 20, dtype=np.uint8),
-              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 8, dtype=np.uint8)}
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 20, dtype=np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 8, dtype=np.uint8),
+    }
     data = {}
     for name, a in arrays.items():
         write_idx(folder / name, a)
@@ -35,8 +42,8 @@ def blobs(tmp_path_factory):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}          # path -> bytes, set per server
-    mode = "good"             # good | truncated | stall | bigger | unsized-bigger | unsized-short
+    files: dict = {}  # path -> bytes, set per server
+    mode = "good"  # good | truncated | stall | bigger | unsized-bigger | unsized-short
 
     def do_GET(self):
         name = self.path.rsplit("/", 1)[-1]
@@ -51,11 +58,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.mode == "unsized-short":
             body = body[:-3]
         self.send_response(200)
-        if not self.mode.startswith("unsized"):      # else: HTTP/1.0, the body ends when the server hangs up
+        if not self.mode.startswith("unsized"):  # else: HTTP/1.0, the body ends when the server hangs up
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.mode == "truncated":
-            self.wfile.write(body[: len(body) // 2])       # promise it all, send half, hang up
+            self.wfile.write(body[: len(body) // 2])  # promise it all, send half, hang up
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -89,9 +96,11 @@ def isolated(tmp_path, monkeypatch, blobs):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(named, "SYSTEM_DIR", tmp_path / "system")
     data = blobs[1]
-    d = dataclasses.replace(named.DATASETS["mnist"],
-                            sha256={k: hashlib.sha256(v).hexdigest() for k, v in data.items()},
-                            size={k: len(v) for k, v in data.items()})
+    d = dataclasses.replace(
+        named.DATASETS["mnist"],
+        sha256={k: hashlib.sha256(v).hexdigest() for k, v in data.items()},
+        size={k: len(v) for k, v in data.items()},
+    )
     monkeypatch.setitem(named.DATASETS, "mnist", d)
     return tmp_path / "xdg" / "vecnn" / "mnist"
 
@@ -103,7 +112,7 @@ def leftovers(folder):
 def test_good_download_lands_in_the_cache_and_loads(server, isolated, blobs):
     url, _ = server
     X_train, y_train, X_test, y_test = vn.data.load("mnist", download=True, mirror=url)
-    assert leftovers(isolated) == sorted(FILES)                 # nothing but the four files
+    assert leftovers(isolated) == sorted(FILES)  # nothing but the four files
     arrays = blobs[0]
     assert np.array_equal(y_train, arrays["train-labels-idx1-ubyte.gz"])
     assert np.allclose(X_test[:, 0], arrays["t10k-images-idx3-ubyte.gz"] / 255.0, atol=1e-7)
@@ -147,9 +156,9 @@ def test_a_broken_off_download_is_completed_later(server, isolated, monkeypatch)
     with pytest.raises(vn.data.DownloadError):
         vn.data.load("mnist", download=True, mirror=server[0])
     kept = leftovers(isolated)
-    assert kept == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]   # verified ones stay
+    assert kept == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # verified ones stay
     with pytest.raises(vn.data.IncompleteDatasetError, match="t10k-images-idx3-ubyte"):
-        vn.data.load("mnist")                                  # not asked to download: say what is missing
+        vn.data.load("mnist")  # not asked to download: say what is missing
     monkeypatch.setitem(named.DATASETS, "mnist", d)
     assert len(vn.data.load("mnist", download=True, mirror=server[0])[3]) == 8
     assert leftovers(isolated) == sorted(FILES)
@@ -163,9 +172,14 @@ def test_truncated_transfer_leaves_nothing(server, isolated):
     assert leftovers(isolated) == []
 
 
-@pytest.mark.parametrize("mode, message", [("bigger", "offers .* bytes, expected"),
-                                           ("unsized-bigger", "sent more than"),
-                                           ("unsized-short", "incomplete transfer")])
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("bigger", "offers .* bytes, expected"),
+        ("unsized-bigger", "sent more than"),
+        ("unsized-short", "incomplete transfer"),
+    ],
+)
 def test_other_lengths_than_published_are_refused(server, isolated, mode, message):
     url, handler = server
     handler.mode = mode
@@ -175,7 +189,7 @@ def test_other_lengths_than_published_are_refused(server, isolated, mode, messag
 
 
 def test_server_gone_is_a_clear_error(isolated):
-    with socket.socket() as s:                 # a port nobody listens on any more
+    with socket.socket() as s:  # a port nobody listens on any more
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(vn.data.DownloadError, match="cannot reach"):

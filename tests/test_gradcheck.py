@@ -1,4 +1,5 @@
 """vecnn.gradcheck: finite differences find broken gradients and pass correct ones."""
+
 import numpy as np
 import pytest
 
@@ -25,9 +26,9 @@ class TransposedDense(L.Dense):
 
 def test_numerical_grad_of_a_known_function():
     x = np.array([[1.0, -2.0], [0.5, 3.0]])
-    g = gradcheck.numerical_grad(lambda v: float(np.sum(v ** 3)), x)
-    np.testing.assert_allclose(g, 3 * x ** 2, rtol=1e-8)
-    np.testing.assert_array_equal(x, [[1.0, -2.0], [0.5, 3.0]])   # restored after perturbing
+    g = gradcheck.numerical_grad(lambda v: float(np.sum(v**3)), x)
+    np.testing.assert_allclose(g, 3 * x**2, rtol=1e-8)
+    np.testing.assert_array_equal(x, [[1.0, -2.0], [0.5, 3.0]])  # restored after perturbing
 
 
 def test_numerical_grad_refuses_float32():
@@ -45,10 +46,12 @@ def test_rel_error():
 
 def test_check_layer_passes_correct_layers():
     rng = np.random.default_rng(0)
-    for layer, x, training in [(L.Dense(4, 3), rng.standard_normal((5, 4)), False),
-                               (L.BatchNorm1D(3), rng.standard_normal((6, 3)), True),
-                               (L.Dropout(0.5, seed=2), rng.standard_normal((4, 6)), True),
-                               (L.GELU("tanh"), rng.standard_normal((3, 4)), False)]:
+    for layer, x, training in [
+        (L.Dense(4, 3), rng.standard_normal((5, 4)), False),
+        (L.BatchNorm1D(3), rng.standard_normal((6, 3)), True),
+        (L.Dropout(0.5, seed=2), rng.standard_normal((4, 6)), True),
+        (L.GELU("tanh"), rng.standard_normal((3, 4)), False),
+    ]:
         errors = gradcheck.check_layer(layer, x, training=training)
         assert set(errors) == {"x", *layer.params}
         gradcheck.assert_ok(errors)
@@ -60,7 +63,7 @@ def test_check_layer_finds_a_wrong_backward():
     assert errors["x"] > 0.1
     with pytest.raises(AssertionError, match="x: "):
         gradcheck.assert_ok(errors)
-    gradcheck.assert_ok(gradcheck.check_layer(L.ReLU(), x))   # the real one on the same input
+    gradcheck.assert_ok(gradcheck.check_layer(L.ReLU(), x))  # the real one on the same input
 
 
 def test_check_layer_names_the_wrong_parameter():
@@ -104,11 +107,14 @@ def small_model(*middle, seed=0):
     return vn.Sequential([L.Dense(4, 6), *middle, L.Dense(6, 3)], seed=seed)
 
 
-@pytest.mark.parametrize("middle, training", [
-    ((L.Tanh(),), False),
-    ((L.BatchNorm1D(6), L.GELU()), True),
-    ((L.Sigmoid(), L.Dropout(0.3)), True),
-])
+@pytest.mark.parametrize(
+    "middle, training",
+    [
+        ((L.Tanh(),), False),
+        ((L.BatchNorm1D(6), L.GELU()), True),
+        ((L.Sigmoid(), L.Dropout(0.3)), True),
+    ],
+)
 def test_check_model_passes_correct_models(middle, training):
     rng = np.random.default_rng(0)
     model = small_model(*middle)
@@ -126,8 +132,8 @@ def test_check_model_finds_a_broken_layer_and_names_it():
     model = small_model(WrongReLU())
     X, y = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((6, 3))
     errors = gradcheck.check_model(model, X, y, loss="mse")
-    assert errors["2.W"] < 1e-6 and errors["2.b"] < 1e-6        # above the bug: still right
-    assert errors["0.W"] > 0.1                                   # below it: wrong
+    assert errors["2.W"] < 1e-6 and errors["2.b"] < 1e-6  # above the bug: still right
+    assert errors["0.W"] > 0.1  # below it: wrong
     with pytest.raises(AssertionError, match="0.W"):
         gradcheck.assert_ok(errors)
 

@@ -1,4 +1,5 @@
 """PyTorch interop: to_torch gives the same outputs; from_torch brings the weights back exactly."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,22 @@ def trained(layers, X, y, epochs=2):
 def test_mlp_round_trip(rng):
     X = rng.standard_normal((64, 1, 4, 4)).astype(np.float32)
     y = rng.integers(0, 3, 64)
-    model = trained([L.Standardize().adapt(X), L.Flatten(), L.Dense(16, 8), L.BatchNorm1D(8), L.GELU(),
-                     L.Dropout(0.2), L.LeakyReLU(0.1), L.Dense(8, 6), L.Tanh(), L.Dense(6, 3)], X, y)
+    model = trained(
+        [
+            L.Standardize().adapt(X),
+            L.Flatten(),
+            L.Dense(16, 8),
+            L.BatchNorm1D(8),
+            L.GELU(),
+            L.Dropout(0.2),
+            L.LeakyReLU(0.1),
+            L.Dense(8, 6),
+            L.Tanh(),
+            L.Dense(6, 3),
+        ],
+        X,
+        y,
+    )
     net = to_torch(model)
     with torch.no_grad():
         out = net(torch.from_numpy(X)).numpy()
@@ -31,9 +46,21 @@ def test_mlp_round_trip(rng):
 def test_cnn_round_trip(rng):
     X = rng.standard_normal((32, 2, 8, 8)).astype(np.float32)
     y = rng.integers(0, 4, 32)
-    model = trained([L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
-                     L.Residual([L.Conv2D(4, 6, 3, stride=2, padding=1), L.ReLU()], projection=True),
-                     L.AvgPool2D(2), L.GlobalAvgPool2D(), L.Dense(6, 4)], X, y, epochs=1)
+    model = trained(
+        [
+            L.Conv2D(2, 4, 3, padding=1),
+            L.BatchNorm2D(4),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Residual([L.Conv2D(4, 6, 3, stride=2, padding=1), L.ReLU()], projection=True),
+            L.AvgPool2D(2),
+            L.GlobalAvgPool2D(),
+            L.Dense(6, 4),
+        ],
+        X,
+        y,
+        epochs=1,
+    )
     net = to_torch(model)
     with torch.no_grad():
         out = net(torch.from_numpy(X)).numpy()

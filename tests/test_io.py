@@ -1,4 +1,5 @@
 """Model files: exact round trips, verified digests, clear errors, atomic saves, no pickle."""
+
 import json
 import os
 import pickle
@@ -30,15 +31,15 @@ def test_round_trip_is_exact(trained, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
     np.testing.assert_array_equal(loaded.layers[1].state["running_var"], model.layers[1].state["running_var"])
-    assert loaded.evaluate(X, y) == model.evaluate(X, y)          # the loss came back with the model
+    assert loaded.evaluate(X, y) == model.evaluate(X, y)  # the loss came back with the model
     assert loaded.loss.label_smoothing == 0.1 and loaded.class_names == ["a", "b", "c"]
     assert [type(l).__name__ for l in loaded.layers] == [type(l).__name__ for l in model.layers]
     assert loaded.flat_params.dtype == np.float32
 
 
 def test_file_is_safetensors_with_vecnn_metadata(trained, tmp_path):
-    from safetensors.numpy import load_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file
 
     model, *_ = trained
     model.save(tmp_path / "m.vecnn")
@@ -60,7 +61,7 @@ def test_tampered_weight_byte_is_caught(trained, tmp_path):
     model, *_ = trained
     path = tmp_path / "m.vecnn"
     model.save(path)
-    flip_byte(path, path.stat().st_size - 3)        # inside the tensor data
+    flip_byte(path, path.stat().st_size - 3)  # inside the tensor data
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
         vn.load(path)
 
@@ -79,13 +80,16 @@ def test_every_single_byte_flip_in_the_data_is_caught(trained, tmp_path):
             vn.load(path)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "empty"),
-    (b"abc", "too short"),
-    (pickle.dumps({"W": [1, 2, 3]}), "not a vecnn model file"),
-    (b"PK\x03\x04" + b"\0" * 100, "not a vecnn model file"),
-    (struct.pack("<Q", 10) + b"not json!!", "not a vecnn model file"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty"),
+        (b"abc", "too short"),
+        (pickle.dumps({"W": [1, 2, 3]}), "not a vecnn model file"),
+        (b"PK\x03\x04" + b"\0" * 100, "not a vecnn model file"),
+        (struct.pack("<Q", 10) + b"not json!!", "not a vecnn model file"),
+    ],
+)
 def test_foreign_or_empty_files(tmp_path, content, match):
     path = tmp_path / "x.vecnn"
     path.write_bytes(content)
@@ -121,7 +125,7 @@ def test_altered_architecture_is_refused(trained, tmp_path):
     model, *_ = trained
     tensors = io.model_tensors(model)
     meta = io.model_meta(model)
-    meta["architecture"][0]["config"]["out_features"] = 9      # no longer matches the weights
+    meta["architecture"][0]["config"]["out_features"] = 9  # no longer matches the weights
     path = tmp_path / "m.vecnn"
     io.atomic_write(path, io.dumps(tensors, meta))
     with pytest.raises(ValueError, match=r"layers.0.W.*shape \(5, 8\).*expects \(5, 9\)"):
@@ -146,7 +150,7 @@ def test_crash_mid_save_keeps_the_previous_model(trained, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         model.save(path)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["m.vecnn"]      # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["m.vecnn"]  # no temporary file left behind
 
 
 def test_custom_layer_registration(tmp_path, rng):
@@ -173,10 +177,11 @@ def test_custom_layer_registration(tmp_path, rng):
     y = rng.integers(0, 2, 32)
     model = vn.Sequential([Scale(4), L.Dense(4, 2)], seed=0)
     model.fit(X, y, epochs=2, verbose=0)
-    assert not np.allclose(model.layers[0].params["s"], 1)   # it trained
+    assert not np.allclose(model.layers[0].params["s"], 1)  # it trained
     model.save(tmp_path / "c.vecnn")
     np.testing.assert_array_equal(vn.load(tmp_path / "c.vecnn").predict(X), model.predict(X))
     with pytest.raises(ValueError, match="already taken"):
+
         @vn.register_layer(name="Scale")
         class Other(L.Layer):
             pass

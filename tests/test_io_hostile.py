@@ -1,10 +1,10 @@
 """Hostile model files: every one is made here from a valid file, then altered; loading must
 refuse it with a ValueError naming the field, tensor or path (nothing else escapes), decide
 before allocating anything the file does not hold, and never read unbounded input."""
+
 import copy
 import hashlib
 import json
-import math
 import os
 import signal
 import stat
@@ -21,8 +21,13 @@ import vecnn as vn
 from vecnn import io, limits
 from vecnn import layers as L
 
-CODES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64",
-         np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8"}
+CODES = {
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float64): "F64",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.uint8): "U8",
+}
 
 
 # -- making files (an independent writer: the format as specified, not io's code) --------------
@@ -38,8 +43,13 @@ def digest_v1(tensors):
 
 def digest_v2(tensors, meta):
     """Format 2: the canonical metadata (all but sha256, sorted keys, no spaces), then the tensors."""
-    m = json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
-                   separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode()
+    m = json.dumps(
+        {k: v for k, v in meta.items() if k != "sha256"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=True,
+    ).encode()
     h = hashlib.sha256()
     h.update(b"vecnn-model/2 metadata " + str(len(m)).encode() + b"\n")
     h.update(m)
@@ -106,7 +116,7 @@ def test_saved_file_is_format_2_and_loads(saved):
     path, X = saved
     tensors, meta = parts(path)
     assert meta["format_version"] == io.FORMAT_VERSION == 2
-    assert meta["sha256"] == digest_v2(tensors, meta)          # the digest is the specified one
+    assert meta["sha256"] == digest_v2(tensors, meta)  # the digest is the specified one
     assert vn.load(path).class_names == ["a", "b", "c"]
 
 
@@ -125,7 +135,7 @@ def test_editing_the_metadata_of_a_v2_file_is_refused(saved, edit):
         meta["dataset"] = "mnist"
     else:
         meta["loss"]["config"]["label_smoothing"] = 0.5
-    path.write_bytes(safetensors_bytes(tensors, json.dumps(meta)))      # the old digest kept
+    path.write_bytes(safetensors_bytes(tensors, json.dumps(meta)))  # the old digest kept
     refuse(path, r"m\.vecnn: SHA-256 mismatch.*metadata altered")
 
 
@@ -156,7 +166,7 @@ def test_a_small_file_naming_a_huge_layer_allocates_nothing(saved, tmp_path, mon
     """670 KB naming Dense(20000, 20000) cost 3.2 GB before the shape error."""
     path, _ = saved
     tensors, meta = parts(path)
-    tensors["layers.0.W"] = np.zeros((400, 400), np.float32)           # 640 KB of weights
+    tensors["layers.0.W"] = np.zeros((400, 400), np.float32)  # 640 KB of weights
     meta["architecture"][0]["config"].update(in_features=20000, out_features=20000)
     big = tmp_path / "big.vecnn"
     big.write_bytes(seal(tensors, meta))
@@ -181,15 +191,16 @@ def test_a_small_file_naming_a_huge_layer_allocates_nothing(saved, tmp_path, mon
 def test_layer_sizes_beyond_the_limits_are_refused_without_allocating(saved, tmp_path, monkeypatch):
     path, _ = saved
     tensors, meta = parts(path)
-    meta["architecture"][0]["config"].update(in_features=10 ** 6, out_features=10 ** 6)
+    meta["architecture"][0]["config"].update(in_features=10**6, out_features=10**6)
     path.write_bytes(seal(tensors, meta))
     monkeypatch.setattr(L.Dense, "__init__", lambda *a, **k: pytest.fail("built"))
     refuse(path, r"architecture\[0\] \(Dense\).*number of parameters.*VECNN_MAX_PARAMS")
 
 
 def test_residual_configs_are_checked_before_building(tmp_path, monkeypatch):
-    block = L.Residual([L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.Conv2D(4, 4, 3, padding=1)],
-                       projection=True)
+    block = L.Residual(
+        [L.Conv2D(2, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.Conv2D(4, 4, 3, padding=1)], projection=True
+    )
     model = vn.Sequential([block, L.GlobalAvgPool2D(), L.Dense(4, 2)], seed=0)
     path = tmp_path / "r.vecnn"
     model.save(path)
@@ -203,9 +214,15 @@ def test_residual_configs_are_checked_before_building(tmp_path, monkeypatch):
 
 
 # -- 3. non-finite weights and state ----------------------------------------------------------------
-@pytest.mark.parametrize("name,value", [("layers.0.W", np.nan), ("layers.4.b", np.inf),
-                                        ("layers.1.state.running_var", np.inf),
-                                        ("layers.1.state.running_mean", -np.inf)])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("layers.0.W", np.nan),
+        ("layers.4.b", np.inf),
+        ("layers.1.state.running_var", np.inf),
+        ("layers.1.state.running_mean", -np.inf),
+    ],
+)
 def test_non_finite_weights_or_state_are_refused(saved, name, value):
     path, _ = saved
     tensors, meta = parts(path)
@@ -308,7 +325,7 @@ FIELD_CASES = [
     (("input_shape",), [5.0], "input_shape: expected a list of positive integers"),
     (("input_shape",), [True], "input_shape: expected a list of positive integers"),
     (("input_shape",), [1, 100000, 100000], "input_shape"),
-    (("input_shape",), [10 ** 6, 10 ** 6], "input_shape.*more than vecnn allows"),
+    (("input_shape",), [10**6, 10**6], "input_shape.*more than vecnn allows"),
     (("input_shape",), [7], r"input_shape \[7\] does not fit the architecture"),
     (("dataset",), 5, "dataset: expected"),
     (("checkpoint",), "abc", "checkpoint: expected an object"),
@@ -316,8 +333,9 @@ FIELD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("path,value,match", FIELD_CASES, ids=[f"{'.'.join(map(str, p))}={str(v)[:20]}"
-                                                               for p, v, _ in FIELD_CASES])
+@pytest.mark.parametrize(
+    "path,value,match", FIELD_CASES, ids=[f"{'.'.join(map(str, p))}={str(v)[:20]}" for p, v, _ in FIELD_CASES]
+)
 def test_malformed_metadata_is_a_value_error_naming_the_field(saved, path, value, match):
     file, _ = saved
     tensors, meta = parts(file)
@@ -329,9 +347,13 @@ def test_malformed_metadata_is_a_value_error_naming_the_field(saved, path, value
 def test_metadata_that_is_not_an_object(saved):
     path, _ = saved
     tensors, _ = parts(path)
-    for text, match in [('"abc"', "does not name format"), ("[1, 2]", "does not name format"),
-                        ("{", "not valid JSON"), ("[" * 100_000 + "]" * 100_000, "nests deeper"),
-                        ('{"a": ' + "1" * 5000 + "}", "not valid JSON")]:
+    for text, match in [
+        ('"abc"', "does not name format"),
+        ("[1, 2]", "does not name format"),
+        ("{", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper"),
+        ('{"a": ' + "1" * 5000 + "}", "not valid JSON"),
+    ]:
         path.write_bytes(safetensors_bytes(tensors, text))
         refuse(path, match)
 
@@ -343,7 +365,8 @@ def test_architectures_of_more_layers_than_allowed(saved):
     path.write_bytes(seal(tensors, meta))
     refuse(path, r"m\.vecnn: architecture: more than 10,000 layers")
     meta["architecture"] = meta["architecture"][:5] + [
-        {"name": "Residual", "config": {"layers": [{"name": "ReLU", "config": {}}] * 10_000}}]
+        {"name": "Residual", "config": {"layers": [{"name": "ReLU", "config": {}}] * 10_000}}
+    ]
     path.write_bytes(seal(tensors, meta))
     refuse(path, r"m\.vecnn: architecture: more than 10,000 layers")
 
@@ -364,19 +387,22 @@ def test_residual_blocks_nested_hundreds_deep(tmp_path):
         meta["architecture"] = meta["architecture"][1:]
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda h: h["layers.0.W"].update(dtype="F99"), "tensor 'layers.0.W' has dtype 'F99'"),
-    (lambda h: h["layers.0.W"].update(shape="abc"), "tensor 'layers.0.W' has a malformed"),
-    (lambda h: h["layers.0.W"].update(shape=[-5, 8]), "tensor 'layers.0.W' has a malformed shape"),
-    (lambda h: h["layers.0.W"].update(shape=[10 ** 6, 10 ** 6]), "tensor 'layers.0.W'.*more than vecnn allows"),
-    (lambda h: h["layers.0.W"].update(data_offsets=[0]), "tensor 'layers.0.W' has malformed data_offsets"),
-    (lambda h: h["layers.0.W"].update(data_offsets=[0, 10 ** 12]), "tensor 'layers.0.W' lies outside the file"),
-    (lambda h: h.update({"layers.0.W": "abc"}), "tensor 'layers.0.W' has a malformed header entry"),
-    (lambda h: h["layers.0.b"].update(data_offsets=[0, 32]), "overlaps another or leaves a gap"),
-    (lambda h: h.update({"__metadata__": ["x"]}), r"__metadata__ is not a JSON object"),
-    (lambda h: h["__metadata__"].update(vecnn=5), "vecnn metadata is not a JSON string"),
-    (lambda h: h.pop("__metadata__"), "without vecnn metadata"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda h: h["layers.0.W"].update(dtype="F99"), "tensor 'layers.0.W' has dtype 'F99'"),
+        (lambda h: h["layers.0.W"].update(shape="abc"), "tensor 'layers.0.W' has a malformed"),
+        (lambda h: h["layers.0.W"].update(shape=[-5, 8]), "tensor 'layers.0.W' has a malformed shape"),
+        (lambda h: h["layers.0.W"].update(shape=[10**6, 10**6]), "tensor 'layers.0.W'.*more than vecnn allows"),
+        (lambda h: h["layers.0.W"].update(data_offsets=[0]), "tensor 'layers.0.W' has malformed data_offsets"),
+        (lambda h: h["layers.0.W"].update(data_offsets=[0, 10**12]), "tensor 'layers.0.W' lies outside the file"),
+        (lambda h: h.update({"layers.0.W": "abc"}), "tensor 'layers.0.W' has a malformed header entry"),
+        (lambda h: h["layers.0.b"].update(data_offsets=[0, 32]), "overlaps another or leaves a gap"),
+        (lambda h: h.update({"__metadata__": ["x"]}), r"__metadata__ is not a JSON object"),
+        (lambda h: h["__metadata__"].update(vecnn=5), "vecnn metadata is not a JSON string"),
+        (lambda h: h.pop("__metadata__"), "without vecnn metadata"),
+    ],
+)
 def test_malformed_tensor_headers(saved, edit, match):
     path, _ = saved
     tensors, meta = parts(path)
@@ -388,7 +414,10 @@ def test_tensor_table_mismatches(saved):
     path, _ = saved
     tensors, meta = parts(path)
     for change, match in [
-        (lambda t: t.pop("layers.1.state.running_var"), r"tensor 'layers\.1\.state\.running_var' of layer 1 .* is missing"),
+        (
+            lambda t: t.pop("layers.1.state.running_var"),
+            r"tensor 'layers\.1\.state\.running_var' of layer 1 .* is missing",
+        ),
         (lambda t: t.update({"layers.2.W": np.zeros(3, np.float32)}), r"tensor 'layers\.2\.W' belongs to no"),
         (lambda t: t.update({"layers.0.W": t["layers.0.W"].astype(np.int64)}), r"'layers\.0\.W' has dtype int64"),
     ]:
@@ -455,16 +484,16 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 def test_a_huge_non_model_file_is_refused_after_its_first_bytes(tmp_path):
     path = tmp_path / "huge.bin"
-    with open(path, "wb") as f:                       # sparse: 64 GiB of zeros, no disk used
-        f.truncate(64 * 2 ** 30)
+    with open(path, "wb") as f:  # sparse: 64 GiB of zeros, no disk used
+        f.truncate(64 * 2**30)
     tracemalloc.start()
     try:
         refuse(path, "huge.bin: .*not a vecnn model file")
-        assert tracemalloc.get_traced_memory()[1] < 2 ** 20
+        assert tracemalloc.get_traced_memory()[1] < 2**20
     finally:
         tracemalloc.stop()
-    with open(path, "r+b") as f:                      # a header length beyond any model's
-        f.write(struct.pack("<Q", 2 ** 40))
+    with open(path, "r+b") as f:  # a header length beyond any model's
+        f.write(struct.pack("<Q", 2**40))
     refuse(path, r"huge.bin: not a vecnn model file: its first 8 bytes declare a header of 1,099,511,627,776")
 
 
@@ -490,7 +519,8 @@ def test_loads_and_read_file_agree(saved):
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 @pytest.mark.parametrize("proc", [True, False])
 def test_saved_files_follow_the_umask(tmp_path, monkeypatch, mask, proc):
-    if not proc:                                      # the fallback where /proc is not there
+    if not proc:  # the fallback where /proc is not there
+
         def no_proc(*a, **k):
             raise OSError("no /proc")
 
@@ -501,7 +531,7 @@ def test_saved_files_follow_the_umask(tmp_path, monkeypatch, mask, proc):
     try:
         vn.Sequential([L.Dense(2, 2)], seed=0).save(tmp_path / "m.vecnn")
         io.atomic_write(tmp_path / "x" / "metrics.jsonl", b"{}\n")
-        assert os.umask(mask) == mask                 # the umask itself is unchanged
+        assert os.umask(mask) == mask  # the umask itself is unchanged
     finally:
         os.umask(old)
     for p in (tmp_path / "m.vecnn", tmp_path / "x" / "metrics.jsonl"):
@@ -517,12 +547,12 @@ def test_saving_class_names_that_a_file_cannot_hold_is_refused(tmp_path):
 
 
 # -- fuzz: only ValueError ever escapes ------------------------------------------------------------
-SWAPS = ["x", "", 1.5, -1, 0, 10 ** 30, True, None, [], {}, [[[]]], {"name": "x"}, float("nan")]
+SWAPS = ["x", "", 1.5, -1, 0, 10**30, True, None, [], {}, [[[]]], {"name": "x"}, float("nan")]
 
 
 def _fields(meta, prefix=()):
     """Every key path of ``meta``, down through objects and lists (not the digest)."""
-    for k, v in (meta.items() if isinstance(meta, dict) else enumerate(meta)):
+    for k, v in meta.items() if isinstance(meta, dict) else enumerate(meta):
         if prefix == () and k == "sha256":
             continue
         yield prefix + (k,)
@@ -579,25 +609,33 @@ def test_fuzz_byte_flips_and_truncations(saved, seed):
     text = json.dumps(meta)
     for _ in range(40):
         i = int(rng.integers(0, len(text)))
-        mutated = text[:i] + chr(int(rng.integers(32, 127))) + text[i + 1:]
+        mutated = text[:i] + chr(int(rng.integers(32, 127))) + text[i + 1 :]
         try:
             m = json.loads(mutated)
         except ValueError:
             m = None
         path.write_bytes(seal(tensors, m) if isinstance(m, dict) else safetensors_bytes(tensors, mutated))
         outcomes.add(_try_load(path) is None)
-    assert False in outcomes                             # (most mutations are refused)
+    assert False in outcomes  # (most mutations are refused)
 
 
 # -- the command line: exit 2 and one line ---------------------------------------------------------
 def _cli(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vecnn.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vecnn.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
-@pytest.mark.parametrize("target,match", [("DIR", "is a directory"), ("/dev/zero", "not a regular file"),
-                                          ("altered", "SHA-256 mismatch"), ("nan", "non-finite")])
+@pytest.mark.parametrize(
+    "target,match",
+    [
+        ("DIR", "is a directory"),
+        ("/dev/zero", "not a regular file"),
+        ("altered", "SHA-256 mismatch"),
+        ("nan", "non-finite"),
+    ],
+)
 def test_cli_info_on_bad_model_files_exits_2_with_one_line(saved, tmp_path, target, match):
     if target == "/dev/zero" and not os.path.exists("/dev/zero"):
         pytest.skip("no /dev/zero")

@@ -1,5 +1,6 @@
 """Every layer through the shared harness (twin, finite differences, PyTorch, float32), then
 layer-specific behavior: shape errors, initializer scales, Dropout masks."""
+
 import copy
 import math
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from harness import away_from_zero, check_layer
+
 from vecnn import kernels
 from vecnn import layers as L
 
@@ -33,8 +34,7 @@ def with_running_stats(layer, seed=1):
 def torch_batchnorm(layer, x, p, training):
     rm = torch.from_numpy(layer.state["running_mean"].copy())
     rv = torch.from_numpy(layer.state["running_var"].copy())
-    return F.batch_norm(x, rm, rv, p["gamma"], p["beta"], training=training, momentum=layer.momentum,
-                        eps=layer.eps)
+    return F.batch_norm(x, rm, rv, p["gamma"], p["beta"], training=training, momentum=layer.momentum, eps=layer.eps)
 
 
 def torch_dropout(layer, x, p):
@@ -54,7 +54,8 @@ def adapted(layer, shape, seed=2):
 
 def torch_standardize(layer, x, p):
     return (x - torch.from_numpy(layer.state["mean"].astype(np.float64))) / torch.from_numpy(
-        layer.state["std"].astype(np.float64))
+        layer.state["std"].astype(np.float64)
+    )
 
 
 # (id, make_layer, input shapes, options)
@@ -62,53 +63,112 @@ CASES = [
     ("dense", lambda: L.Dense(7, 5), [(4, 7), (1, 7)], dict(torch_fn=dense_torch)),
     ("dense-nobias", lambda: L.Dense(3, 6, bias=False), [(5, 3)], dict(torch_fn=dense_torch)),
     ("dense-xavier", lambda: L.Dense(6, 2, init="xavier", seed=3), [(3, 6)], dict(torch_fn=dense_torch)),
-    ("relu", L.ReLU, [(4, 6), (2, 3, 4, 5), (7,)],
-     dict(torch_fn=lambda l, x, p: F.relu(x), x_fn=away_from_zero)),
-    ("leaky-default", L.LeakyReLU, [(4, 6), (2, 3, 3, 3)],
-     dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero)),
-    ("leaky-0.2", lambda: L.LeakyReLU(0.2), [(5, 4)],
-     dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero)),
-    ("leaky-neg", lambda: L.LeakyReLU(-0.5), [(3, 4)],
-     dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero)),
+    ("relu", L.ReLU, [(4, 6), (2, 3, 4, 5), (7,)], dict(torch_fn=lambda l, x, p: F.relu(x), x_fn=away_from_zero)),
+    (
+        "leaky-default",
+        L.LeakyReLU,
+        [(4, 6), (2, 3, 3, 3)],
+        dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero),
+    ),
+    (
+        "leaky-0.2",
+        lambda: L.LeakyReLU(0.2),
+        [(5, 4)],
+        dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero),
+    ),
+    (
+        "leaky-neg",
+        lambda: L.LeakyReLU(-0.5),
+        [(3, 4)],
+        dict(torch_fn=lambda l, x, p: F.leaky_relu(x, l.negative_slope), x_fn=away_from_zero),
+    ),
     ("sigmoid", L.Sigmoid, [(4, 6), (2, 3, 4, 4)], dict(torch_fn=lambda l, x, p: torch.sigmoid(x))),
-    ("sigmoid-large", L.Sigmoid, [(3, 5)],
-     dict(torch_fn=lambda l, x, p: torch.sigmoid(x),
-          x_fn=lambda rng, s: (rng.standard_normal(s) * 30).astype(np.float32))),
+    (
+        "sigmoid-large",
+        L.Sigmoid,
+        [(3, 5)],
+        dict(
+            torch_fn=lambda l, x, p: torch.sigmoid(x),
+            x_fn=lambda rng, s: (rng.standard_normal(s) * 30).astype(np.float32),
+        ),
+    ),
     ("tanh", L.Tanh, [(4, 6), (2, 2, 3, 3)], dict(torch_fn=lambda l, x, p: torch.tanh(x))),
     # the layer's erf is a float32-accurate rational approximation (|error| < 1.5e-7)
-    ("gelu-exact", L.GELU, [(4, 6), (2, 3, 3, 3)],
-     dict(torch_fn=lambda l, x, p: F.gelu(x), tol=1e-5)),
-    ("gelu-tanh", lambda: L.GELU("tanh"), [(4, 6), (2, 3, 3, 3)],
-     dict(torch_fn=lambda l, x, p: F.gelu(x, approximate="tanh"))),
-    ("softmax", L.Softmax, [(4, 6), (2, 3, 5), (3, 1)],
-     dict(torch_fn=lambda l, x, p: torch.softmax(x, dim=-1))),
-    ("softmax-large", L.Softmax, [(3, 4)],
-     dict(torch_fn=lambda l, x, p: torch.softmax(x, dim=-1),
-          x_fn=lambda rng, s: (rng.standard_normal(s) * 50).astype(np.float32))),
-    ("flatten", L.Flatten, [(3, 2, 4, 5), (2, 6), (2, 3, 4)],
-     dict(torch_fn=lambda l, x, p: torch.flatten(x, 1))),
+    ("gelu-exact", L.GELU, [(4, 6), (2, 3, 3, 3)], dict(torch_fn=lambda l, x, p: F.gelu(x), tol=1e-5)),
+    (
+        "gelu-tanh",
+        lambda: L.GELU("tanh"),
+        [(4, 6), (2, 3, 3, 3)],
+        dict(torch_fn=lambda l, x, p: F.gelu(x, approximate="tanh")),
+    ),
+    ("softmax", L.Softmax, [(4, 6), (2, 3, 5), (3, 1)], dict(torch_fn=lambda l, x, p: torch.softmax(x, dim=-1))),
+    (
+        "softmax-large",
+        L.Softmax,
+        [(3, 4)],
+        dict(
+            torch_fn=lambda l, x, p: torch.softmax(x, dim=-1),
+            x_fn=lambda rng, s: (rng.standard_normal(s) * 50).astype(np.float32),
+        ),
+    ),
+    ("flatten", L.Flatten, [(3, 2, 4, 5), (2, 6), (2, 3, 4)], dict(torch_fn=lambda l, x, p: torch.flatten(x, 1))),
     ("dropout-eval", lambda: L.Dropout(0.4, seed=1), [(4, 6)], dict(torch_fn=lambda l, x, p: x)),
-    ("dropout-train", lambda: L.Dropout(0.4, seed=1), [(4, 6), (2, 3, 4, 4)],
-     dict(torch_fn=torch_dropout, training=True)),
+    (
+        "dropout-train",
+        lambda: L.Dropout(0.4, seed=1),
+        [(4, 6), (2, 3, 4, 4)],
+        dict(torch_fn=torch_dropout, training=True),
+    ),
     ("dropout-rate0", lambda: L.Dropout(0.0), [(3, 5)], dict(torch_fn=torch_dropout, training=True)),
-    ("bn1d-train", lambda: L.BatchNorm1D(5), [(6, 5), (2, 5)],
-     dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, True), training=True)),
-    ("bn1d-eval", lambda: with_running_stats(L.BatchNorm1D(5)), [(6, 5), (1, 5)],
-     dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, False))),
-    ("bn2d-train", lambda: L.BatchNorm2D(3, eps=1e-3), [(2, 3, 4, 4), (1, 3, 2, 5)],
-     dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, True), training=True)),
-    ("bn2d-eval", lambda: with_running_stats(L.BatchNorm2D(3)), [(2, 3, 4, 4)],
-     dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, False))),
-    ("standardize-channel", lambda: adapted(L.Standardize(), (3, 4, 4)), [(2, 3, 4, 4)],
-     dict(torch_fn=torch_standardize)),
-    ("standardize-feature", lambda: adapted(L.Standardize(per="feature"), (5,)), [(3, 5)],
-     dict(torch_fn=torch_standardize)),
-    ("standardize-global", lambda: adapted(L.Standardize(per="global"), (2, 3, 3)), [(2, 2, 3, 3)],
-     dict(torch_fn=torch_standardize)),
+    (
+        "bn1d-train",
+        lambda: L.BatchNorm1D(5),
+        [(6, 5), (2, 5)],
+        dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, True), training=True),
+    ),
+    (
+        "bn1d-eval",
+        lambda: with_running_stats(L.BatchNorm1D(5)),
+        [(6, 5), (1, 5)],
+        dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, False)),
+    ),
+    (
+        "bn2d-train",
+        lambda: L.BatchNorm2D(3, eps=1e-3),
+        [(2, 3, 4, 4), (1, 3, 2, 5)],
+        dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, True), training=True),
+    ),
+    (
+        "bn2d-eval",
+        lambda: with_running_stats(L.BatchNorm2D(3)),
+        [(2, 3, 4, 4)],
+        dict(torch_fn=lambda l, x, p: torch_batchnorm(l, x, p, False)),
+    ),
+    (
+        "standardize-channel",
+        lambda: adapted(L.Standardize(), (3, 4, 4)),
+        [(2, 3, 4, 4)],
+        dict(torch_fn=torch_standardize),
+    ),
+    (
+        "standardize-feature",
+        lambda: adapted(L.Standardize(per="feature"), (5,)),
+        [(3, 5)],
+        dict(torch_fn=torch_standardize),
+    ),
+    (
+        "standardize-global",
+        lambda: adapted(L.Standardize(per="global"), (2, 3, 3)),
+        [(2, 2, 3, 3)],
+        dict(torch_fn=torch_standardize),
+    ),
 ]
 
-ROWS = [pytest.param(make, shape, opts, id=f"{name}-{'x'.join(map(str, shape))}")
-        for name, make, shapes, opts in CASES for shape in shapes]
+ROWS = [
+    pytest.param(make, shape, opts, id=f"{name}-{'x'.join(map(str, shape))}")
+    for name, make, shapes, opts in CASES
+    for shape in shapes
+]
 
 
 @pytest.mark.parametrize("make_layer, shape, opts", ROWS)
@@ -118,8 +178,20 @@ def test_layer_harness(make_layer, shape, opts):
 
 def test_harness_covers_every_builtin_layer():
     covered = {type(make()).__name__ for _, make, _, _ in CASES}
-    dense_family = {"Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Flatten",
-                    "Dropout", "BatchNorm1D", "BatchNorm2D", "Standardize"}
+    dense_family = {
+        "Dense",
+        "ReLU",
+        "LeakyReLU",
+        "Sigmoid",
+        "Tanh",
+        "GELU",
+        "Softmax",
+        "Flatten",
+        "Dropout",
+        "BatchNorm1D",
+        "BatchNorm2D",
+        "Standardize",
+    }
     assert dense_family <= covered, f"no harness row for {sorted(dense_family - covered)}"
 
 
@@ -130,7 +202,7 @@ def test_harness_uses_each_seed(seed):
 
 
 def test_harness_catches_a_wrong_backward():
-    class LeakyBack(L.ReLU):                 # the classic bug: masking on the wrong array
+    class LeakyBack(L.ReLU):  # the classic bug: masking on the wrong array
         def backward(self, grad_y):
             return grad_y * (grad_y > 0)
 
@@ -139,14 +211,17 @@ def test_harness_catches_a_wrong_backward():
 
 
 # -- bad input --------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer, x_shape, expected, received", [
-    (L.Dense(7, 5), (4, 6), "(n, 7)", "(4, 6)"),
-    (L.Dense(7, 5), (4, 7, 1), "(n, 7)", "(4, 7, 1)"),
-    (L.Dense(7, 5), (7,), "(n, 7)", "(7,)"),
-    (L.BatchNorm1D(5), (4, 3), "(n, 5)", "(4, 3)"),
-    (L.BatchNorm2D(3), (2, 4, 5, 5), "(n, 3, ", "(2, 4, 5, 5)"),
-    (L.BatchNorm2D(3), (2, 3, 5), "(n, 3, ", "(2, 3, 5)"),
-])
+@pytest.mark.parametrize(
+    "layer, x_shape, expected, received",
+    [
+        (L.Dense(7, 5), (4, 6), "(n, 7)", "(4, 6)"),
+        (L.Dense(7, 5), (4, 7, 1), "(n, 7)", "(4, 7, 1)"),
+        (L.Dense(7, 5), (7,), "(n, 7)", "(7,)"),
+        (L.BatchNorm1D(5), (4, 3), "(n, 5)", "(4, 3)"),
+        (L.BatchNorm2D(3), (2, 4, 5, 5), "(n, 3, ", "(2, 4, 5, 5)"),
+        (L.BatchNorm2D(3), (2, 3, 5), "(n, 3, ", "(2, 3, 5)"),
+    ],
+)
 def test_bad_input_shape_names_layer_and_shapes(layer, x_shape, expected, received):
     x = np.zeros(x_shape, np.float32)
     name = type(layer).__name__
@@ -154,6 +229,7 @@ def test_bad_input_shape_names_layer_and_shapes(layer, x_shape, expected, receiv
         layer.forward(x)
     assert expected in str(err.value) and received in str(err.value), str(err.value)
     from vecnn import reference
+
     with pytest.raises(ValueError, match=name):
         reference.forward(layer, x)
 
@@ -164,28 +240,34 @@ def test_scalar_input_refused(layer):
         layer.forward(np.float32(1.0))
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: L.Dense(0, 3), "in_features"),
-    (lambda: L.Dense(3, 2.5), "out_features"),
-    (lambda: L.Dense(3, 2, init="bogus"), "bogus"),
-    (lambda: L.LeakyReLU("x"), "negative_slope"),
-    (lambda: L.GELU("fast"), "approximate"),
-    (lambda: L.Dropout(1.0), "rate"),
-    (lambda: L.Dropout(-0.1), "rate"),
-    (lambda: L.BatchNorm1D(4, momentum=2), "momentum"),
-    (lambda: L.BatchNorm2D(0), "num_features"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: L.Dense(0, 3), "in_features"),
+        (lambda: L.Dense(3, 2.5), "out_features"),
+        (lambda: L.Dense(3, 2, init="bogus"), "bogus"),
+        (lambda: L.LeakyReLU("x"), "negative_slope"),
+        (lambda: L.GELU("fast"), "approximate"),
+        (lambda: L.Dropout(1.0), "rate"),
+        (lambda: L.Dropout(-0.1), "rate"),
+        (lambda: L.BatchNorm1D(4, momentum=2), "momentum"),
+        (lambda: L.BatchNorm2D(0), "num_features"),
+    ],
+)
 def test_bad_configuration(make, match):
     with pytest.raises(ValueError, match=match):
         make()
 
 
 # -- initializers -------------------------------------------------------------------------------
-@pytest.mark.parametrize("init, std", [
-    ("he", lambda i, o: math.sqrt(2 / i)),
-    ("xavier", lambda i, o: math.sqrt(2 / (i + o))),   # U(-a, a) with a = sqrt(6/(i+o)): std a/sqrt(3)
-    ("lecun", lambda i, o: math.sqrt(1 / i)),
-])
+@pytest.mark.parametrize(
+    "init, std",
+    [
+        ("he", lambda i, o: math.sqrt(2 / i)),
+        ("xavier", lambda i, o: math.sqrt(2 / (i + o))),  # U(-a, a) with a = sqrt(6/(i+o)): std a/sqrt(3)
+        ("lecun", lambda i, o: math.sqrt(1 / i)),
+    ],
+)
 @pytest.mark.parametrize("fan_in, fan_out", [(400, 100), (50, 300)])
 def test_dense_init_std(init, std, fan_in, fan_out):
     W = L.Dense(fan_in, fan_out, init=init, seed=5).params["W"]
@@ -206,8 +288,21 @@ def test_dense_seed_and_bias_init():
 
 
 # -- dtype ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer", [L.Dense(4, 3), L.ReLU(), L.LeakyReLU(), L.Sigmoid(), L.Tanh(), L.GELU(),
-                                   L.GELU("tanh"), L.Softmax(), L.Dropout(0.3), L.BatchNorm1D(4)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L.Dense(4, 3),
+        L.ReLU(),
+        L.LeakyReLU(),
+        L.Sigmoid(),
+        L.Tanh(),
+        L.GELU(),
+        L.GELU("tanh"),
+        L.Softmax(),
+        L.Dropout(0.3),
+        L.BatchNorm1D(4),
+    ],
+)
 @pytest.mark.parametrize("training", [False, True])
 def test_float32_stays_float32(layer, training):
     x = np.random.default_rng(0).standard_normal((5, 4), dtype=np.float32)
@@ -224,19 +319,19 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     bias gradient in one pass); it must give what the two layers give one after the other."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 7), dtype=np.float32)
-    x[8, 0] = np.nan                                # the fused step treats NaN as the ReLU does
+    x[8, 0] = np.nan  # the fused step treats NaN as the ReLU does
     g = np.asarray(rng.standard_normal((9, 5), dtype=np.float32), order=grad_order)
     pairs = []
     for _ in range(2):
         d, r = L.Dense(7, 5, bias=bias, seed=4), L.ReLU()
         if bias:
-            d.params["b"][...] = rng.standard_normal(5, dtype=np.float32)   # some units switched off
+            d.params["b"][...] = rng.standard_normal(5, dtype=np.float32)  # some units switched off
         pairs.append((d, r))
     (d1, r1), (d2, r2) = pairs
     d2.params["b" if bias else "W"][...] = d1.params["b" if bias else "W"]
     d2.params["W"][...] = d1.params["W"]
     y_two = r1.forward(d1.forward(x, True), True)
-    forward, backward = d2.fuse(r2)                                # what Sequential runs as one step
+    forward, backward = d2.fuse(r2)  # what Sequential runs as one step
     y_fused = forward(x, True)
     np.testing.assert_allclose(y_fused, y_two, rtol=1e-6, atol=1e-6)
     assert (y_fused == 0).any() and (y_fused > 0).any()
@@ -244,8 +339,8 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     g_before = g.copy()
     dx_two = d1.backward(r1.backward(g))
     backward(g)
-    dx_fused = backward(g)                                          # gradients are set, not summed
-    np.testing.assert_array_equal(g, g_before)                      # grad_y untouched
+    dx_fused = backward(g)  # gradients are set, not summed
+    np.testing.assert_array_equal(g, g_before)  # grad_y untouched
     np.testing.assert_allclose(dx_fused, dx_two, rtol=1e-5, atol=1e-6)
     for k in d1.grads:
         np.testing.assert_allclose(d2.grads[k], d1.grads[k], rtol=1e-5, atol=1e-6)
@@ -256,8 +351,9 @@ def test_dense_relu_fused_equals_the_two_layers(bias, grad_order):
     np.testing.assert_array_equal(dx_fused, dx_kept)
 
 
-@pytest.mark.parametrize("pool_args", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
-                                       dict(kernel_size=(2, 3), stride=1)])
+@pytest.mark.parametrize(
+    "pool_args", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), stride=1)]
+)
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last, kernel_path):
     """Sequential runs ReLU+MaxPool2D as one pass (pool max(x, 0); windows without a positive
@@ -265,21 +361,21 @@ def test_relu_maxpool_fused_equals_the_two_layers(pool_args, channels_last, kern
     including windows that are all negative and ties."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 4, 7, 9), dtype=np.float32)
-    x[0, 0, :3, :3] = -1.0                          # an all-negative corner
-    x[1, 1, :2, :2] = 0.5                           # ties: the first maximum wins
-    x[2, 2, 0, 0], x[2, 2, 1, 1] = np.nan, 5.0      # NaN beside a positive value (ReLU maps NaN to 0)
-    x[2, 3, 0, 0] = np.nan                          # NaN among negatives
+    x[0, 0, :3, :3] = -1.0  # an all-negative corner
+    x[1, 1, :2, :2] = 0.5  # ties: the first maximum wins
+    x[2, 2, 0, 0], x[2, 2, 1, 1] = np.nan, 5.0  # NaN beside a positive value (ReLU maps NaN to 0)
+    x[2, 3, 0, 0] = np.nan  # NaN among negatives
     x[2, 3, :3, 1:3] = -2.0
-    if channels_last:                               # a Conv2D's output layout
+    if channels_last:  # a Conv2D's output layout
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     r1, p1 = L.ReLU(), L.MaxPool2D(**pool_args)
     r2, p2 = L.ReLU(), L.MaxPool2D(**pool_args)
     y_two = p1.forward(r1.forward(x, True), True)
-    forward, backward = r2.fuse(p2)                 # the pool absorbs the ReLU before it
+    forward, backward = r2.fuse(p2)  # the pool absorbs the ReLU before it
     y_fused = forward(x, True)
     np.testing.assert_array_equal(y_fused, y_two)
     assert y_fused.dtype == np.float32 and (y_fused == 0).any()
-    if pool_args == dict(kernel_size=2) and kernel_path == "fused":   # NumPy's maximum keeps NaN
+    if pool_args == dict(kernel_size=2) and kernel_path == "fused":  # NumPy's maximum keeps NaN
         assert y_fused[2, 2, 0, 0] == 5.0
     g = rng.standard_normal(y_two.shape, dtype=np.float32)
     g_before = g.copy()
@@ -317,7 +413,7 @@ def test_sequential_fuses_dense_relu_and_matches_layer_by_layer():
     assert plan_groups(model) == [("Dense", "ReLU"), ("Dense", "ReLU"), ("ReLU",), ("Dense",)]
     x = rng.standard_normal((10, 6), dtype=np.float32)
     check_plan_matches_layer_by_layer(model, x, rng.standard_normal((10, 3), dtype=np.float32))
-    model.layers = model.layers[:-1]                                 # the plan follows the list
+    model.layers = model.layers[:-1]  # the plan follows the list
     assert plan_groups(model)[-1] == ("ReLU",) and model.forward(x).shape == (10, 8)
 
 
@@ -325,13 +421,33 @@ def test_sequential_fuses_relu_maxpool_in_a_cnn():
     import vecnn as vn
 
     rng = np.random.default_rng(8)
-    model = vn.Sequential([L.Conv2D(2, 4, 3), L.ReLU(), L.MaxPool2D(2), L.Conv2D(4, 5, 3, padding=1),
-                           L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(20, 6), L.ReLU(), L.Dense(6, 3)],
-                          seed=2)
-    assert plan_groups(model) == [("Conv2D",), ("ReLU", "MaxPool2D"), ("Conv2D",), ("ReLU", "MaxPool2D"),
-                                  ("Flatten",), ("Dense", "ReLU"), ("Dense",)]
-    check_plan_matches_layer_by_layer(model, rng.standard_normal((5, 2, 10, 10), dtype=np.float32),
-                                      rng.standard_normal((5, 3), dtype=np.float32))
+    model = vn.Sequential(
+        [
+            L.Conv2D(2, 4, 3),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Conv2D(4, 5, 3, padding=1),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Flatten(),
+            L.Dense(20, 6),
+            L.ReLU(),
+            L.Dense(6, 3),
+        ],
+        seed=2,
+    )
+    assert plan_groups(model) == [
+        ("Conv2D",),
+        ("ReLU", "MaxPool2D"),
+        ("Conv2D",),
+        ("ReLU", "MaxPool2D"),
+        ("Flatten",),
+        ("Dense", "ReLU"),
+        ("Dense",),
+    ]
+    check_plan_matches_layer_by_layer(
+        model, rng.standard_normal((5, 2, 10, 10), dtype=np.float32), rng.standard_normal((5, 3), dtype=np.float32)
+    )
 
 
 def test_dense_casts_float64_input_to_its_dtype():
@@ -348,8 +464,8 @@ def test_dropout_same_seed_same_mask_and_mean_preserved():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     dropped = float(np.mean(a == 0))
-    assert abs(dropped - 0.3) < 0.02                      # 10,000 draws: std ~0.005
-    assert abs(float(a.mean()) - 1) < 0.03                # inverted dropout keeps the mean
+    assert abs(dropped - 0.3) < 0.02  # 10,000 draws: std ~0.005
+    assert abs(float(a.mean()) - 1) < 0.03  # inverted dropout keeps the mean
     assert set(np.unique(a).tolist()) == {0.0, np.float32(1 / 0.7)}
 
 
@@ -365,10 +481,13 @@ def test_dropout_consecutive_masks_differ_and_backward_uses_mask():
 
 
 # -- BatchNorm running statistics (vs torch) -----------------------------------------------------
-@pytest.mark.parametrize("make, tmod, shape", [
-    (lambda: L.BatchNorm1D(4, momentum=0.2), lambda: torch.nn.BatchNorm1d(4, momentum=0.2), (8, 4)),
-    (lambda: L.BatchNorm2D(3), lambda: torch.nn.BatchNorm2d(3), (2, 3, 4, 5)),
-])
+@pytest.mark.parametrize(
+    "make, tmod, shape",
+    [
+        (lambda: L.BatchNorm1D(4, momentum=0.2), lambda: torch.nn.BatchNorm1d(4, momentum=0.2), (8, 4)),
+        (lambda: L.BatchNorm2D(3), lambda: torch.nn.BatchNorm2d(3), (2, 3, 4, 5)),
+    ],
+)
 def test_batchnorm_running_stats_match_torch(make, tmod, shape):
     rng = np.random.default_rng(0)
     layer, ref = make(), tmod().double()
@@ -380,8 +499,9 @@ def test_batchnorm_running_stats_match_torch(make, tmod, shape):
     np.testing.assert_allclose(layer.state["running_var"], ref.running_var.numpy(), rtol=1e-5, atol=1e-6)
     ref.eval()
     x = rng.standard_normal(shape, dtype=np.float32)
-    np.testing.assert_allclose(layer.forward(x), ref(torch.from_numpy(x.astype(np.float64))).detach().numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.forward(x), ref(torch.from_numpy(x.astype(np.float64))).detach().numpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_batchnorm_training_needs_two_values():

@@ -1,4 +1,5 @@
 """Sequential: learning, determinism, bad input refused at the edge, divergence, callbacks."""
+
 import numpy as np
 import pytest
 
@@ -81,18 +82,24 @@ def test_regression_with_mse(rng):
     assert set(scores) == {"loss", "mse", "mae"} and scores["mse"] < 1e-3
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda X, y: (X[:, :5], y), r"layer 0 Dense\(in_features=6, out_features=16.*expected input of shape \(n, 6\), received \(n, 5\)"),
-    (lambda X, y: (X, y[:-1]), "same number of samples, received 300 and 299"),
-    (lambda X, y: (X, np.where(y == 0, 3, y)), r"labels must lie in \[0, 3\).*received label 3"),
-    (lambda X, y: (X, np.where(y == 0, -1, y)), r"received label -1"),
-    (lambda X, y: (X, y + 0.5), "labels must be integers"),
-    (lambda X, y: (X, y.astype(str)), "labels must be integers"),
-    (lambda X, y: (np.where(np.arange(300)[:, None] == 5, np.nan, X), y), r"non-finite.*index \(5, 0\)"),
-    (lambda X, y: (np.where(X > 4, np.inf, X), y), "non-finite"),
-    (lambda X, y: (X[:0], y[:0]), "empty"),
-    (lambda X, y: (X[0], y), r"shape \(n_samples, \.\.\.\)"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda X, y: (X[:, :5], y),
+            r"layer 0 Dense\(in_features=6, out_features=16.*expected input of shape \(n, 6\), received \(n, 5\)",
+        ),
+        (lambda X, y: (X, y[:-1]), "same number of samples, received 300 and 299"),
+        (lambda X, y: (X, np.where(y == 0, 3, y)), r"labels must lie in \[0, 3\).*received label 3"),
+        (lambda X, y: (X, np.where(y == 0, -1, y)), r"received label -1"),
+        (lambda X, y: (X, y + 0.5), "labels must be integers"),
+        (lambda X, y: (X, y.astype(str)), "labels must be integers"),
+        (lambda X, y: (np.where(np.arange(300)[:, None] == 5, np.nan, X), y), r"non-finite.*index \(5, 0\)"),
+        (lambda X, y: (np.where(X > 4, np.inf, X), y), "non-finite"),
+        (lambda X, y: (X[:0], y[:0]), "empty"),
+        (lambda X, y: (X[0], y), r"shape \(n_samples, \.\.\.\)"),
+    ],
+)
 def test_bad_input_is_a_clear_value_error(rng, make, match):
     X, y = blobs(rng)
     model = small_model()
@@ -113,7 +120,7 @@ def test_predict_checks_too(rng):
 
 def test_divergence_raises_and_restores(rng):
     X, y = blobs(rng)
-    X[17] *= 1e30          # finite data; with this learning rate the weights blow up after one step
+    X[17] *= 1e30  # finite data; with this learning rate the weights blow up after one step
     model = vn.Sequential([L.Dense(6, 3)], seed=0)
     snapshots = []
 
@@ -138,8 +145,7 @@ def test_early_stopping_restores_best(rng):
 
     stop = vn.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     # a learning rate this large makes validation loss bounce, so stopping triggers
-    model.fit(X, y, optimizer=vn.optim.SGD(lr=2.0), epochs=40, validation_split=0.3,
-              callbacks=[Spy(), stop], verbose=0)
+    model.fit(X, y, optimizer=vn.optim.SGD(lr=2.0), epochs=40, validation_split=0.3, callbacks=[Spy(), stop], verbose=0)
     assert stop.stopped_epoch is not None and len(seen) < 40
     best = min(range(len(seen)), key=lambda i: seen[i][0])
     assert stop.best_epoch == best

@@ -1,6 +1,7 @@
 """Sequential.fit/predict under awkward input: BatchNorm and a last batch of one, state restored
 after divergence, one sample without its batch axis, labels beyond int64, Ctrl-C while numba
 is first imported."""
+
 import subprocess
 import sys
 import textwrap
@@ -36,10 +37,10 @@ def test_batch_norm_folds_a_last_batch_of_one_into_the_batch_before():
     sizes = Sizes()
     _bn_model().fit(X, y, batch_size=32, epochs=2, verbose=0, callbacks=[sizes])
     assert sizes.sizes == [33, 33]
-    sizes = Sizes()                               # without BatchNorm, batches are as asked
+    sizes = Sizes()  # without BatchNorm, batches are as asked
     vn.Sequential([L.Dense(4, 2)]).fit(X, y, batch_size=32, epochs=1, verbose=0, callbacks=[sizes])
     assert sizes.sizes == [32, 1]
-    sizes = Sizes()                               # a remainder of two is a batch of its own
+    sizes = Sizes()  # a remainder of two is a batch of its own
     _bn_model().fit(*_data(34), batch_size=32, epochs=1, verbose=0, callbacks=[sizes])
     assert sizes.sizes == [32, 2]
 
@@ -62,14 +63,14 @@ def test_divergence_restores_batch_norm_statistics_with_the_weights():
     model = _bn_model()
     model.fit(X, y, batch_size=16, epochs=1, verbose=0)
     before = model.get_weights()
-    huge = np.random.default_rng(1).uniform(-3e38, 3e38, X.shape).astype(F)   # finite inputs near the limit
+    huge = np.random.default_rng(1).uniform(-3e38, 3e38, X.shape).astype(F)  # finite inputs near the limit
     with np.errstate(over="ignore"), pytest.raises(FloatingPointError, match="step 1"):
         model.fit(huge, y, batch_size=16, epochs=1, verbose=0)
     after = model.get_weights()
     np.testing.assert_array_equal(after["params"], before["params"])
     for a, b in zip(before["state"], after["state"]):
         for k in a:
-            np.testing.assert_array_equal(a[k], b[k])            # running_var was inf before the fix
+            np.testing.assert_array_equal(a[k], b[k])  # running_var was inf before the fix
 
 
 @pytest.mark.parametrize("lr", [1e30, 1e38])
@@ -94,8 +95,9 @@ def test_one_image_without_its_batch_axis_is_refused_after_fit():
         model.evaluate(X[:5].reshape(5, 64), y[:5])
 
 
-@pytest.mark.parametrize("labels", [np.array([0, 2**63], np.uint64), np.array([0, 2**64 - 1], np.uint64),
-                                    np.array([0.0, 1e19])])
+@pytest.mark.parametrize(
+    "labels", [np.array([0, 2**63], np.uint64), np.array([0, 2**64 - 1], np.uint64), np.array([0.0, 1e19])]
+)
 def test_labels_beyond_int64_are_refused_not_wrapped(labels):
     model = vn.Sequential([L.Dense(4, 3)])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*received label"):
@@ -106,7 +108,7 @@ def test_ctrl_c_while_numba_is_first_imported_leaves_training_possible():
     """Interrupt ``import numba`` part way through (as Ctrl-C in the first 0.06 s of the first
     fit does); the next fit must train, with the compiled kernels."""
     pytest.importorskip("numba")
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import sys, importlib.abc
         import numpy as np
         import vecnn as vn
@@ -128,19 +130,22 @@ def test_ctrl_c_while_numba_is_first_imported_leaves_training_possible():
         model = vn.Sequential([L.Dense(4, 3)])
         model.fit(np.ones((8, 4), np.float32), np.zeros(8, int), epochs=1, verbose=0)
         print("trained; kernels:", kernels.get() is not None)
-    ''')
+    """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["interrupted", "trained;", "kernels:", "True"]
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: s["layers"].update({"0": s["shuffle"]}),             # a Dense has no generator
-    lambda s: s["layers"].update({"9": s["shuffle"]}),             # no such layer
-    lambda s: s.update(shuffle={"bit_generator": "PCG64", "state": "x"}),
-    lambda s: s.update(augment=None),
-    lambda s: s.update(layers=[]),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s["layers"].update({"0": s["shuffle"]}),  # a Dense has no generator
+        lambda s: s["layers"].update({"9": s["shuffle"]}),  # no such layer
+        lambda s: s.update(shuffle={"bit_generator": "PCG64", "state": "x"}),
+        lambda s: s.update(augment=None),
+        lambda s: s.update(layers=[]),
+    ],
+)
 def test_rng_states_that_do_not_fit_are_a_value_error_and_change_nothing(change):
     model = vn.Sequential([L.Dense(4, 4), L.Dropout(0.5), L.Dense(4, 2)])
     states = model.rng_states()
@@ -158,19 +163,22 @@ def test_thousands_of_workers_are_refused_at_once(workers, match):
         model.fit(*_data(64), batch_size=16, workers=workers, verbose=0)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: vn.Sequential(None), "Sequential: expected a list of layers"),
-    (lambda: vn.Sequential({"a": L.Dense(4, 2)}), "Sequential: expected a list of layers"),
-    (lambda: vn.Sequential([L.Dense(4, 2)], seed=-1), "Sequential: seed"),
-    (lambda: vn.Sequential([L.Dense(4, 2)], seed="a"), "Sequential: seed"),
-    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), seed=-1, verbose=0), "fit: seed"),
-    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), validation_split="0.1", verbose=0), "validation_split"),
-    (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), callbacks=object(), verbose=0), "callbacks"),
-    (lambda: vn.Sequential([L.Dense(4, 2)]).save(None), "save: expected a file path"),
-    (lambda: vn.load(None), "expected the path of a model file"),
-    (lambda: vn.load(5), "expected the path of a model file"),
-    (lambda: vn.data.load_arrays(None), "load_arrays: expected the path"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: vn.Sequential(None), "Sequential: expected a list of layers"),
+        (lambda: vn.Sequential({"a": L.Dense(4, 2)}), "Sequential: expected a list of layers"),
+        (lambda: vn.Sequential([L.Dense(4, 2)], seed=-1), "Sequential: seed"),
+        (lambda: vn.Sequential([L.Dense(4, 2)], seed="a"), "Sequential: seed"),
+        (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), seed=-1, verbose=0), "fit: seed"),
+        (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), validation_split="0.1", verbose=0), "validation_split"),
+        (lambda: vn.Sequential([L.Dense(4, 2)]).fit(*_data(8), callbacks=object(), verbose=0), "callbacks"),
+        (lambda: vn.Sequential([L.Dense(4, 2)]).save(None), "save: expected a file path"),
+        (lambda: vn.load(None), "expected the path of a model file"),
+        (lambda: vn.load(5), "expected the path of a model file"),
+        (lambda: vn.data.load_arrays(None), "load_arrays: expected the path"),
+    ],
+)
 def test_wrong_types_at_the_api_edge_are_value_errors_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -178,7 +186,7 @@ def test_wrong_types_at_the_api_edge_are_value_errors_naming_the_argument(call, 
 
 def test_outputs_that_overflow_are_refused_not_returned():
     model = vn.Sequential([L.Dense(4, 3)])
-    model.flat_params[...] = 3e38                      # finite, but any sum of them overflows
+    model.flat_params[...] = 3e38  # finite, but any sum of them overflows
     X = np.ones((5, 4), F)
     with pytest.raises(ValueError, match=r"predict: the model's outputs overflowed.*5 sample\(s\), the first X\[0\]"):
         model.predict(X)
@@ -196,7 +204,7 @@ def test_loaded_state_out_of_range_is_refused(tmp_path):
     for layer, key, value in ((0, "std", 0.0), (0, "std", -1.0), (2, "running_var", -1.0)):
         model.layers[layer].state[key][0] = value
         path = tmp_path / f"m{layer}{value}.vecnn"
-        io.save_model(model, path)                   # a file as a buggy writer or an editor would leave it
+        io.save_model(model, path)  # a file as a buggy writer or an editor would leave it
         with pytest.raises(ValueError, match=f"layer {layer}: .*{key}"):
             vn.load(path)
         model.layers[layer].state[key][0] = 1.0
@@ -212,19 +220,19 @@ def test_saving_over_a_device_or_a_directory_is_refused(tmp_path, target):
     with pytest.raises(ValueError, match="not a regular file"):
         vn.Sequential([L.Dense(4, 2)]).save(path)
     after = os.stat(path)
-    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)      # /dev/null is still a device
+    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)  # /dev/null is still a device
 
 
 def test_the_memory_estimate_respects_an_address_space_limit():
     """`ulimit -v` caps what the process can allocate, whatever the machine has free."""
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import resource
         from vecnn import limits
         free = limits.available_memory()
         resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, resource.RLIM_INFINITY))
         capped = limits.available_memory()
         print(capped < 8 * 2**30, capped <= free)
-    ''')
+    """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True"]

@@ -1,4 +1,5 @@
 """Each optimizer's update rule equals torch.optim's on the same gradient sequence."""
+
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ def path(request, monkeypatch):
     else:
         monkeypatch.setattr(kernels, "enabled", False)
     return request.param
+
 
 CASES = [
     (optim.SGD, torch.optim.SGD, dict(lr=0.1)),
@@ -50,7 +52,7 @@ def test_matches_torch(ours, theirs, kw, rng, path):
 def test_clip_norm_bounds_global_norm(path):
     opt = optim.SGD(lr=1.0, clip_norm=0.5)
     p = np.zeros(4, np.float32)
-    g = np.array([3, 4, 0, 0], np.float32)        # norm 5
+    g = np.array([3, 4, 0, 0], np.float32)  # norm 5
     opt.step(p, g)
     assert math.isclose(float(np.linalg.norm(p)), 0.5, rel_tol=1e-4)
     small = np.array([0.1, 0, 0, 0], np.float32)  # under the bound: untouched
@@ -120,8 +122,9 @@ def test_malformed_optimizer_state_is_a_value_error_naming_it():
         optim.Adam().load_state_dict({**state, "v": np.ones(3, np.float32)})
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0), dict(lr=-1), dict(lr=float("nan")), dict(weight_decay=-1),
-                                 dict(clip_norm=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(lr=0), dict(lr=-1), dict(lr=float("nan")), dict(weight_decay=-1), dict(clip_norm=0)]
+)
 def test_bad_arguments(bad):
     with pytest.raises(ValueError, match="SGD"):
         optim.SGD(**{"lr": 0.1, **bad})
@@ -147,15 +150,18 @@ def test_state_survives_between_fits(rng):
     assert not np.array_equal(opt.state["m"], m_before)
 
 
-@pytest.mark.parametrize("make,bad", [
-    (lambda: optim.SGD(lr=1e30, momentum=0.9), 1e10),          # finite gradient, overflowing update
-    (lambda: optim.RMSProp(lr=1e38, eps=1e-30), 1e10),
-    (lambda: optim.Adam(lr=0.1), np.inf),                       # non-finite gradient
-    (lambda: optim.SGD(lr=0.1), np.nan),
-    (lambda: optim.Adam(lr=0.1), np.nan),                       # NaN must survive the flush of
-    (lambda: optim.SGD(lr=0.1, momentum=0.9), np.nan),          # tiny state to zero
-    (lambda: optim.RMSProp(lr=0.1), np.nan),
-])
+@pytest.mark.parametrize(
+    "make,bad",
+    [
+        (lambda: optim.SGD(lr=1e30, momentum=0.9), 1e10),  # finite gradient, overflowing update
+        (lambda: optim.RMSProp(lr=1e38, eps=1e-30), 1e10),
+        (lambda: optim.Adam(lr=0.1), np.inf),  # non-finite gradient
+        (lambda: optim.SGD(lr=0.1), np.nan),
+        (lambda: optim.Adam(lr=0.1), np.nan),  # NaN must survive the flush of
+        (lambda: optim.SGD(lr=0.1, momentum=0.9), np.nan),  # tiny state to zero
+        (lambda: optim.RMSProp(lr=0.1), np.nan),
+    ],
+)
 def test_step_reports_non_finite_and_undo_restores(make, bad, path):
     opt = make()
     p = np.linspace(-1, 1, 40).astype(np.float32)
@@ -174,8 +180,11 @@ def test_fused_and_numpy_paths_agree(rng, monkeypatch):
         pytest.skip("numba is not installed")
     p0 = rng.standard_normal(1000).astype(np.float32)
     gs = rng.standard_normal((5, 1000)).astype(np.float32)
-    for make in (lambda: optim.AdamW(lr=1e-2), lambda: optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
-                 lambda: optim.RMSProp(lr=1e-2, weight_decay=0.1)):
+    for make in (
+        lambda: optim.AdamW(lr=1e-2),
+        lambda: optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+        lambda: optim.RMSProp(lr=1e-2, weight_decay=0.1),
+    ):
         results = []
         for enabled in (True, False):
             monkeypatch.setattr(kernels, "enabled", enabled)

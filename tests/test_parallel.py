@@ -1,4 +1,5 @@
 """fit(workers=...): each batch split across threads, gradients averaged by share."""
+
 import copy
 import threading
 
@@ -12,8 +13,10 @@ from vecnn import parallel
 
 
 def small_cnn(seed=0, extra=()):
-    return vn.Sequential([L.Conv2D(1, 4, 3), L.ReLU(), L.MaxPool2D(2), *extra, L.Flatten(),
-                          L.Dense(36, 8), L.ReLU(), L.Dense(8, 3)], seed=seed)
+    return vn.Sequential(
+        [L.Conv2D(1, 4, 3), L.ReLU(), L.MaxPool2D(2), *extra, L.Flatten(), L.Dense(36, 8), L.ReLU(), L.Dense(8, 3)],
+        seed=seed,
+    )
 
 
 def data(n=24, seed=0):
@@ -27,12 +30,23 @@ def test_split_batches_give_the_whole_batch_gradient(workers, batch_size):
     their row counts: the update equals the unsplit one."""
     X, y = data()
     models = [small_cnn(), small_cnn()]
-    hist = [m.fit(X, y, optimizer=vn.optim.SGD(lr=0.1, momentum=0.9), epochs=2, batch_size=batch_size,
-                  shuffle=False, verbose=0, workers=w) for m, w in zip(models, (1, workers))]
+    hist = [
+        m.fit(
+            X,
+            y,
+            optimizer=vn.optim.SGD(lr=0.1, momentum=0.9),
+            epochs=2,
+            batch_size=batch_size,
+            shuffle=False,
+            verbose=0,
+            workers=w,
+        )
+        for m, w in zip(models, (1, workers))
+    ]
     np.testing.assert_allclose(models[1].flat_params, models[0].flat_params, rtol=1e-4, atol=1e-6)
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(hist[1].history[key], hist[0].history[key], rtol=1e-5)
-    assert not np.array_equal(models[1].flat_params, small_cnn().flat_params)   # it trained
+    assert not np.array_equal(models[1].flat_params, small_cnn().flat_params)  # it trained
 
 
 def test_auto_splits_convolutional_models_only(monkeypatch):
@@ -40,7 +54,7 @@ def test_auto_splits_convolutional_models_only(monkeypatch):
     mlp = vn.Sequential([L.Dense(4, 8), L.ReLU(), L.Dense(8, 2)])
     assert parallel.auto_workers(mlp, 128) == 1
     assert parallel.auto_workers(small_cnn(), 128) == 2
-    assert parallel.auto_workers(small_cnn(), 32) == 1                    # too few rows to share
+    assert parallel.auto_workers(small_cnn(), 32) == 1  # too few rows to share
     assert parallel.auto_workers(small_cnn(extra=[L.Dropout(0.5)]), 128) == 2
     assert parallel.auto_workers(small_cnn(extra=[L.BatchNorm2D(4)]), 128) == 1
     monkeypatch.setattr(parallel, "blas_threads", lambda: 1)
@@ -96,8 +110,8 @@ def test_replicas_are_kept_across_fit_calls_while_the_layers_stay():
     first = model._data_parallel
     model.fit(X, y, batch_size=8, verbose=0, workers=2, loss="cross_entropy")
     assert model._data_parallel is first
-    copy.deepcopy(model)                                             # no locks left behind
-    model.layers[-1].params["b"] = model.layers[-1].params["b"].copy()   # parameters rebound
+    copy.deepcopy(model)  # no locks left behind
+    model.layers[-1].params["b"] = model.layers[-1].params["b"].copy()  # parameters rebound
     model.fit(X, y, batch_size=8, verbose=0, workers=2)
     assert model._data_parallel is not first
 
@@ -113,7 +127,7 @@ def test_dropout_masks_per_worker_are_reproducible_and_differ_between_workers():
         drop_main, drop_rep = model.layers[3], rep.layers[3]
         assert drop_rep.rng is not drop_main.rng
         assert drop_rep.rng.bit_generator.state != drop_main.rng.bit_generator.state
-    np.testing.assert_array_equal(runs[0], runs[1])                    # same seed, same result
+    np.testing.assert_array_equal(runs[0], runs[1])  # same seed, same result
     one = small_cnn(seed=3, extra=[L.Dropout(0.5)])
     one.fit(X, y, batch_size=16, epochs=2, verbose=0, workers=1)
     assert np.isfinite(one.flat_params).all() and not np.array_equal(one.flat_params, runs[0])
@@ -126,8 +140,19 @@ def test_float64_models_split_exactly_in_float64():
         for layer in m.layers:
             layer.astype(np.float64)
         m._build_flat()
-    hist = [m.fit(X.astype(np.float64), y, optimizer=vn.optim.SGD(lr=0.1), epochs=2, batch_size=6,
-                  shuffle=False, verbose=0, workers=w) for m, w in zip(models, (1, 2))]
+    hist = [
+        m.fit(
+            X.astype(np.float64),
+            y,
+            optimizer=vn.optim.SGD(lr=0.1),
+            epochs=2,
+            batch_size=6,
+            shuffle=False,
+            verbose=0,
+            workers=w,
+        )
+        for m, w in zip(models, (1, 2))
+    ]
     assert models[1]._data_parallel.replicas[1].flat_grads.dtype == np.float64
     np.testing.assert_allclose(models[1].flat_params, models[0].flat_params, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(hist[1].history["loss"], hist[0].history["loss"], rtol=1e-12)

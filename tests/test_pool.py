@@ -1,14 +1,14 @@
 """vecnn.ops._openblas: memory-bound kernels split across OpenBLAS's own threads (a private
 detail of the compiled CPU backend)."""
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import vecnn as vn
 from vecnn import kernels
-from vecnn.ops import _openblas as pool
 from vecnn import layers as L
-
+from vecnn.ops import _openblas as pool
 
 
 def _pool_expected() -> bool:
@@ -22,8 +22,12 @@ def _pool_expected() -> bool:
         return False
     info = blas[0]
     version = tuple(int(x) for x in info["version"].split(".")[:3])
-    return (info["internal_api"] == "openblas" and info.get("threading_layer") == "pthreads"
-            and version >= (0, 3, 20) and hasattr(ctypes.CDLL(info["filepath"]), "blas_level1_thread"))
+    return (
+        info["internal_api"] == "openblas"
+        and info.get("threading_layer") == "pthreads"
+        and version >= (0, 3, 20)
+        and hasattr(ctypes.CDLL(info["filepath"]), "blas_level1_thread")
+    )
 
 
 pytestmark = pytest.mark.skipif(not _pool_expected(), reason="no pthreads OpenBLAS with blas_level1_thread here")
@@ -57,10 +61,10 @@ def test_optimizer_falls_back_for_gradients_the_shares_cannot_read():
     G = rng.standard_normal((p0.size, 2)).astype(F)
     reference = p0.copy()
     vn.optim.Adam(lr=0.1).step(reference, np.ascontiguousarray(G[:, 0]))
-    for g in (G[:, 0], G[:, 0].astype(np.float64)):                 # strided; float64
+    for g in (G[:, 0], G[:, 0].astype(np.float64)):  # strided; float64
         p = p0.copy()
         assert vn.optim.Adam(lr=0.1).step(p, g)
-        np.testing.assert_allclose(p, reference, rtol=1e-5, atol=1e-8)      # float64 g: other rounding
+        np.testing.assert_allclose(p, reference, rtol=1e-5, atol=1e-8)  # float64 g: other rounding
 
 
 def test_loaded_state_of_another_dtype_or_layout_is_converted():
@@ -68,11 +72,12 @@ def test_loaded_state_of_another_dtype_or_layout_is_converted():
     p0 = rng.standard_normal(pool.MIN_ELEMENTS + 10).astype(F)
     g = rng.standard_normal(p0.size).astype(F)
     a, b = vn.optim.Adam(lr=0.1), vn.optim.Adam(lr=0.1)
-    pa, pb = p0.copy(), p0.copy()
+    pa = p0.copy()
     a.step(pa, g.copy())
     state = a.state_dict()
-    b.load_state_dict({"t": state["t"], "m": state["m"].astype(np.float64),
-                       "v": np.repeat(state["v"], 2)[::2]})              # float64; strided
+    b.load_state_dict(
+        {"t": state["t"], "m": state["m"].astype(np.float64), "v": np.repeat(state["v"], 2)[::2]}
+    )  # float64; strided
     pa2, pb2 = pa.copy(), pa.copy()
     assert a.step(pa2, g.copy()) and b.step(pb2, g.copy())
     np.testing.assert_array_equal(pa2, pb2)
@@ -82,7 +87,7 @@ def test_loaded_state_of_another_dtype_or_layout_is_converted():
 def _state(rng, n):
     p = rng.standard_normal(n).astype(F)
     g = rng.standard_normal(n).astype(F)
-    s1 = (rng.random(n) * 0.01).astype(F)           # valid for every rule (RMSProp: >= 0)
+    s1 = (rng.random(n) * 0.01).astype(F)  # valid for every rule (RMSProp: >= 0)
     s2 = (rng.random(n) * 0.01).astype(F)
     return p, g, s1, s2
 
@@ -106,14 +111,14 @@ def test_optimizer_split_does_not_depend_on_threads_and_matches_the_kernel(name,
     assert one[0] == two[0] == 0
     for a, b in zip(one[1:], two[1:]):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(one[4], arrays[0])              # old: the parameters before
+    np.testing.assert_array_equal(one[4], arrays[0])  # old: the parameters before
     # the one-thread kernel computes the same rule (to rounding: it is compiled separately)
     p, g, s1, s2 = (a.copy() for a in arrays)
     scalars, n_state = RULES[name]
     state = (s1, s2) if n_state == 2 else (s1,)
     getattr(kernels.get(), name)(p, g, *state, np.empty_like(p), *scalars)
     np.testing.assert_allclose(one[1], p, rtol=1e-6, atol=1e-7)
-    assert np.abs(one[1] - arrays[0]).max() > 0                      # the step did move them
+    assert np.abs(one[1] - arrays[0]).max() > 0  # the step did move them
 
 
 @pytest.mark.parametrize("where", [0, 40_000, -1])
@@ -182,7 +187,7 @@ def test_training_agrees_for_any_thread_count():
             model = vn.Sequential([L.Dense(64, 512), L.ReLU(), L.Dense(512, 4)])
             start = model.flat_params.copy()
             model.fit(X, y, epochs=2, batch_size=128, verbose=0, seed=0)
-        assert np.abs(model.flat_params - start).max() > 1e-3           # it did train
+        assert np.abs(model.flat_params - start).max() > 1e-3  # it did train
         weights.append(model.flat_params.copy())
     np.testing.assert_allclose(*weights, rtol=1e-4, atol=1e-5)
 

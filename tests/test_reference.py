@@ -1,5 +1,6 @@
 """The loop twins keep their rules: no array arithmetic at all (only ``tolist`` and loops over
 Python floats), no peeking at a layer's cache, a clear error for a layer without a twin."""
+
 import ast
 import contextlib
 import copy
@@ -7,10 +8,11 @@ import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from harness import forbidden
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vecnn as vn
-from harness import forbidden
 from vecnn import layers as L
 from vecnn import reference
 from vecnn.losses import MSE, BCEWithLogits, CrossEntropy
@@ -40,8 +42,28 @@ def fenced(layer):
     return layer
 
 
-FORBIDDEN_NP = ["matmul", "dot", "vdot", "inner", "outer", "einsum", "tensordot", "sum", "mean", "max",
-                "min", "amax", "amin", "var", "std", "prod", "cumsum", "average", "maximum", "exp"]
+FORBIDDEN_NP = [
+    "matmul",
+    "dot",
+    "vdot",
+    "inner",
+    "outer",
+    "einsum",
+    "tensordot",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "amax",
+    "amin",
+    "var",
+    "std",
+    "prod",
+    "cumsum",
+    "average",
+    "maximum",
+    "exp",
+]
 
 
 @contextlib.contextmanager
@@ -50,8 +72,10 @@ def no_numpy_math():
     cannot be patched on ndarray; ``Untouchable`` inputs cover those)."""
     with pytest.MonkeyPatch.context() as mp:
         for name in FORBIDDEN_NP:
+
             def refuse(*args, _name=name, **kwargs):
                 raise AssertionError(f"a twin called np.{_name}")
+
             mp.setattr(np, name, refuse)
         yield
 
@@ -59,17 +83,30 @@ def no_numpy_math():
 def layer_cases():
     """(layer, input shape, training) for every twin this test knows how to build."""
     cases = [
-        (L.Dense(5, 3), (4, 5), False), (L.Dense(5, 3, bias=False), (2, 5), False),
-        (L.ReLU(), (3, 4), False), (L.LeakyReLU(0.1), (2, 3, 2, 2), False), (L.Sigmoid(), (3, 4), False),
-        (L.Tanh(), (3, 4), False), (L.GELU(), (3, 4), False), (L.GELU("tanh"), (3, 4), False),
-        (L.Softmax(), (3, 4), False), (L.Flatten(), (2, 3, 2, 2), False),
-        (L.Dropout(0.3), (3, 4), True), (L.Dropout(0.3), (3, 4), False),
-        (L.BatchNorm1D(4), (5, 4), True), (L.BatchNorm1D(4), (5, 4), False),
-        (L.BatchNorm2D(3), (2, 3, 3, 3), True), (L.BatchNorm2D(3), (2, 3, 3, 3), False),
+        (L.Dense(5, 3), (4, 5), False),
+        (L.Dense(5, 3, bias=False), (2, 5), False),
+        (L.ReLU(), (3, 4), False),
+        (L.LeakyReLU(0.1), (2, 3, 2, 2), False),
+        (L.Sigmoid(), (3, 4), False),
+        (L.Tanh(), (3, 4), False),
+        (L.GELU(), (3, 4), False),
+        (L.GELU("tanh"), (3, 4), False),
+        (L.Softmax(), (3, 4), False),
+        (L.Flatten(), (2, 3, 2, 2), False),
+        (L.Dropout(0.3), (3, 4), True),
+        (L.Dropout(0.3), (3, 4), False),
+        (L.BatchNorm1D(4), (5, 4), True),
+        (L.BatchNorm1D(4), (5, 4), False),
+        (L.BatchNorm2D(3), (2, 3, 3, 3), True),
+        (L.BatchNorm2D(3), (2, 3, 3, 3), False),
     ]
     # twins added by the convolution work, where both the layer and its twin exist
-    for name, make in [("Conv2D", lambda: L.Conv2D(3, 4, 3, padding=1)), ("MaxPool2D", lambda: L.MaxPool2D(2)),
-                       ("AvgPool2D", lambda: L.AvgPool2D(2)), ("GlobalAvgPool2D", lambda: L.GlobalAvgPool2D())]:
+    for name, make in [
+        ("Conv2D", lambda: L.Conv2D(3, 4, 3, padding=1)),
+        ("MaxPool2D", lambda: L.MaxPool2D(2)),
+        ("AvgPool2D", lambda: L.AvgPool2D(2)),
+        ("GlobalAvgPool2D", lambda: L.GlobalAvgPool2D()),
+    ]:
         if hasattr(L, name) and name in reference.TWINS:
             cases.append((make(), (2, 3, 4, 4), False))
     return cases
@@ -78,8 +115,9 @@ def layer_cases():
 CASES = layer_cases()
 
 
-@pytest.mark.parametrize("layer, shape, training", CASES,
-                         ids=[f"{l!r}-{'train' if t else 'eval'}" for l, _, t in CASES])
+@pytest.mark.parametrize(
+    "layer, shape, training", CASES, ids=[f"{l!r}-{'train' if t else 'eval'}" for l, _, t in CASES]
+)
 def test_twins_do_no_array_arithmetic(layer, shape, training):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)
@@ -99,12 +137,16 @@ def test_twins_do_no_array_arithmetic(layer, shape, training):
         np.testing.assert_array_equal(grads[k], grads_plain[k])
 
 
-@pytest.mark.parametrize("loss, pred_shape, target", [
-    (CrossEntropy(), (4, 3), np.array([0, 2, 1, 1])),
-    (CrossEntropy(label_smoothing=0.1), (4, 3), np.array([0, 2, 1, 1])),
-    (MSE(), (4, 3), np.ones((4, 3), np.float32)),
-    (BCEWithLogits(), (4, 2), np.full((4, 2), 0.25, np.float32)),
-], ids=["ce", "ce-smooth", "mse", "bce"])
+@pytest.mark.parametrize(
+    "loss, pred_shape, target",
+    [
+        (CrossEntropy(), (4, 3), np.array([0, 2, 1, 1])),
+        (CrossEntropy(label_smoothing=0.1), (4, 3), np.array([0, 2, 1, 1])),
+        (MSE(), (4, 3), np.ones((4, 3), np.float32)),
+        (BCEWithLogits(), (4, 2), np.full((4, 2), 0.25, np.float32)),
+    ],
+    ids=["ce", "ce-smooth", "mse", "bce"],
+)
 def test_loss_twins_do_no_array_arithmetic(loss, pred_shape, target):
     pred = np.random.default_rng(0).standard_normal(pred_shape, dtype=np.float32)
     value, grad = reference.loss_forward(loss, pred, target), reference.loss_backward(loss, pred, target)
@@ -117,6 +159,7 @@ def test_loss_twins_do_no_array_arithmetic(loss, pred_shape, target):
 
 def test_the_fence_catches_vectorized_code(monkeypatch):
     """The checks above can fail: a 'twin' that uses @ or np.sum is caught."""
+
     class Sneaky:
         @staticmethod
         def forward(layer, x, training=False):
@@ -144,15 +187,39 @@ def test_forbidden_patches_the_instance_only():
     with forbidden(layer):
         with pytest.raises(AssertionError, match="ReLU.forward"):
             layer.forward(x)
-        other.forward(x)                                  # the class is untouched
+        other.forward(x)  # the class is untouched
     np.testing.assert_array_equal(layer.forward(x), x)  # and the instance restored
 
 
 # -- the source of every twin file: no @, no numpy reductions, no cache reads ------------------
 TWIN_FILES = sorted(pathlib.Path(reference.__file__).parent.glob("*.py"))
-REDUCTIONS = {"sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "var", "std", "prod",
-              "dot", "matmul", "einsum", "tensordot", "inner", "outer", "vdot", "cumsum", "average",
-              "nansum", "nanmax", "nanmin", "nanmean", "reduce"}
+REDUCTIONS = {
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "amax",
+    "amin",
+    "argmax",
+    "argmin",
+    "var",
+    "std",
+    "prod",
+    "dot",
+    "matmul",
+    "einsum",
+    "tensordot",
+    "inner",
+    "outer",
+    "vdot",
+    "cumsum",
+    "average",
+    "nansum",
+    "nanmax",
+    "nanmin",
+    "nanmean",
+    "reduce",
+}
 
 
 @pytest.mark.parametrize("path", TWIN_FILES, ids=[p.name for p in TWIN_FILES])
@@ -167,12 +234,21 @@ def test_twin_source_has_no_vectorized_math(path):
             base = node.func.value
             if not (isinstance(base, ast.Name) and base.id in ("math", "builtins")):
                 problems.append(f"{where}: call .{node.func.attr}()")
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "layer"
-                and node.attr.startswith("_")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "layer"
+            and node.attr.startswith("_")
+        ):
             problems.append(f"{where}: reads layer.{node.attr} (the layer's cache or internals)")
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
-                and str(node.args[1].value).startswith("_")):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and str(node.args[1].value).startswith("_")
+        ):
             problems.append(f"{where}: getattr of private attribute {node.args[1].value!r}")
     assert not problems, "\n".join(problems)
 
@@ -278,8 +354,9 @@ def test_dropout_twin_leaves_the_generator_alone():
 
 # -- a few random shapes (hypothesis) ------------------------------------------------------------
 @settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 4), fin=st.integers(1, 5), fout=st.integers(1, 5), bias=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 4), fin=st.integers(1, 5), fout=st.integers(1, 5), bias=st.booleans(), seed=st.integers(0, 2**16)
+)
 def test_dense_twin_random_shapes(n, fin, fout, bias, seed):
     rng = np.random.default_rng(seed)
     layer = L.Dense(fin, fout, bias=bias, seed=seed)

@@ -1,4 +1,5 @@
 """VecnnClassifier behaves as a scikit-learn estimator."""
+
 import numpy as np
 import pytest
 from sklearn.base import clone

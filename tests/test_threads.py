@@ -4,6 +4,7 @@ The governor is driven here by a simulated machine (a clock that advances by the
 step at the thread count in force), so every decision is deterministic; one test runs the real
 thing inside ``fit`` and checks that the user's thread count comes back.
 """
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -38,7 +39,7 @@ class Machine:
 STEPS = T.WINDOW_STEPS
 
 
-def alone(step, threads):                      # two threads 15% faster than one
+def alone(step, threads):  # two threads 15% faster than one
     return {1: 1.15e-4, 2: 1e-4}[threads]
 
 
@@ -46,14 +47,14 @@ def test_alone_it_keeps_all_threads_and_tries_one_rarely():
     m = Machine(alone).run(20_000)
     assert m.gov.threads == 2 and m.gov.history == []
     one = m.threads_log.count(1)
-    assert 0 < one < 0.02 * len(m.threads_log)             # it did try, seldom (backing off)
+    assert 0 < one < 0.02 * len(m.threads_log)  # it did try, seldom (backing off)
     total = sum(alone(0, t) for t in m.threads_log)
-    assert total < 1.003 * 20_000 * alone(0, 2)             # alone loses nothing measurable
+    assert total < 1.003 * 20_000 * alone(0, 2)  # alone loses nothing measurable
 
 
 def test_noise_alone_does_not_look_like_contention():
     rng = np.random.default_rng(0)
-    noise = rng.uniform(0.7, 1.3, 40_000)                  # +-30% from step to step, as on a shared machine
+    noise = rng.uniform(0.7, 1.3, 40_000)  # +-30% from step to step, as on a shared machine
     m = Machine(lambda step, threads: alone(step, threads) * noise[step]).run(40_000)
     assert m.threads_log.count(2) > 0.97 * len(m.threads_log)
 
@@ -61,7 +62,7 @@ def test_noise_alone_does_not_look_like_contention():
 def test_beside_a_busy_process_it_drops_to_one_thread_at_once():
     busy_from = 2_000
 
-    def cost(step, threads):                   # multi-threaded BLAS collapses 10-100x beside a busy process
+    def cost(step, threads):  # multi-threaded BLAS collapses 10-100x beside a busy process
         if step >= busy_from:
             return {1: 1.3e-4, 2: 20e-4}[threads]
         return alone(step, threads)
@@ -91,18 +92,18 @@ def test_it_goes_back_up_when_the_other_process_ends():
 
 def test_a_try_that_is_much_worse_ends_after_one_timed_step():
     def cost(step, threads):
-        return {1: 1e-4, 2: 100e-4}[threads]       # as if another process had both cores
+        return {1: 1e-4, 2: 100e-4}[threads]  # as if another process had both cores
 
     m = Machine(cost).run(3_000)
     assert m.gov.threads == 1
-    runs, current = [], 0                        # lengths of the stretches at two threads after the start
-    for n in m.threads_log[STEPS * 3:]:
+    runs, current = [], 0  # lengths of the stretches at two threads after the start
+    for n in m.threads_log[STEPS * 3 :]:
         if n == 2:
             current += 1
         elif current:
             runs.append(current)
             current = 0
-    assert runs and max(runs) <= 2               # one warm-up step and one timed step
+    assert runs and max(runs) <= 2  # one warm-up step and one timed step
 
 
 def test_levels_halve_down_to_one_and_never_exceed_the_ceiling():
@@ -111,7 +112,7 @@ def test_levels_halve_down_to_one_and_never_exceed_the_ceiling():
 
 
 def test_four_threads_share_two_ways():
-    def cost(step, threads):                   # another job on half the cores: 2 threads is best
+    def cost(step, threads):  # another job on half the cores: 2 threads is best
         return {1: 2e-4, 2: 1.1e-4, 4: 40e-4}[threads]
 
     m = Machine(cost, wide=4).run(5_000)
@@ -127,11 +128,11 @@ def test_fit_gives_the_user_their_thread_count_back():
     X = rng.standard_normal((600, 20)).astype(np.float32)
     y = rng.integers(0, 3, 600)
     model = vn.Sequential([L.Dense(20, 16), L.ReLU(), L.Dense(16, 3)])
-    model.fit(X[:32], y[:32], verbose=0)         # loads what fit loads (numba brings SciPy's BLAS)
+    model.fit(X[:32], y[:32], verbose=0)  # loads what fit loads (numba brings SciPy's BLAS)
     before = _blas_threads()
     h = model.fit(X, y, epochs=3, batch_size=16, verbose=0)
     assert _blas_threads() == before and isinstance(h.thread_changes, list)
-    with threadpool_limits(1, user_api="blas"):                # the user's limit is the ceiling
+    with threadpool_limits(1, user_api="blas"):  # the user's limit is the ceiling
         model.fit(X, y, epochs=1, batch_size=16, verbose=0)
         assert set(_blas_threads().values()) == {1}
     assert _blas_threads() == before
@@ -148,7 +149,7 @@ def test_fit_restores_threads_when_training_fails(monkeypatch):
     before = _blas_threads()
     seen = []
 
-    class Down(T.Governor):                     # as if it had found a busy machine at once
+    class Down(T.Governor):  # as if it had found a busy machine at once
         def tick(self, m):
             self._set_threads(1)
 
@@ -162,8 +163,8 @@ def test_fit_restores_threads_when_training_fails(monkeypatch):
     monkeypatch.setattr(T, "_governors", {})
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, epochs=1, batch_size=32, verbose=0, callbacks=[Boom()])
-    assert set(seen[0].values()) == {1}                # it did change them
-    assert _blas_threads() == before                   # and put them back
+    assert set(seen[0].values()) == {1}  # it did change them
+    assert _blas_threads() == before  # and put them back
 
 
 def test_the_governor_carries_over_to_the_next_fit():

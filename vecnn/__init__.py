@@ -4,6 +4,7 @@ Every layer computes its forward and backward pass for the whole mini-batch at o
 (``Z = X @ W + b`` for all samples and units in one matrix product), never with Python loops
 over samples or neurons. ``vecnn.reference`` holds the loop versions of the same math.
 """
+
 __version__ = "0.1.0"
 
 from . import backend, callbacks, init, layers, losses, optim
@@ -23,6 +24,25 @@ def __getattr__(name):
     raise AttributeError(f"module 'vecnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init", "backend",
-           "register_layer", "register_loss", "set_num_threads", "Callback", "EarlyStopping",
-           "History", "ModelCheckpoint", "data", "reference", "gradcheck", "presets", "__version__"]
+__all__ = [
+    "Sequential",
+    "load",
+    "layers",
+    "losses",
+    "optim",
+    "callbacks",
+    "init",
+    "backend",
+    "register_layer",
+    "register_loss",
+    "set_num_threads",
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "ModelCheckpoint",
+    "data",
+    "reference",
+    "gradcheck",
+    "presets",
+    "__version__",
+]

@@ -4,6 +4,7 @@ Every layer asks ``array_module(x)`` for the module that owns its input (NumPy o
 CuPy on an NVIDIA GPU), so the same vectorized code runs on both. Nothing here imports CuPy
 unless an array already comes from it.
 """
+
 from __future__ import annotations
 
 import numpy as np

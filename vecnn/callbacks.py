@@ -4,6 +4,7 @@ The training loop calls ``on_train_begin``, ``on_epoch_begin``, ``on_batch_end``
 ``on_epoch_end`` and ``on_train_end``; a callback stops training by setting
 ``model.stop_training = True``. Only ``ProgressBar`` writes to the terminal.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ class _Monitor(Callback):
 
     def _value(self, logs):
         if self.monitor not in (logs or {}):
-            raise ValueError(f"{type(self).__name__}: monitor={self.monitor!r} is not among the logged "
-                             f"metrics {sorted(logs or {})}; pass validation data to monitor 'val_*'")
+            raise ValueError(
+                f"{type(self).__name__}: monitor={self.monitor!r} is not among the logged "
+                f"metrics {sorted(logs or {})}; pass validation data to monitor 'val_*'"
+            )
         return logs[self.monitor]
 
     def _improved(self, value):
@@ -135,8 +138,16 @@ class ProgressBar(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.n, unit="samples", unit_scale=True, file=self.file, dynamic_ncols=True,
-                        desc=f"Epoch {epoch + 1}/{self.epochs}", mininterval=self.mininterval, leave=True)
+        self.bar = tqdm(
+            total=self.n,
+            unit="samples",
+            unit_scale=True,
+            file=self.file,
+            dynamic_ncols=True,
+            desc=f"Epoch {epoch + 1}/{self.epochs}",
+            mininterval=self.mininterval,
+            leave=True,
+        )
         self._last = 0.0
 
     def on_batch_end(self, batch, logs=None):

@@ -7,6 +7,7 @@ Exit codes (DESIGN.md), decided in one place, ``exit_code``:
     2    bad usage or input: one line naming the flag, the spec token or the file
     130  interrupted (Ctrl-C)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,45 @@ import numpy as np
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # `vecnn train` flags that fix a run: --resume refuses to continue if one of them differs
-RUN_KEYS = ("dataset", "data", "labels", "label_column", "model", "batch_size", "lr", "optimizer", "schedule",
-            "seed", "val_split", "standardize", "augment")
+RUN_KEYS = (
+    "dataset",
+    "data",
+    "labels",
+    "label_column",
+    "model",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "seed",
+    "val_split",
+    "standardize",
+    "augment",
+)
 # flags --resume may change: they say how to go on, not what the run is
 RESUME_KEYS = ("epochs", "threads", "workers", "root", "download", "keep_checkpoints", "device")
-TRAIN_DEFAULTS = {"dataset": "digits", "data": None, "labels": None, "label_column": "label", "model": "mlp",
-                  "epochs": None, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine", "seed": 0,
-                  "val_split": 0.1, "standardize": True, "augment": None, "root": None, "download": False,
-                  "threads": None, "workers": "auto", "keep_checkpoints": 3, "device": "cpu"}
+TRAIN_DEFAULTS = {
+    "dataset": "digits",
+    "data": None,
+    "labels": None,
+    "label_column": "label",
+    "model": "mlp",
+    "epochs": None,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "optimizer": "adam",
+    "schedule": "cosine",
+    "seed": 0,
+    "val_split": 0.1,
+    "standardize": True,
+    "augment": None,
+    "root": None,
+    "download": False,
+    "threads": None,
+    "workers": "auto",
+    "keep_checkpoints": 3,
+    "device": "cpu",
+}
 PRESET_EPOCHS = {"mlp": 20, "cnn": 20, "resnet": 10}
 # --device: where the model computes ("auto": the GPU when there is one, else the CPU)
 DEVICES = ("cpu", "gpu", "auto")
@@ -47,6 +79,7 @@ def _workers(text: str):
 def _checked(field: str, kind):
     """An argparse type for the `train` flag of run-config field ``field``: ``kind(text)``,
     then the same check ``config.json`` gets (``vecnn.run.FIELDS``)."""
+
     def parse(text):
         from .run import FIELDS
 
@@ -71,9 +104,9 @@ def exit_code(e: BaseException) -> tuple[int, str]:
     """The exit code for an exception that ended a command, and the one line to print."""
     if isinstance(e, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted"
-    if isinstance(e, ValueError):                # bad input: say what and where
+    if isinstance(e, ValueError):  # bad input: say what and where
         return EXIT_USAGE, f"error: {e}"
-    if isinstance(e, OSError) and e.filename is not None:    # a file the user named (or made us write)
+    if isinstance(e, OSError) and e.filename is not None:  # a file the user named (or made us write)
         where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
         return EXIT_USAGE, f"error: {where}: {e.strerror or type(e).__name__}"
     if isinstance(e, MemoryError):
@@ -96,62 +129,99 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vecnn {vecnn.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model (default: an MLP on the built-in digits)",
-                       description="Train a model and save it in a run directory. Ends with a line "
-                                   "'test accuracy: 0.XXXX' on standard output.\n\n"
-                                   "The run directory (--out) must be new, empty or one of vecnn's own runs, and "
-                                   "only one process trains in it at a time (a lock). --resume continues a run "
-                                   "from its last checkpoint; --epochs N with it trains on to epoch N.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="model spec tokens (comma separated; input sizes are inferred):\n"
-                              "  dense:UNITS  conv:OUT:KERNEL[:STRIDE[:PADDING]]  maxpool:K[:STRIDE]  "
-                              "avgpool:K[:STRIDE]\n"
-                              "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  "
-                              "gelu[:tanh]  softmax\n"
-                              "example: vecnn train --dataset fashion-mnist "
-                              "--model dense:256,relu,dropout:0.2,dense:10\n\n"
-                              "exit codes: 0 success, 2 bad usage or input, 1 anything else, 130 interrupted")
+    t = sub.add_parser(
+        "train",
+        help="train a model (default: an MLP on the built-in digits)",
+        description="Train a model and save it in a run directory. Ends with a line "
+        "'test accuracy: 0.XXXX' on standard output.\n\n"
+        "The run directory (--out) must be new, empty or one of vecnn's own runs, and "
+        "only one process trains in it at a time (a lock). --resume continues a run "
+        "from its last checkpoint; --epochs N with it trains on to epoch N.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="model spec tokens (comma separated; input sizes are inferred):\n"
+        "  dense:UNITS  conv:OUT:KERNEL[:STRIDE[:PADDING]]  maxpool:K[:STRIDE]  "
+        "avgpool:K[:STRIDE]\n"
+        "  gap  flatten  bn  dropout:RATE  relu  leakyrelu[:SLOPE]  sigmoid  tanh  "
+        "gelu[:tanh]  softmax\n"
+        "example: vecnn train --dataset fashion-mnist "
+        "--model dense:256,relu,dropout:0.2,dense:10\n\n"
+        "exit codes: 0 success, 2 bad usage or input, 1 anything else, 130 interrupted",
+    )
     # defaults are None so that --resume can tell which flags the user actually gave
-    t.add_argument("--dataset",
-                   help="named dataset: digits (built in), fashion-mnist, mnist, kmnist (default: digits)")
-    t.add_argument("--data", metavar="FILE",
-                   help="your own data: .npz (x, y), .npy (X; labels in a sibling *_y.npy or --labels) or .csv")
+    t.add_argument("--dataset", help="named dataset: digits (built in), fashion-mnist, mnist, kmnist (default: digits)")
+    t.add_argument(
+        "--data",
+        metavar="FILE",
+        help="your own data: .npz (x, y), .npy (X; labels in a sibling *_y.npy or --labels) or .csv",
+    )
     t.add_argument("--labels", metavar="FILE", help="labels .npy for --data X.npy")
     t.add_argument("--label-column", help="CSV label column name or index (default: label)")
     t.add_argument("--root", metavar="DIR", help="look for the dataset only in DIR")
-    t.add_argument("--download", action="store_true", default=None,
-                   help="download the dataset if missing (checked against SHA-256)")
+    t.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="download the dataset if missing (checked against SHA-256)",
+    )
     t.add_argument("--model", help="a preset (mlp, cnn, resnet) or a layer spec string (default: mlp)")
-    t.add_argument("--epochs", type=_checked("epochs", int),
-                   help="number of epochs (default: " + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items())
-                   + ", 20 for a spec string). With --resume: the epoch to train on to (more than the run "
-                     "has; a cosine schedule is then stretched to end at the new last epoch, continuing "
-                     "from the current step)")
+    t.add_argument(
+        "--epochs",
+        type=_checked("epochs", int),
+        help="number of epochs (default: "
+        + ", ".join(f"{n} for {m}" for m, n in PRESET_EPOCHS.items())
+        + ", 20 for a spec string). With --resume: the epoch to train on to (more than the run "
+        "has; a cosine schedule is then stretched to end at the new last epoch, continuing "
+        "from the current step)",
+    )
     t.add_argument("--batch-size", type=_checked("batch_size", int), help="mini-batch size (default: 128)")
     t.add_argument("--lr", type=_checked("lr", float), help="learning rate (default: 1e-3)")
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="(default: adam)")
-    t.add_argument("--schedule", choices=["cosine", "constant"],
-                   help="learning rate: cosine decay to 0 over the run, or constant (default: cosine)")
-    t.add_argument("--seed", type=_checked("seed", int),
-                   help="seed of initialization, shuffles, dropout, augmentation (default: 0)")
-    t.add_argument("--val-split", type=_checked("val_split", float),
-                   help="fraction of the training data held out for validation (default: 0.1)")
-    t.add_argument("--no-standardize", dest="standardize", action="store_false", default=None,
-                   help="don't standardize inputs with training-set statistics")
+    t.add_argument(
+        "--schedule",
+        choices=["cosine", "constant"],
+        help="learning rate: cosine decay to 0 over the run, or constant (default: cosine)",
+    )
+    t.add_argument(
+        "--seed",
+        type=_checked("seed", int),
+        help="seed of initialization, shuffles, dropout, augmentation (default: 0)",
+    )
+    t.add_argument(
+        "--val-split",
+        type=_checked("val_split", float),
+        help="fraction of the training data held out for validation (default: 0.1)",
+    )
+    t.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        default=None,
+        help="don't standardize inputs with training-set statistics",
+    )
     t.add_argument("--augment", metavar="SPEC", help="augmentation, e.g. 'shift:2' or 'shift:2,flip'")
     t.add_argument("--threads", type=_checked("threads", int), help="BLAS threads (default: all cores)")
-    t.add_argument("--workers", type=_workers,
-                   help="threads that each train on a share of every batch (data parallel in this "
-                        "process); 'auto': one per BLAS thread for convolutional models (default: auto)")
+    t.add_argument(
+        "--workers",
+        type=_workers,
+        help="threads that each train on a share of every batch (data parallel in this "
+        "process); 'auto': one per BLAS thread for convolutional models (default: auto)",
+    )
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<time>-<dataset>-<model>)")
-    t.add_argument("--device", choices=DEVICES,
-                   help="where to train: cpu, gpu (an NVIDIA GPU through CuPy: pip install "
-                        "'vecnn[gpu-cuda12]' or 'vecnn[gpu-cuda13]'), or auto (the GPU when there is one, "
-                        "else the CPU); recorded in config.json, and --resume continues on the recorded "
-                        "device unless given (default: cpu; `vecnn backends` says what is available)")
-    t.add_argument("--keep-checkpoints", type=_checked("keep_checkpoints", int), metavar="N",
-                   help="keep the last N epoch checkpoints and the best one (lowest val_loss); 0 keeps "
-                        "every one (default: 3; recorded in config.json)")
+    t.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="where to train: cpu, gpu (an NVIDIA GPU through CuPy: pip install "
+        "'vecnn[gpu-cuda12]' or 'vecnn[gpu-cuda13]'), or auto (the GPU when there is one, "
+        "else the CPU); recorded in config.json, and --resume continues on the recorded "
+        "device unless given (default: cpu; `vecnn backends` says what is available)",
+    )
+    t.add_argument(
+        "--keep-checkpoints",
+        type=_checked("keep_checkpoints", int),
+        metavar="N",
+        help="keep the last N epoch checkpoints and the best one (lowest val_loss); 0 keeps "
+        "every one (default: 3; recorded in config.json)",
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -175,11 +245,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list known datasets, where each was found or how to get it")
 
-    b = sub.add_parser("backends", help="say what computes here: backends, fused operations, BLAS",
-                       description="List the compute backends (numpy, numba, cupy), each in use, available "
-                                   "or off and why; which backend serves each fused operation on the CPU "
-                                   "and on the GPU; and the BLAS libraries loaded, with their kernels and "
-                                   "threads.")
+    b = sub.add_parser(
+        "backends",
+        help="say what computes here: backends, fused operations, BLAS",
+        description="List the compute backends (numpy, numba, cupy), each in use, available "
+        "or off and why; which backend serves each fused operation on the CPU "
+        "and on the GPU; and the BLAS libraries loaded, with their kernels and "
+        "threads.",
+    )
     b.add_argument("--json", action="store_true", help="print vecnn.ops.report() as JSON")
 
     i = sub.add_parser("info", help="describe a saved model: layers, output shapes, parameters, FLOPs")
@@ -187,23 +260,36 @@ def _parser() -> argparse.ArgumentParser:
 
     from .bench import cli as bench_cli
 
-    bench_cli.configure(sub.add_parser("bench", help=bench_cli.HELP, description=bench_cli.DESCRIPTION,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    bench_cli.configure(
+        sub.add_parser(
+            "bench",
+            help=bench_cli.HELP,
+            description=bench_cli.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return p
 
 
 def main(argv=None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)            # argparse's own errors: exit 2 with usage
+    args = parser.parse_args(argv)  # argparse's own errors: exit 2 with usage
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-               "datasets": cmd_datasets, "backends": cmd_backends, "info": cmd_info,
-               "bench": cmd_bench}[args.command]
+    command = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "predict": cmd_predict,
+        "datasets": cmd_datasets,
+        "backends": cmd_backends,
+        "info": cmd_info,
+        "bench": cmd_bench,
+    }[args.command]
     shown = warnings.showwarning
-    warnings.showwarning = lambda message, category, *_: print(        # one line each, like errors
-        f"vecnn {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    warnings.showwarning = lambda message, category, *_: print(  # one line each, like errors
+        f"vecnn {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr
+    )
     try:
         return _run(args, command)
     finally:
@@ -214,9 +300,9 @@ def _run(args, command) -> int:
     try:
         _refuse_empty(args)
         code = command(args)
-        sys.stdout.flush()                    # a closed pipe shows here, not at exit
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
-    except BrokenPipeError:                   # `vecnn info m | head`: the reader has all it wanted
+    except BrokenPipeError:  # `vecnn info m | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (Exception, KeyboardInterrupt) as e:
@@ -245,11 +331,14 @@ def _load_data(cfg: dict):
         X, y = data.load_arrays(cfg["data"], cfg.get("labels"), label_column=cfg.get("label_column") or "label")
         source = str(cfg["data"])
         if len(X) < 2:
-            raise UsageError(f"--data {source}: {len(X)} sample(s); training needs at least 2 (one is held out "
-                             f"for the test)")
+            raise UsageError(
+                f"--data {source}: {len(X)} sample(s); training needs at least 2 (one is held out for the test)"
+            )
         if np.asarray(y).ndim != 1 or np.asarray(y).dtype.kind not in "iu":
-            raise UsageError(f"--data {source}: expected one integer class label per sample, received labels "
-                             f"of shape {np.shape(y)} and dtype {np.asarray(y).dtype}")
+            raise UsageError(
+                f"--data {source}: expected one integer class label per sample, received labels "
+                f"of shape {np.shape(y)} and dtype {np.asarray(y).dtype}"
+            )
         top = int(y.max())
         # the output layer's width comes from the largest label: bounded before anything is built
         n_classes = limits.check_classes(f"--data {source} (largest label {top})", top + 1)
@@ -270,8 +359,10 @@ def _split_validation(X, y, fraction, seed, source="the data"):
         raise UsageError(f"--val-split: expected a fraction in [0, 1), received {fraction}")
     n_val = max(1, int(round(len(X) * fraction)))
     if n_val >= len(X):
-        raise UsageError(f"--val-split {fraction} leaves {len(X) - n_val} of the {len(X)} training samples of "
-                         f"{source} for training; pass a smaller fraction (0 for no validation)")
+        raise UsageError(
+            f"--val-split {fraction} leaves {len(X) - n_val} of the {len(X)} training samples of "
+            f"{source} for training; pass a smaller fraction (0 for no validation)"
+        )
     perm = np.random.default_rng([seed, 1]).permutation(len(X))
     val, train = perm[:n_val], perm[n_val:]
     return X[train], y[train], (X[val], y[val])
@@ -295,19 +386,23 @@ def _build_model(cfg, X_train, n_classes, source="the data"):
         layers = spec.parse(cfg["model"], input_shape, batch_size=min(cfg["batch_size"], len(X_train)))
     if cfg["standardize"]:
         std = L.Standardize()
-        std.adapt(X_train)                     # statistics from the training split only
+        std.adapt(X_train)  # statistics from the training split only
         layers = [std, *layers]
     model = Sequential(layers, seed=cfg["seed"])
     out = model.shapes(input_shape)[-1]
     if out != (n_classes,):
-        raise UsageError(f"--model {cfg['model']!r}: the model outputs shape {out} per sample, "
-                         f"but the data has {n_classes} classes; end the spec with dense:{n_classes}")
+        raise UsageError(
+            f"--model {cfg['model']!r}: the model outputs shape {out} per sample, "
+            f"but the data has {n_classes} classes; end the spec with dense:{n_classes}"
+        )
     model.metadata["input_shape"] = list(input_shape)
     # one batch's activations, their gradients and the layers' buffers (about four copies)
     per_sample = sum(math.prod(s) for s in model.shapes(input_shape)) + math.prod(input_shape)
     try:
-        limits.check_memory(f"--batch-size {cfg['batch_size']} with --model {cfg['model']}: one batch's activations",
-                            4 * 4 * per_sample * min(cfg["batch_size"], len(X_train)))
+        limits.check_memory(
+            f"--batch-size {cfg['batch_size']} with --model {cfg['model']}: one batch's activations",
+            4 * 4 * per_sample * min(cfg["batch_size"], len(X_train)),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     return model
@@ -329,8 +424,10 @@ def _check_data_flags(cfg, given):
                 raise UsageError(f"--{key}: digits is built into vecnn; there is nothing to look for or download")
     for key in ("labels", "label_column"):
         if key in given:
-            raise UsageError(f"--{key.replace('_', '-')}: only with --data FILE (your own data); the dataset "
-                             f"{cfg.get('dataset')!r} comes with its own labels")
+            raise UsageError(
+                f"--{key.replace('_', '-')}: only with --data FILE (your own data); the dataset "
+                f"{cfg.get('dataset')!r} comes with its own labels"
+            )
 
 
 def _augment(cfg, X_fit):
@@ -361,9 +458,12 @@ def _same_weights(path, model) -> bool:
         return False
     if saved.config() != model.config():
         return False
-    return all(np.array_equal(a, b) for la, lb in zip(saved.layers, model.layers)
-               for table in ("params", "state")
-               for a, b in zip(getattr(la, table).values(), getattr(lb, table).values()))
+    return all(
+        np.array_equal(a, b)
+        for la, lb in zip(saved.layers, model.layers)
+        for table in ("params", "state")
+        for a, b in zip(getattr(la, table).values(), getattr(lb, table).values())
+    )
 
 
 def _check_checkpoint(ck, model, epoch, ck_cfg, saved, cfg, class_names):
@@ -381,14 +481,18 @@ def _check_checkpoint(ck, model, epoch, ck_cfg, saved, cfg, class_names):
         if diff:
             diffs.append(f"another architecture ({diff})")
     if isinstance(ck_cfg, dict):
-        diffs += [f"{k}: config.json has {saved.get(k)!r}, the checkpoint {ck_cfg.get(k)!r}"
-                  for k in RUN_KEYS if k in saved and ck_cfg.get(k) != saved.get(k)]
+        diffs += [
+            f"{k}: config.json has {saved.get(k)!r}, the checkpoint {ck_cfg.get(k)!r}"
+            for k in RUN_KEYS
+            if k in saved and ck_cfg.get(k) != saved.get(k)
+        ]
     if model.class_names is not None and list(model.class_names) != list(class_names):
         diffs.append(f"other classes ({len(model.class_names)} in the checkpoint, {len(class_names)} in the data)")
     opt = model.optimizer
     if type(opt) is not optim.OPTIMIZERS[cfg["optimizer"]] or opt.lr != cfg["lr"]:
-        diffs.append(f"optimizer {type(opt).__name__}(lr={opt.lr}), "
-                     f"the run uses {cfg['optimizer']} with lr {cfg['lr']}")
+        diffs.append(
+            f"optimizer {type(opt).__name__}(lr={opt.lr}), the run uses {cfg['optimizer']} with lr {cfg['lr']}"
+        )
     if diffs:
         raise UsageError(f"--resume: {ck} is not a checkpoint of the run in {ck.parent.parent}: " + "; ".join(diffs))
 
@@ -404,16 +508,22 @@ def _warn_if_diverged(history, n_classes, lr):
     # an untrained network starts near chance (a little above with large initial logits): 3x
     # chance is no longer a slow start
     if last > 3 * chance or (len(losses) > 1 and last > 1.5 * first):
-        print(f"vecnn train: warning: the training loss ended at {last:.4g}, "
-              + (f"far above chance level ({chance:.3f} for {n_classes} classes)" if last > 3 * chance
-                 else f"{last / first:.1f}x its first epoch's {first:.4g}")
-              + f": training diverged or learned nothing; try a smaller --lr (this run: {lr:g})",
-              file=sys.stderr, flush=True)
+        print(
+            f"vecnn train: warning: the training loss ended at {last:.4g}, "
+            + (
+                f"far above chance level ({chance:.3f} for {n_classes} classes)"
+                if last > 3 * chance
+                else f"{last / first:.1f}x its first epoch's {first:.4g}"
+            )
+            + f": training diverged or learned nothing; try a smaller --lr (this run: {lr:g})",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # -- train ----------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    with contextlib.ExitStack() as stack:      # releases the run's lock however the command ends
+    with contextlib.ExitStack() as stack:  # releases the run's lock however the command ends
         return _train(args, stack)
 
 
@@ -429,8 +539,11 @@ def _train(args, stack) -> int:
         R.check_out_dir(out, resume=True)
         stack.callback(R.start(out, resume=True).release)
         saved = R.read_config(out)
-        diffs = [f"--{k.replace('_', '-')}: run has {saved.get(k)!r}, given {v!r}"
-                 for k, v in given.items() if k in RUN_KEYS and saved.get(k) != v]
+        diffs = [
+            f"--{k.replace('_', '-')}: run has {saved.get(k)!r}, given {v!r}"
+            for k, v in given.items()
+            if k in RUN_KEYS and saved.get(k) != v
+        ]
         if diffs:
             raise UsageError("cannot resume: the checkpoint was made with different settings: " + "; ".join(diffs))
         cfg = {**TRAIN_DEFAULTS, **saved, **{k: v for k, v in given.items() if k in RESUME_KEYS}}
@@ -440,12 +553,18 @@ def _train(args, stack) -> int:
             cfg["dataset"] = None
         if cfg["epochs"] is None:
             cfg["epochs"] = PRESET_EPOCHS.get(cfg["model"], 20)
-        out = Path(args.out) if args.out else Path("runs") / (
-            f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{cfg['dataset'] or 'data'}-"
-            f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}")
-        R.check_out_dir(out, resume=False)     # before loading anything; written only once the model is built
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs")
+            / (
+                f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{cfg['dataset'] or 'data'}-"
+                f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}"
+            )
+        )
+        R.check_out_dir(out, resume=False)  # before loading anything; written only once the model is built
     _check_data_flags(cfg, given)
-    device = _train_device(cfg, given, out, args.resume)    # before any data is loaded or directory made
+    device = _train_device(cfg, given, out, args.resume)  # before any data is loaded or directory made
     if cfg.get("threads"):
         backend.set_num_threads(cfg["threads"])
 
@@ -458,31 +577,43 @@ def _train(args, stack) -> int:
     if args.resume:
         ck = R.latest_checkpoint(out)
         if ck is None:
-            raise UsageError(f"--resume: no checkpoint in {out / 'checkpoints'}: the run stopped before it saved "
-                             f"one; start it again without --resume")
+            raise UsageError(
+                f"--resume: no checkpoint in {out / 'checkpoints'}: the run stopped before it saved "
+                f"one; start it again without --resume"
+            )
         model, start, history, ck_cfg = R.load_checkpoint(ck)
         _check_checkpoint(ck, model, start, ck_cfg, saved, cfg, class_names)
         target = cfg["epochs"]
         if start > target:
             if "epochs" in given:
-                raise UsageError(f"--epochs {target}: the run in {out} already has {start} epochs ({ck.name}); "
-                                 f"pass --epochs above {start} to train more")
+                raise UsageError(
+                    f"--epochs {target}: the run in {out} already has {start} epochs ({ck.name}); "
+                    f"pass --epochs above {start} to train more"
+                )
             raise UsageError(f"--resume: {ck} holds epoch {start}, past the {target} epochs of {out / 'config.json'}")
         if start == target and _same_weights(model_path, model):
-            print(f"vecnn train: nothing to do: the run in {out} already has its {target} epochs and its "
-                  f"model.vecnn; pass --epochs N (N > {target}) to train more", file=sys.stderr)
+            print(
+                f"vecnn train: nothing to do: the run in {out} already has its {target} epochs and its "
+                f"model.vecnn; pass --epochs N (N > {target}) to train more",
+                file=sys.stderr,
+            )
             return EXIT_OK
         schedule = model.optimizer.schedule
         steps = _steps(cfg, len(X_fit))
         if cfg["schedule"] == "cosine" and isinstance(schedule, optim.CosineLR) and schedule.total_steps != steps:
             # more (or fewer) epochs than the schedule was made for: it would sit at lr 0 past its end
             per_epoch = -(-len(X_fit) // cfg["batch_size"])
-            print(f"vecnn train: note: the cosine learning-rate schedule, made for "
-                  f"{schedule.total_steps // per_epoch} epochs, now ends at epoch {target}", file=sys.stderr)
+            print(
+                f"vecnn train: note: the cosine learning-rate schedule, made for "
+                f"{schedule.total_steps // per_epoch} epochs, now ends at epoch {target}",
+                file=sys.stderr,
+            )
             model.optimizer.schedule = optim.CosineLR(steps, min_lr=schedule.min_lr)
         R.write_config(out, cfg)
-        print(f"resuming {out} from {ck.name}: {start} of {target} epochs done; device {_device_text(device)}",
-              file=sys.stderr)
+        print(
+            f"resuming {out} from {ck.name}: {start} of {target} epochs done; device {_device_text(device)}",
+            file=sys.stderr,
+        )
     else:
         model = _build_model(cfg, X_fit, len(class_names), source)
         model.class_names = class_names
@@ -497,36 +628,54 @@ def _train(args, stack) -> int:
         R.write_config(out, cfg)
         R.save_checkpoint(model, R.checkpoint_path(out, 0), 0, {}, cfg)
         if not args.quiet:
-            print(f"training {cfg['model']} on {source}: {len(X_fit):,} samples, {cfg['epochs']} epoch"
-                  f"{'s' if cfg['epochs'] != 1 else ''}, "
-                  f"device {_device_text(device)}; run directory {out}", file=sys.stderr, flush=True)
+            print(
+                f"training {cfg['model']} on {source}: {len(X_fit):,} samples, {cfg['epochs']} epoch"
+                f"{'s' if cfg['epochs'] != 1 else ''}, "
+                f"device {_device_text(device)}; run directory {out}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    model.to(device.device)                    # parameters, optimizer and layer state (the files stay host-side)
+    model.to(device.device)  # parameters, optimizer and layer state (the files stay host-side)
 
     recorder = R.RunRecorder(out, cfg, history, keep=cfg["keep_checkpoints"])
     try:
         if start < cfg["epochs"]:
-            model.fit(X_fit, y_fit, batch_size=cfg["batch_size"], epochs=cfg["epochs"], initial_epoch=start,
-                      validation_data=val, callbacks=[recorder], augment=augment, verbose=0 if args.quiet else 1,
-                      workers=cfg.get("workers", "auto"))
+            model.fit(
+                X_fit,
+                y_fit,
+                batch_size=cfg["batch_size"],
+                epochs=cfg["epochs"],
+                initial_epoch=start,
+                validation_data=val,
+                callbacks=[recorder],
+                augment=augment,
+                verbose=0 if args.quiet else 1,
+                workers=cfg.get("workers", "auto"),
+            )
     except KeyboardInterrupt:
         ck = R.latest_checkpoint(out)
         named = R.CHECKPOINT_RE.match(ck.name) if ck is not None else None
-        done = int(named.group(1)) if named else 0           # (epoch 0's is written before the first)
-        print(f"\ninterrupted: the checkpoint after epoch {done} is saved in {ck}.\n"
-              f"resume with: vecnn train --out {out} --resume", file=sys.stderr)
+        done = int(named.group(1)) if named else 0  # (epoch 0's is written before the first)
+        print(
+            f"\ninterrupted: the checkpoint after epoch {done} is saved in {ck}.\n"
+            f"resume with: vecnn train --out {out} --resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
-    except FloatingPointError as e:             # the settings made it diverge: bad input, exit 2
+    except FloatingPointError as e:  # the settings made it diverge: bad input, exit 2
         ck = R.latest_checkpoint(out)
-        raise UsageError(f"--lr {cfg['lr']:g} ({cfg['optimizer']}) with --model {cfg['model']}: {e}; "
-                         f"the last good checkpoint is {ck}") from None
+        raise UsageError(
+            f"--lr {cfg['lr']:g} ({cfg['optimizer']}) with --model {cfg['model']}: {e}; "
+            f"the last good checkpoint is {ck}"
+        ) from None
 
     model.save(model_path)
     _warn_if_diverged(recorder.history, len(class_names), cfg["lr"])
     scores = model.evaluate(X_test, y_test)
     y_pred = model.predict(X_test).argmax(axis=1)
     _, notes = R.plots(out, recorder.history, X_test, y_test, y_pred, class_names)
-    for note in notes:                         # a plot is never worth the run: one line each
+    for note in notes:  # a plot is never worth the run: one line each
         print(f"vecnn train: note: plots: {note}", file=sys.stderr)
     sys.stderr.flush()
     print(f"test accuracy: {scores['accuracy']:.4f}", flush=True)
@@ -543,9 +692,10 @@ def _train_device(cfg, given, out, resume):
 
     name = cfg.get("device")
     flag = f"--device {name}" if "device" in given else None
-    if name not in DEVICES:                    # a config.json edited by hand (run.FIELDS has no "device")
-        raise UsageError(f"{out / 'config.json'}: field 'device': expected one of {', '.join(DEVICES)}, "
-                         f"received {name!r}")
+    if name not in DEVICES:  # a config.json edited by hand (run.FIELDS has no "device")
+        raise UsageError(
+            f"{out / 'config.json'}: field 'device': expected one of {', '.join(DEVICES)}, received {name!r}"
+        )
     if flag is None:
         flag = f"--device {name}" + (f" (the run's, from {out / 'config.json'})" if resume else "")
     try:
@@ -555,8 +705,10 @@ def _train_device(cfg, given, out, resume):
         raise UsageError(f"{flag}: {e}{hint}") from None
     workers = cfg.get("workers")
     if backend.device != "cpu" and workers != "auto" and workers is not None and workers > 1:
-        raise UsageError(f"--workers {workers} with {flag}: workers split each batch across CPU threads; "
-                         f"a model on the {backend.device} trains with one worker (--workers 1 or auto)")
+        raise UsageError(
+            f"--workers {workers} with {flag}: workers split each batch across CPU threads; "
+            f"a model on the {backend.device} trains with one worker (--workers 1 or auto)"
+        )
     cfg["device"] = backend.device
     return backend
 
@@ -591,15 +743,16 @@ def cmd_evaluate(args) -> int:
     else:
         name = args.dataset or model.metadata.get("dataset")
         if not name:
-            raise UsageError("evaluate: the model does not say which dataset it was trained on; "
-                             "pass --dataset or --data")
+            raise UsageError(
+                "evaluate: the model does not say which dataset it was trained on; pass --dataset or --data"
+            )
         from . import data
 
         _, _, X, y = data.load(name, root=args.root)
     where = f"--data {args.data}" if args.data else f"dataset {name!r}"
     shape = model.metadata.get("input_shape")
     if shape and X.ndim == 2 and X.shape[1] == math.prod(shape) and len(shape) > 1:
-        X = X.reshape(len(X), *shape)            # flat rows (a CSV) of the model's images
+        X = X.reshape(len(X), *shape)  # flat rows (a CSV) of the model's images
     try:
         scores = model.evaluate(X, y)
     except ValueError as e:
@@ -623,8 +776,8 @@ def cmd_predict(args) -> int:
     from .losses import BCEWithLogits, CrossEntropy
 
     if model.loss is not None and not isinstance(model.loss, (CrossEntropy, BCEWithLogits)):
-        for name, row in zip(names, model.predict(X).reshape(len(X), -1)):     # a regression model
-            print(f"{name}: " + ", ".join(f"{v:.4g}" for v in row[:max(1, args.top)]))
+        for name, row in zip(names, model.predict(X).reshape(len(X), -1)):  # a regression model
+            print(f"{name}: " + ", ".join(f"{v:.4g}" for v in row[: max(1, args.top)]))
         return EXIT_OK
     proba = model.predict_proba(X)
     classes = model.class_names or [str(i) for i in range(proba.shape[1])]

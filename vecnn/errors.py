@@ -3,9 +3,8 @@
 Each check raises ``ValueError`` naming *where* (a layer, an argument) and the expected and
 received shapes or values, instead of letting a broadcasting error surface deep in NumPy.
 """
-from __future__ import annotations
 
-import numpy as np
+from __future__ import annotations
 
 
 def fmt_shape(shape) -> str:
@@ -25,9 +24,7 @@ def check_input(where, x, expected: tuple) -> None:
     full = (None, *expected)
     if len(shape) != len(full) or any(e is not None and e != s for e, s in zip(full, shape)):
         where = _name(where)
-        raise ValueError(
-            f"{where}: expected input of shape {fmt_shape(full)}, received {fmt_shape(shape)}"
-        )
+        raise ValueError(f"{where}: expected input of shape {fmt_shape(full)}, received {fmt_shape(shape)}")
 
 
 def _name(where) -> str:
@@ -41,7 +38,7 @@ def check_finite(where: str, x) -> None:
     from . import ops
 
     backend = ops.get(x)
-    if backend.all_finite(x):           # one pass (compiled, split across BLAS's threads)
+    if backend.all_finite(x):  # one pass (compiled, split across BLAS's threads)
         return
     xp = backend.xp
     finite = xp.isfinite(x)

@@ -4,6 +4,7 @@ half-written (model files, checkpoints, run logs, downloads).
 A small utility with no vecnn imports, so that the model-file format (``vecnn.io``) and the
 dataset downloads (``vecnn.data.downloads``) share it without depending on each other.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,7 +57,7 @@ def atomic_open(path):
         mode = 0o666 & ~_umask()
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode)
-        else:                                           # (Windows: only the read-only bit counts)
+        else:  # (Windows: only the read-only bit counts)
             os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             yield f

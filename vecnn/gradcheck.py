@@ -21,6 +21,7 @@ Examples
 >>> sorted(errs), max(errs.values()) < 1e-6
 (['W', 'b', 'x'], True)
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,10 +54,11 @@ def numerical_grad(f, x, eps: float = 1e-6):
     to it. ``x`` should be float64.
     """
     if x.dtype != np.float64:
-        raise ValueError(f"numerical_grad: expected a float64 array, received {x.dtype}; "
-                         f"float32 finite differences are too noisy")
+        raise ValueError(
+            f"numerical_grad: expected a float64 array, received {x.dtype}; float32 finite differences are too noisy"
+        )
     grad = np.zeros(x.shape, np.float64)
-    flat, g = x.reshape(-1), grad.reshape(-1)   # views: writing flat[i] perturbs x
+    flat, g = x.reshape(-1), grad.reshape(-1)  # views: writing flat[i] perturbs x
     if not np.shares_memory(flat, x):
         raise ValueError("numerical_grad: x must be contiguous so it can be perturbed in place")
     for i in range(flat.size):
@@ -93,13 +95,13 @@ def check_layer(layer, x, seed: int = 0, training: bool = False, eps: float = 1e
     picks the random projection ``r``.
     """
     base = _float64_layer(layer)
-    x = np.array(x, dtype=np.float64)                  # a private, contiguous copy
+    x = np.array(x, dtype=np.float64)  # a private, contiguous copy
     # r from its own stream: never equal to an input drawn with default_rng(seed)
     rng = np.random.default_rng([seed, 0x9C])
     r = _probe(base, x, training, rng)
     y, grad_x, grads = layer_grads(base, x.copy(), r, training)
 
-    def f(_):                                          # a fresh copy per call: same mask, same stats
+    def f(_):  # a fresh copy per call: same mask, same stats
         out = copy.deepcopy(base).forward(x, training)
         return float(np.sum(out * r))
 
@@ -130,7 +132,7 @@ def float64_model(model):
     model64 = copy.deepcopy(model)
     for layer in model64.layers:
         layer.astype(np.float64)
-    model64._build_flat()                              # float64 buffers, params/grads as views
+    model64._build_flat()  # float64 buffers, params/grads as views
     return model64
 
 
@@ -148,7 +150,7 @@ def check_model(model, X, y, loss=None, training: bool = False, eps: float = 1e-
     model = float64_model(model)
     X = np.asarray(X, dtype=np.float64)
     y = loss.check_target("y", model.shapes(X.shape[1:])[-1], y)
-    rng_states = model.rng_states()                    # dropout masks fixed across evaluations
+    rng_states = model.rng_states()  # dropout masks fixed across evaluations
 
     def value(_=None):
         model.set_rng_states(rng_states)

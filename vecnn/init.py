@@ -3,6 +3,7 @@
 ``fan_in`` / ``fan_out`` follow PyTorch's convention for dense ``(in, out)`` weights and conv
 ``(out, in, kh, kw)`` weights, so the scales match the frameworks people compare against.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,6 +47,4 @@ def get(name: str):
     try:
         return INITIALIZERS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown initializer {name!r}; expected one of {sorted(INITIALIZERS)}"
-        ) from None
+        raise ValueError(f"unknown initializer {name!r}; expected one of {sorted(INITIALIZERS)}") from None

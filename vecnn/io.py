@@ -23,28 +23,35 @@ allocating) match the tensors present. Nothing is unpickled, imported or execute
 resolve through the registry. Anything wrong is a ``ValueError`` naming the file and the field
 or tensor; an unreadable path is an ``OSError``.
 """
+
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import stat
 import struct
-import tempfile
-import threading
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from . import limits
-from .files import atomic_open, atomic_write  # atomic_write: also vecnn.io's, for callers
+from .files import atomic_write  # atomic_write: also vecnn.io's, for callers
 
 FORMAT = "vecnn-model"
 FORMAT_VERSION = 2
-_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8,
-           "F16": np.float16, "I8": np.int8, "BOOL": np.bool_}
+_DTYPES = {
+    "F32": np.float32,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "U8": np.uint8,
+    "F16": np.float16,
+    "I8": np.int8,
+    "BOOL": np.bool_,
+}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 #: bytes of the safetensors header (tensor table and metadata); a real model's is kilobytes,
 #: and parsed JSON takes several times its size in memory
@@ -60,14 +67,24 @@ _BYTES_PER_PARAM = 32
 #: fields of the metadata vecnn itself reads (the rest is kept in ``model.metadata``)
 _KNOWN = ("format", "format_version", "vecnn_version", "architecture", "seed", "loss", "class_names", "sha256")
 #: bit generators a checkpoint's RNG state may name (never looked up by a name from a file)
-_BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "Philox": np.random.Philox,
-                   "SFC64": np.random.SFC64, "MT19937": np.random.MT19937}
+_BIT_GENERATORS = {
+    "PCG64": np.random.PCG64,
+    "PCG64DXSM": np.random.PCG64DXSM,
+    "Philox": np.random.Philox,
+    "SFC64": np.random.SFC64,
+    "MT19937": np.random.MT19937,
+}
 
 
 def _canonical(meta: dict) -> bytes:
     """The metadata as the digest sees it: everything but ``sha256``, keys sorted, no spaces."""
-    return json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode("ascii")
+    return json.dumps(
+        {k: v for k, v in meta.items() if k != "sha256"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=True,
+    ).encode("ascii")
 
 
 def _digest(tensors: dict[str, np.ndarray], meta: dict | None = None) -> str:
@@ -101,10 +118,10 @@ def dumps(tensors: dict[str, np.ndarray], meta: dict) -> bytes:
 # -- reading ------------------------------------------------------------------------------------
 def _short(value, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_int(v) -> bool:
+def _is_int(v) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -117,17 +134,18 @@ def _json(text, source: str, what: str):
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ValueError(f"{source}: {what} nests deeper than {_MAX_DEPTH} levels; not a vecnn model "
-                         f"file (altered?)") from None
-    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError, over-long integer literals
-        raise ValueError(f"{source}: {what} is not valid JSON ({e}); not a vecnn model file "
-                         f"(altered?)") from None
-    todo = [(value, 1)]                              # depth, without recursion
+        raise ValueError(
+            f"{source}: {what} nests deeper than {_MAX_DEPTH} levels; not a vecnn model file (altered?)"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, over-long integer literals
+        raise ValueError(f"{source}: {what} is not valid JSON ({e}); not a vecnn model file (altered?)") from None
+    todo = [(value, 1)]  # depth, without recursion
     while todo:
         v, depth = todo.pop()
         if depth > _MAX_DEPTH:
-            raise ValueError(f"{source}: {what} nests deeper than {_MAX_DEPTH} levels; not a vecnn "
-                             f"model file (altered?)")
+            raise ValueError(
+                f"{source}: {what} nests deeper than {_MAX_DEPTH} levels; not a vecnn model file (altered?)"
+            )
         if isinstance(v, dict):
             todo += [(x, depth + 1) for x in v.values()]
         elif isinstance(v, list):
@@ -141,13 +159,19 @@ def _entries(header: dict, body_len: int, source: str) -> list[tuple]:
     entries = []
     for name, info in header.items():
         what = f"{source}: tensor {name!r}"
-        if not (isinstance(info, dict) and isinstance(info.get("dtype"), str)
-                and isinstance(info.get("shape"), list) and isinstance(info.get("data_offsets"), list)):
-            raise ValueError(f"{what} has a malformed header entry (expected dtype, shape and "
-                             f"data_offsets), received {_short(info)}")
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("dtype"), str)
+            and isinstance(info.get("shape"), list)
+            and isinstance(info.get("data_offsets"), list)
+        ):
+            raise ValueError(
+                f"{what} has a malformed header entry (expected dtype, shape and data_offsets), received {_short(info)}"
+            )
         if info["dtype"] not in _DTYPES:
-            raise ValueError(f"{what} has dtype {info['dtype']!r}, which vecnn does not read "
-                             f"(known: {', '.join(_DTYPES)})")
+            raise ValueError(
+                f"{what} has dtype {info['dtype']!r}, which vecnn does not read (known: {', '.join(_DTYPES)})"
+            )
         shape, offsets = info["shape"], info["data_offsets"]
         if not all(_is_int(d) and d >= 0 for d in shape) or len(shape) > 32:
             raise ValueError(f"{what} has a malformed shape {_short(shape)} (expected non-negative integers)")
@@ -157,18 +181,20 @@ def _entries(header: dict, body_len: int, source: str) -> list[tuple]:
         dtype = np.dtype(_DTYPES[info["dtype"]])
         start, stop = offsets
         if not 0 <= start <= stop <= body_len or stop - start != dtype.itemsize * math.prod(shape):
-            raise ValueError(f"{what} lies outside the file or has the wrong size "
-                             f"(truncated or altered file)")
+            raise ValueError(f"{what} lies outside the file or has the wrong size (truncated or altered file)")
         entries.append((name, dtype, shape, start, stop))
     end = 0
     for name, _, _, start, stop in sorted(entries, key=lambda e: (e[3], e[4])):
         if start != end:
-            raise ValueError(f"{source}: tensor {name!r} overlaps another or leaves a gap before it "
-                             f"(truncated or altered file)")
+            raise ValueError(
+                f"{source}: tensor {name!r} overlaps another or leaves a gap before it (truncated or altered file)"
+            )
         end = stop
     if end != body_len:
-        raise ValueError(f"{source}: {body_len - end} bytes after the last tensor that no tensor "
-                         f"accounts for (truncated or altered file)")
+        raise ValueError(
+            f"{source}: {body_len - end} bytes after the last tensor that no tensor "
+            f"accounts for (truncated or altered file)"
+        )
     return entries
 
 
@@ -182,8 +208,9 @@ def check_meta(meta, source: str = "<model>") -> dict:
     if not _is_int(version):
         raise ValueError(f"{source}: format_version: expected an integer, received {_short(version)}")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{source}: format version {version} is newer than this vecnn reads "
-                         f"({FORMAT_VERSION}); upgrade vecnn")
+        raise ValueError(
+            f"{source}: format version {version} is newer than this vecnn reads ({FORMAT_VERSION}); upgrade vecnn"
+        )
     if version < 1:
         raise ValueError(f"{source}: format_version: {version} is not a vecnn format version")
     digest = meta.get("sha256")
@@ -196,9 +223,10 @@ def check_meta(meta, source: str = "<model>") -> dict:
         raise ValueError(f"{source}: architecture: expected a non-empty list of layers, received {_short(arch)}")
     for i, spec in enumerate(arch):
         if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("config"), dict)):
-            raise ValueError(f"{source}: architecture[{i}]: expected {{'name': ..., 'config': {{...}}}}, "
-                             f"received {_short(spec)}")
-    count, todo = 0, list(arch)                      # every layer spec, residual blocks' included
+            raise ValueError(
+                f"{source}: architecture[{i}]: expected {{'name': ..., 'config': {{...}}}}, received {_short(spec)}"
+            )
+    count, todo = 0, list(arch)  # every layer spec, residual blocks' included
     while todo:
         spec = todo.pop()
         count += 1
@@ -206,19 +234,25 @@ def check_meta(meta, source: str = "<model>") -> dict:
             raise ValueError(f"{source}: architecture: more than {_MAX_LAYERS:,} layers")
         config = spec.get("config") if isinstance(spec, dict) else None
         if isinstance(config, dict):
-            todo += [v for v in (config.get("layers") if isinstance(config.get("layers"), list) else [])
-                     if isinstance(v, dict)]
+            inner = config.get("layers")
+            todo += [v for v in (inner if isinstance(inner, list) else []) if isinstance(v, dict)]
             if isinstance(config.get("projection"), dict):
                 todo.append(config["projection"])
     seed = meta.get("seed")
-    if not (seed is None or (_is_int(seed) and seed >= 0) or (
-            isinstance(seed, list) and 0 < len(seed) <= 64 and all(_is_int(s) and s >= 0 for s in seed))):
+    if not (
+        seed is None
+        or (_is_int(seed) and seed >= 0)
+        or (isinstance(seed, list) and 0 < len(seed) <= 64 and all(_is_int(s) and s >= 0 for s in seed))
+    ):
         raise ValueError(f"{source}: seed: expected a non-negative integer or null, received {_short(seed)}")
     loss = meta.get("loss")
-    if not (loss is None or (isinstance(loss, dict) and isinstance(loss.get("name"), str)
-                             and isinstance(loss.get("config"), dict))):
-        raise ValueError(f"{source}: loss: expected null or {{'name': ..., 'config': {{...}}}}, "
-                         f"received {_short(loss)}")
+    if not (
+        loss is None
+        or (isinstance(loss, dict) and isinstance(loss.get("name"), str) and isinstance(loss.get("config"), dict))
+    ):
+        raise ValueError(
+            f"{source}: loss: expected null or {{'name': ..., 'config': {{...}}}}, received {_short(loss)}"
+        )
     names = meta.get("class_names")
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
@@ -230,8 +264,12 @@ def check_meta(meta, source: str = "<model>") -> dict:
             raise ValueError(f"{source}: input_shape: expected a list of positive integers, received {_short(shape)}")
         limits.check_shape(f"{source}: input_shape", shape)
         if len(shape) == 3:
-            limits.check_size(f"{source}: input_shape: pixels per image", shape[1] * shape[2],
-                              limits.MAX_IMAGE_PIXELS, "VECNN_MAX_IMAGE_PIXELS")
+            limits.check_size(
+                f"{source}: input_shape: pixels per image",
+                shape[1] * shape[2],
+                limits.MAX_IMAGE_PIXELS,
+                "VECNN_MAX_IMAGE_PIXELS",
+            )
     if "dataset" in meta and not (meta["dataset"] is None or isinstance(meta["dataset"], str)):
         raise ValueError(f"{source}: dataset: expected a name or null, received {_short(meta['dataset'])}")
     if "checkpoint" in meta:
@@ -253,8 +291,9 @@ def check_checkpoint(ck, n_layers: int | None = None, source: str = "<checkpoint
         raise ValueError(f"{where}: optimizer: expected {{'name': ..., 'config': {{...}}}}, received {_short(opt)}")
     rng = ck.get("rng")
     if not (isinstance(rng, dict) and isinstance(rng.get("layers"), dict)):
-        raise ValueError(f"{where}: rng: expected an object with shuffle, augment and layers states, "
-                         f"received {_short(rng)}")
+        raise ValueError(
+            f"{where}: rng: expected an object with shuffle, augment and layers states, received {_short(rng)}"
+        )
     states = [("shuffle", rng.get("shuffle")), ("augment", rng.get("augment"))]
     for key, state in rng["layers"].items():
         if not (key.isdigit() and (n_layers is None or int(key) < n_layers)):
@@ -263,8 +302,10 @@ def check_checkpoint(ck, n_layers: int | None = None, source: str = "<checkpoint
     for key, state in states:
         _check_rng_state(f"{where}: rng.{key}", state)
     history = ck.get("history")
-    if not (isinstance(history, dict) and all(
-            isinstance(v, list) and all(_is_number(x) for x in v) for v in history.values())):
+    if not (
+        isinstance(history, dict)
+        and all(isinstance(v, list) and all(_is_number(x) for x in v) for v in history.values())
+    ):
         raise ValueError(f"{where}: history: expected an object of lists of numbers, received {_short(history)}")
     if not (ck.get("run_config") is None or isinstance(ck["run_config"], dict)):
         raise ValueError(f"{where}: run_config: expected an object or null, received {_short(ck['run_config'])}")
@@ -291,11 +332,14 @@ def _load(size: int, read, source: str) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f"{source}: only {size} bytes, too short for a vecnn model file (truncated?)")
     (n,) = struct.unpack("<Q", read(0, 8))
     if n > _MAX_HEADER:
-        raise ValueError(f"{source}: not a vecnn model file: its first 8 bytes declare a header of {n:,} "
-                         f"bytes, more than a model file's header may hold ({_MAX_HEADER:,})")
+        raise ValueError(
+            f"{source}: not a vecnn model file: its first 8 bytes declare a header of {n:,} "
+            f"bytes, more than a model file's header may hold ({_MAX_HEADER:,})"
+        )
     if n > size - 8:
-        raise ValueError(f"{source}: not a vecnn model file, or truncated: its header claims {n} bytes "
-                         f"but the file holds {size}")
+        raise ValueError(
+            f"{source}: not a vecnn model file, or truncated: its header claims {n} bytes but the file holds {size}"
+        )
     try:
         text = read(8, n).decode("utf-8")
     except UnicodeDecodeError:
@@ -317,32 +361,43 @@ def _load(size: int, read, source: str) -> tuple[dict[str, np.ndarray], dict]:
     entries = _entries(header, body_len, source)
     limit = _BYTES_PER_PARAM * limits.MAX_PARAMS
     if body_len > limit:
-        raise ValueError(f"{source}: {body_len:,} bytes of tensors, more than a model within "
-                         f"limits.MAX_PARAMS holds ({limit:,}; set VECNN_MAX_PARAMS to raise it)")
+        raise ValueError(
+            f"{source}: {body_len:,} bytes of tensors, more than a model within "
+            f"limits.MAX_PARAMS holds ({limit:,}; set VECNN_MAX_PARAMS to raise it)"
+        )
     body = read(8 + n, body_len)
-    tensors = {name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape).copy()
-               for name, dtype, shape, start, _ in entries}
+    tensors = {
+        name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape).copy()
+        for name, dtype, shape, start, _ in entries
+    }
     del body
-    if meta["format_version"] == 1:                 # the old digest: tensors only, metadata not covered
+    if meta["format_version"] == 1:  # the old digest: tensors only, metadata not covered
         expected = _digest(tensors)
     else:
         expected = _digest(tensors, meta)
     if expected != meta["sha256"]:
         what = "the weights were" if meta["format_version"] == 1 else "the weights or the metadata were"
-        raise ValueError(f"{source}: SHA-256 mismatch: {what} altered or corrupted after saving"
-                         + ("" if meta["format_version"] == 1 else " (metadata altered?)"))
+        raise ValueError(
+            f"{source}: SHA-256 mismatch: {what} altered or corrupted after saving"
+            + ("" if meta["format_version"] == 1 else " (metadata altered?)")
+        )
     if meta["format_version"] == 1:
         import warnings
 
-        warnings.warn(f"{source}: a format-1 model file, whose digest covers the weights but not the "
-                      f"metadata (architecture, class names): an edit there goes unnoticed. Load it only "
-                      f"if you trust where it comes from, and save it again to protect it (format 2)",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{source}: a format-1 model file, whose digest covers the weights but not the "
+            f"metadata (architecture, class names): an edit there goes unnoticed. Load it only "
+            f"if you trust where it comes from, and save it again to protect it (format 2)",
+            UserWarning,
+            stacklevel=3,
+        )
     for name, t in tensors.items():
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             bad = int(t.size - np.count_nonzero(np.isfinite(t)))
-            raise ValueError(f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf); "
-                             f"a vecnn model never does (corrupted file, or saved from a diverged run)")
+            raise ValueError(
+                f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf); "
+                f"a vecnn model never does (corrupted file, or saved from a diverged run)"
+            )
     return tensors, meta
 
 
@@ -353,7 +408,7 @@ def loads(data: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarray], 
     Raises ``ValueError`` saying what is wrong for empty, truncated, altered or foreign data.
     """
     view = memoryview(data).cast("B")
-    return _load(len(view), lambda offset, n: bytes(view[offset:offset + n]), source)
+    return _load(len(view), lambda offset, n: bytes(view[offset : offset + n]), source)
 
 
 def read_file(path) -> tuple[dict[str, np.ndarray], dict]:
@@ -383,8 +438,9 @@ def read_file(path) -> tuple[dict[str, np.ndarray], dict]:
             f.seek(offset)
             data = f.read(n)
             if len(data) != n:
-                raise ValueError(f"{path}: the file ended {n - len(data)} bytes early while reading "
-                                 f"(truncated while being read?)")
+                raise ValueError(
+                    f"{path}: the file ended {n - len(data)} bytes early while reading (truncated while being read?)"
+                )
             return data
 
         return _load(st.st_size, read, str(path))
@@ -417,11 +473,15 @@ def model_meta(model) -> dict:
     loss = model.loss
     names = model.class_names
     if names is not None and (isinstance(names, str) or not all(isinstance(c, str) for c in names)):
-        raise ValueError(f"class_names: expected a list of strings (a model file stores them as such), "
-                         f"received {_short(names)}")
+        raise ValueError(
+            f"class_names: expected a list of strings (a model file stores them as such), received {_short(names)}"
+        )
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "vecnn_version": vecnn.__version__,
-        "architecture": model.config(), "seed": model.seed,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vecnn_version": vecnn.__version__,
+        "architecture": model.config(),
+        "seed": model.seed,
         "loss": None if loss is None else {"name": type(loss).registered_name, "config": loss.config()},
         "class_names": None if names is None else list(names),
         **{k: v for k, v in model.metadata.items() if k not in ("format", "architecture", "loss")},
@@ -440,8 +500,10 @@ def _param_shapes(cls, config, where: str) -> tuple[dict, dict]:
     turned into a ValueError naming ``where``."""
     try:
         params, state = cls.param_shapes(config)
-        return ({k: tuple(int(d) for d in v) for k, v in params.items()},
-                {k: tuple(int(d) for d in v) for k, v in state.items()})
+        return (
+            {k: tuple(int(d) for d in v) for k, v in params.items()},
+            {k: tuple(int(d) for d in v) for k, v in state.items()},
+        )
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     except (TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError, MemoryError) as e:
@@ -475,7 +537,7 @@ def _output_width(layers, input_shape) -> int | None:
         return None
     shape = (layers[last].out_features,)
     try:
-        for layer in layers[last + 1:]:
+        for layer in layers[last + 1 :]:
             shape = tuple(layer.output_shape(shape))
     except (ValueError, TypeError, IndexError):
         return None
@@ -523,20 +585,21 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
                 if t.shape != shape:
                     raise ValueError(f"{source}: tensor {name!r} has shape {t.shape}, {desc} expects {shape}")
                 if t.dtype not in (np.float32, np.float64):
-                    raise ValueError(f"{source}: tensor {name!r} has dtype {t.dtype}; layer parameters "
-                                     f"and state are float32 (or float64)")
+                    raise ValueError(
+                        f"{source}: tensor {name!r} has dtype {t.dtype}; layer parameters "
+                        f"and state are float32 (or float64)"
+                    )
                 expected[name] = i
                 total += math.prod(shape)
         classes.append(cls)
-    limits.check_size(f"{source}: number of parameters and state values", total, limits.MAX_PARAMS,
-                      "VECNN_MAX_PARAMS")
+    limits.check_size(f"{source}: number of parameters and state values", total, limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
     for name in tensors:
         if not name.startswith(("layers.", "optimizer.")):
-            raise ValueError(f"{source}: tensor {name!r} is none of vecnn's (layers.*, optimizer.*); "
-                             f"altered file?")
+            raise ValueError(f"{source}: tensor {name!r} is none of vecnn's (layers.*, optimizer.*); altered file?")
         if name.startswith("layers.") and name not in expected:
-            raise ValueError(f"{source}: tensor {name!r} belongs to no parameter or state of the "
-                             f"architecture (altered file?)")
+            raise ValueError(
+                f"{source}: tensor {name!r} belongs to no parameter or state of the architecture (altered file?)"
+            )
     # everything checked: build (allocations now bounded by the tensors actually present)
     layers = []
     for i, (cls, spec) in enumerate(zip(classes, arch)):
@@ -544,8 +607,10 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
         for prefix, table in ((f"layers.{i}.", layer.params), (f"layers.{i}.state.", layer.state)):
             for k, v in table.items():
                 if tensors.get(prefix + k) is None or tensors[prefix + k].shape != v.shape:
-                    raise ValueError(f"{source}: layer {i} {layer!r} holds {prefix + k!r} of shape "
-                                     f"{v.shape}, which its config did not announce")
+                    raise ValueError(
+                        f"{source}: layer {i} {layer!r} holds {prefix + k!r} of shape "
+                        f"{v.shape}, which its config did not announce"
+                    )
         layers.append(layer)
     model = Sequential(layers, seed=meta.get("seed", 0))
     # Sequential re-initialized the layers: put the saved values back into the flat buffer
@@ -575,7 +640,7 @@ def model_from(tensors: dict, meta: dict, source: str = "<model>"):
     return model
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike) -> Any:
     """Load a model saved by ``Sequential.save``. Raises ``ValueError`` on a bad file (naming
     the file and what is wrong), ``OSError`` on an unreadable path, nothing else."""
     tensors, meta = read_file(path)

@@ -5,6 +5,7 @@ without numba); the compiled CPU backend (``vecnn.ops.numba_backend``) is the on
 ``get()`` returns. A failure to compile is never silent: ``Lazy.error`` keeps it and
 ``vecnn backends`` prints it.
 """
+
 from __future__ import annotations
 
 enabled = True
@@ -32,7 +33,7 @@ class Lazy:
             before = set(sys.modules)
             try:
                 self._compiled = self._compile_fn()
-            except Exception as e:   # no numba, or it cannot compile here: the NumPy paths remain,
+            except Exception as e:  # no numba, or it cannot compile here: the NumPy paths remain,
                 self._failed = True  # and vecnn.ops.report() says why
                 self.error = f"{type(e).__name__}: {e}"
                 return None

@@ -8,6 +8,7 @@ allocated, and refused with a ``ValueError`` that names what asked for it and th
 The limits are generous for real use and can be raised per process through environment
 variables (``VECNN_MAX_CLASSES`` and so on) by users who really need more.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,11 +31,11 @@ def _env_int(name: str, default: int) -> int:
 #: classes of a classifier (output width inferred from labels); ImageNet-21k has 21,841
 MAX_CLASSES = _env_int("VECNN_MAX_CLASSES", 100_000)
 #: elements of one array read from a file or built from a declared size (4 GiB of float32)
-MAX_ELEMENTS = _env_int("VECNN_MAX_ELEMENTS", 2 ** 30)
+MAX_ELEMENTS = _env_int("VECNN_MAX_ELEMENTS", 2**30)
 #: pixels of one image (Pillow's own bomb limit is about 89 million)
 MAX_IMAGE_PIXELS = _env_int("VECNN_MAX_IMAGE_PIXELS", 64 * 1024 * 1024)
 #: parameters of one model (1 billion float32: 4 GiB)
-MAX_PARAMS = _env_int("VECNN_MAX_PARAMS", 2 ** 30)
+MAX_PARAMS = _env_int("VECNN_MAX_PARAMS", 2**30)
 #: classes drawn in a confusion-matrix plot (more: the plot is skipped, said in the log)
 MAX_PLOT_CLASSES = 100
 
@@ -50,7 +51,7 @@ def check_size(what: str, n, limit: int, env: str | None = None) -> int:
     return n
 
 
-def check_shape(what: str, shape, limit: int = None) -> tuple:
+def check_shape(what: str, shape, limit: int | None = None) -> tuple:
     """Check a declared shape (non-negative ints) and that its element count is within ``limit``
     (default ``MAX_ELEMENTS``), without allocating; returns it as a tuple of ints."""
     limit = MAX_ELEMENTS if limit is None else limit
@@ -62,8 +63,10 @@ def check_shape(what: str, shape, limit: int = None) -> tuple:
         raise ValueError(f"{what}: a shape cannot have negative sizes, received {dims}")
     n = math.prod(dims)
     if n > limit:
-        raise ValueError(f"{what}: shape {dims} holds {n:,} elements, more than vecnn allows ({limit:,}; "
-                         f"set VECNN_MAX_ELEMENTS to raise it)")
+        raise ValueError(
+            f"{what}: shape {dims} holds {n:,} elements, more than vecnn allows ({limit:,}; "
+            f"set VECNN_MAX_ELEMENTS to raise it)"
+        )
     return dims
 
 
@@ -107,5 +110,7 @@ def check_memory(what: str, nbytes) -> None:
     """Refuse, before allocating, what would need more memory than the machine has available."""
     avail = available_memory()
     if avail is not None and nbytes > MEMORY_SHARE * avail:
-        raise ValueError(f"{what} would need about {nbytes / 2**30:,.1f} GiB of memory, more than "
-                         f"{MEMORY_SHARE:.0%} of the {avail / 2**30:,.1f} GiB this machine has available")
+        raise ValueError(
+            f"{what} would need about {nbytes / 2**30:,.1f} GiB of memory, more than "
+            f"{MEMORY_SHARE:.0%} of the {avail / 2**30:,.1f} GiB this machine has available"
+        )

@@ -4,7 +4,10 @@ Reductions match PyTorch's ``reduction="mean"``: CrossEntropy averages over samp
 BCEWithLogits over all elements, with no 1/2 factor. Each loss also knows how to score
 predictions (``metrics``) so ``evaluate`` can report accuracy or error without being told.
 """
+
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -16,8 +19,20 @@ from .registry import LOSSES, check_config, lookup, register_loss
 class Loss:
     """Base class. Subclasses implement ``forward``, ``backward``, ``check_target`` and ``metrics``."""
 
+    def forward(self, pred: Any, target: Any) -> float:
+        """The mean loss of ``pred`` against ``target``; keeps what ``backward`` needs."""
+        raise NotImplementedError
+
+    def backward(self) -> Any:
+        """The gradient of the last ``forward``'s loss with respect to its ``pred``."""
+        raise NotImplementedError
+
     #: whether the targets are class labels (integers) rather than values
     classifier = False
+    #: the name it is registered under (``register_loss`` sets it)
+    registered_name: ClassVar[str]
+    _pred: Any  # the last forward's predictions and targets (for ``last_metrics``)
+    _target: Any
 
     def config(self) -> dict:
         return {}
@@ -33,11 +48,11 @@ class Loss:
     def _check_config(cls, config) -> dict:
         return check_config(cls, config)
 
-    def check_target(self, where: str, pred_shape: tuple, target):
+    def check_target(self, where: str, pred_shape: tuple, target: Any) -> Any:
         """Validate and convert targets for predictions of per-sample ``pred_shape``."""
         return _array(target)
 
-    def metrics(self, pred, target) -> dict:
+    def metrics(self, pred: Any, target: Any) -> dict[str, float]:
         return {}
 
     def last_metrics(self) -> dict:
@@ -106,19 +121,25 @@ class CrossEntropy(Loss):
             raise ValueError(f"{where}: expected integer class labels of shape (n,), received shape {y.shape}")
         if y.dtype.kind == "f":
             if not bool(xp.isfinite(y).all()) or not bool((y == xp.round(y)).all()):
-                raise ValueError(f"{where}: class labels must be integers, received non-integer values "
-                                 f"such as {y[xp.flatnonzero(y != xp.round(y))[:1]].tolist()}")
+                raise ValueError(
+                    f"{where}: class labels must be integers, received non-integer values "
+                    f"such as {y[xp.flatnonzero(y != xp.round(y))[:1]].tolist()}"
+                )
         elif y.dtype.kind not in "iub":
             raise ValueError(f"{where}: class labels must be integers, received dtype {y.dtype}")
         classes = pred_shape[-1]
-        if len(y) and y.dtype.kind in "uf" and y.max() >= classes:     # before the cast: 2**63 wraps negative
-            raise ValueError(f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
-                             f"outputs, received label {y.max()}")
+        if len(y) and y.dtype.kind in "uf" and y.max() >= classes:  # before the cast: 2**63 wraps negative
+            raise ValueError(
+                f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
+                f"outputs, received label {y.max()}"
+            )
         y = y.astype(np.int64)
         if len(y) and (y.min() < 0 or y.max() >= classes):
             bad = y[(y < 0) | (y >= classes)][0]
-            raise ValueError(f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
-                             f"outputs, received label {int(bad)}")
+            raise ValueError(
+                f"{where}: labels must lie in [0, {classes}) for a model with {classes} "
+                f"outputs, received label {int(bad)}"
+            )
         return y
 
     def metrics(self, pred, target):
@@ -136,10 +157,12 @@ def _check_values(where, pred_shape, target):
     if t.dtype.kind not in "fiub":
         raise ValueError(f"{where}: expected numeric targets, received dtype {t.dtype}")
     if t.ndim == 1 and pred_shape == (1,):
-        t = t[:, None]                                               # (n,) targets for one output
+        t = t[:, None]  # (n,) targets for one output
     if t.shape[1:] != tuple(pred_shape):
-        raise ValueError(f"{where}: expected targets of shape (n, {', '.join(map(str, pred_shape))}) "
-                         f"matching the model output, received {t.shape}")
+        raise ValueError(
+            f"{where}: expected targets of shape (n, {', '.join(map(str, pred_shape))}) "
+            f"matching the model output, received {t.shape}"
+        )
     t = t.astype(np.float32, copy=False)
     check_finite(where, t)
     return t
@@ -186,22 +209,28 @@ class BCEWithLogits(Loss):
         z = self._z
         xp = ops.get(z).xp
         e = xp.exp(-abs(z))
-        s = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))              # sigmoid(z) without overflow
+        s = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(z) without overflow
         return (s - self._t) * (1 / z.size)
 
     def check_target(self, where, pred_shape, target):
         t = _check_values(where, pred_shape, target)
         if t.size and (t.min() < 0 or t.max() > 1):
-            raise ValueError(f"{where}: BCEWithLogits targets must lie in [0, 1], "
-                             f"received values in [{t.min()}, {t.max()}]")
+            raise ValueError(
+                f"{where}: BCEWithLogits targets must lie in [0, 1], received values in [{t.min()}, {t.max()}]"
+            )
         return t
 
     def metrics(self, pred, target):
         return {"accuracy": float(((pred > 0) == (target.reshape(pred.shape) > 0.5)).mean())}
 
 
-ALIASES = {"crossentropy": "cross_entropy", "CrossEntropy": "cross_entropy", "MSE": "mse",
-           "BCEWithLogits": "bce_with_logits", "bce": "bce_with_logits"}
+ALIASES = {
+    "crossentropy": "cross_entropy",
+    "CrossEntropy": "cross_entropy",
+    "MSE": "mse",
+    "BCEWithLogits": "bce_with_logits",
+    "bce": "bce_with_logits",
+}
 
 
 def get(loss) -> Loss:

@@ -5,13 +5,17 @@ layer's ``params[k]`` / ``grads[k]`` is a view into them. An optimizer step is t
 few whole-buffer operations, a gradient clip one dot product, and a distributed gradient sum
 one Allreduce.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import losses as _losses
 from . import ops
@@ -35,8 +39,10 @@ def _check_outputs(where, out, offset=0):
     if out.dtype.kind == "f" and not backend.all_finite(out):
         xp = backend.xp
         bad = xp.flatnonzero(~xp.isfinite(out).reshape(len(out), -1).all(axis=1))
-        raise ValueError(f"{where}: the model's outputs overflowed to NaN or Inf for {len(bad)} sample(s), "
-                         f"the first X[{offset + int(bad[0])}]: inputs (or weights) too large for float32")
+        raise ValueError(
+            f"{where}: the model's outputs overflowed to NaN or Inf for {len(bad)} sample(s), "
+            f"the first X[{offset + int(bad[0])}]: inputs (or weights) too large for float32"
+        )
 
 
 def _walk(layers):
@@ -70,11 +76,11 @@ class Sequential:
     (2, 3)
     """
 
-    def __init__(self, layers, seed=0):
+    def __init__(self, layers: Iterable[Layer], seed: int | None = 0) -> None:
         if isinstance(layers, (str, bytes, dict)) or not hasattr(layers, "__iter__"):
             raise ValueError(f"Sequential: expected a list of layers, received {type(layers).__name__}")
         check_seed("Sequential: seed", seed)
-        if not (seed is None or isinstance(seed, (int, np.integer))):      # it is saved with the model
+        if not (seed is None or isinstance(seed, (int, np.integer))):  # it is saved with the model
             raise ValueError(f"Sequential: seed: expected a non-negative integer or None, received {seed!r}")
         layers = list(layers)
         if not layers:
@@ -84,8 +90,8 @@ class Sequential:
                 raise ValueError(f"Sequential: layer {i} is {layer!r}, not a vecnn Layer")
         self.layers = layers
         self.seed = seed
-        self.loss = None
-        self.optimizer = None
+        self.loss: _losses.Loss | None = None
+        self.optimizer: _optim.Optimizer | None = None
         self.stop_training = False
         self.class_names = None
         self.metadata: dict = {}
@@ -111,10 +117,10 @@ class Sequential:
         self.flat_grads = backend.zeros(offset, dtype)
         for layer, k, start, shape in slots:
             size = math.prod(shape)
-            view = self.flat_params[start:start + size].reshape(shape)
+            view = self.flat_params[start : start + size].reshape(shape)
             view[...] = layer.params[k]
             layer.params[k] = view
-            layer.grads[k] = self.flat_grads[start:start + size].reshape(shape)
+            layer.grads[k] = self.flat_grads[start : start + size].reshape(shape)
         self._slots = slots
 
     # -- devices ---------------------------------------------------------------------------
@@ -142,12 +148,12 @@ class Sequential:
         self.flat_grads = backend.asarray(self.flat_grads)
         for layer, k, start, shape in self._slots:
             size = math.prod(shape)
-            layer.params[k] = self.flat_params[start:start + size].reshape(shape)
-            layer.grads[k] = self.flat_grads[start:start + size].reshape(shape)
+            layer.params[k] = self.flat_params[start : start + size].reshape(shape)
+            layer.grads[k] = self.flat_grads[start : start + size].reshape(shape)
         opt = self.optimizer
         if opt is not None:
             opt.state = {k: backend.asarray(v) for k, v in opt.state.items()}
-            opt._previous = opt._scratch = None                # re-allocated on the device
+            opt._previous = opt._scratch = None  # re-allocated on the device
         self.__dict__.pop("_data_parallel", None)
         return self
 
@@ -157,10 +163,12 @@ class Sequential:
 
     def get_weights(self) -> dict:
         """A copy of all parameters and layer state (for restore-best and checkpoints)."""
-        return {"params": self.flat_params.copy(),
-                "state": [{k: v.copy() for k, v in layer.state.items()} for layer in self.layers]}
+        return {
+            "params": self.flat_params.copy(),
+            "state": [{k: v.copy() for k, v in layer.state.items()} for layer in self.layers],
+        }
 
-    def set_weights(self, weights: dict):
+    def set_weights(self, weights: dict) -> None:
         backend = ops.get(self.flat_params)
         self.flat_params[...] = backend.asarray(weights["params"])
         for layer, state in zip(self.layers, weights["state"]):
@@ -170,25 +178,35 @@ class Sequential:
     def rng_states(self) -> dict:
         """The state of every generator training draws from (shuffles, augmentation, dropout
         masks), as JSON data: with the weights and optimizer state, enough to resume bit-identically."""
-        return {"shuffle": self._shuffle_rng.bit_generator.state,
-                "augment": self._augment_rng.bit_generator.state,
-                "layers": {str(i): l.rng.bit_generator.state for i, l in enumerate(self.layers)
-                           if isinstance(getattr(l, "rng", None), np.random.Generator)}}
+        return {
+            "shuffle": self._shuffle_rng.bit_generator.state,
+            "augment": self._augment_rng.bit_generator.state,
+            "layers": {
+                str(i): rng.bit_generator.state
+                for i, rng in enumerate(getattr(l, "rng", None) for l in self.layers)
+                if isinstance(rng, np.random.Generator)
+            },
+        }
 
-    def set_rng_states(self, states: dict):
+    def set_rng_states(self, states: dict) -> None:
         """Put back what ``rng_states`` returned; ``ValueError`` naming the generator whose
         state does not fit (all are checked before any is set)."""
         if not isinstance(states, dict) or not isinstance(states.get("layers"), dict):
-            raise ValueError(f"rng states: expected an object with 'shuffle', 'augment' and 'layers', "
-                             f"received {type(states).__name__}")
-        targets = [("shuffle", self._shuffle_rng, states.get("shuffle")),
-                   ("augment", self._augment_rng, states.get("augment"))]
+            raise ValueError(
+                f"rng states: expected an object with 'shuffle', 'augment' and 'layers', "
+                f"received {type(states).__name__}"
+            )
+        targets: list[tuple[str, np.random.Generator, Any]] = [
+            ("shuffle", self._shuffle_rng, states.get("shuffle")),
+            ("augment", self._augment_rng, states.get("augment")),
+        ]
         for i, state in states["layers"].items():
             layer = self.layers[int(i)] if str(i).isdigit() and int(i) < len(self.layers) else None
-            if not isinstance(getattr(layer, "rng", None), np.random.Generator):
+            rng = getattr(layer, "rng", None)
+            if not isinstance(rng, np.random.Generator):
                 raise ValueError(f"rng states: layers[{i!r}] names no layer of this model with a generator")
-            targets.append((f"layers[{i}]", layer.rng, state))
-        for name, rng, state in targets:            # on a copy first: nothing half set
+            targets.append((f"layers[{i}]", rng, state))
+        for name, rng, state in targets:  # on a copy first: nothing half set
             try:
                 copy = type(rng.bit_generator)()
                 copy.state = state
@@ -209,21 +227,24 @@ class Sequential:
         out, shape = [], tuple(input_shape)
         for i, layer in enumerate(self.layers):
             spec = layer.input_spec
-            if spec is not None and (len(spec) != len(shape) or any(
-                    e is not None and e != s for e, s in zip(spec, shape))):
-                raise ValueError(f"layer {i} {layer!r}: expected input of shape "
-                                 f"{fmt_shape((None, *spec))}, received {fmt_shape((None, *shape))}")
+            if spec is not None and (
+                len(spec) != len(shape) or any(e is not None and e != s for e, s in zip(spec, shape))
+            ):
+                raise ValueError(
+                    f"layer {i} {layer!r}: expected input of shape "
+                    f"{fmt_shape((None, *spec))}, received {fmt_shape((None, *shape))}"
+                )
             shape = tuple(layer.output_shape(shape))
             out.append(shape)
         return out
 
     # -- forward / backward ----------------------------------------------------------------
-    def forward(self, x, training=False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         for _, forward, _ in self._plan():
             x = forward(x, training)
         return x
 
-    def backward(self, grad):
+    def backward(self, grad: Any) -> Any:
         for _, _, backward in reversed(self._plan()):
             grad = backward(grad)
         return grad
@@ -265,11 +286,12 @@ class Sequential:
             # a Flatten first accepts any shape of the right size: (1, 8, 8) would pass as
             # one sample of (8, 8) when it is one (1, 8, 8) image without its batch axis
             one = " (one sample without the batch axis? pass X[None])" if tuple(X.shape) == tuple(known) else ""
-            raise ValueError(f"{name}: the model takes X of shape {fmt_shape((None, *known))}, "
-                             f"received {fmt_shape(X.shape)}{one}")
+            raise ValueError(
+                f"{name}: the model takes X of shape {fmt_shape((None, *known))}, received {fmt_shape(X.shape)}{one}"
+            )
         self.shapes(X.shape[1:])
         dtype = self.flat_params.dtype
-        X = ops.get(X).xp.ascontiguousarray(X, dtype=dtype)   # float64 / uint8 input: cast once, up front
+        X = ops.get(X).xp.ascontiguousarray(X, dtype=dtype)  # float64 / uint8 input: cast once, up front
         check_finite(name, X)
         return X
 
@@ -277,15 +299,32 @@ class Sequential:
         X = self._check_X(X, name, training)
         y = y if hasattr(y, "shape") and hasattr(y, "dtype") else ops.cpu().asarray(y)
         if y.ndim == 0 or len(y) != len(X):
-            raise ValueError(f"{name} and {yname} must have the same number of samples, "
-                             f"received {len(X)} and {y.shape[0] if y.ndim else 'a scalar'}")
+            raise ValueError(
+                f"{name} and {yname} must have the same number of samples, "
+                f"received {len(X)} and {y.shape[0] if y.ndim else 'a scalar'}"
+            )
         y = self.loss.check_target(yname, self.shapes(X.shape[1:])[-1], y)
         return X, y
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, validation_data=None,
-            validation_split=0.0, callbacks=None, seed=None, verbose=1, shuffle=True, augment=None,
-            initial_epoch=0, workers="auto"):
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        loss: str | _losses.Loss | None = None,
+        optimizer: str | _optim.Optimizer | None = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0,
+        callbacks: list[Callback] | None = None,
+        seed: int | None = None,
+        verbose: int = 1,
+        shuffle: bool = True,
+        augment: Callable[[Any, np.random.Generator], Any] | None = None,
+        initial_epoch: int = 0,
+        workers: int | str = "auto",
+    ) -> History:
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
         Parameters
@@ -340,17 +379,46 @@ class Sequential:
         # (vecnn.threads); in force from the input checks to the last validation
         governor, blas = _threads.governor()
         try:
-            return self._fit(X, y, epochs, batch_size, validation_data, validation_split, callbacks, seed,
-                             verbose, shuffle, augment, initial_epoch, workers, governor)
+            return self._fit(
+                X,
+                y,
+                epochs,
+                batch_size,
+                validation_data,
+                validation_split,
+                callbacks,
+                seed,
+                verbose,
+                shuffle,
+                augment,
+                initial_epoch,
+                workers,
+                governor,
+            )
         finally:
             if blas is not None:
                 blas.restore()
 
-    def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, callbacks, seed, verbose,
-             shuffle, augment, initial_epoch, workers, governor):
+    def _fit(
+        self,
+        X,
+        y,
+        epochs,
+        batch_size,
+        validation_data,
+        validation_split,
+        callbacks,
+        seed,
+        verbose,
+        shuffle,
+        augment,
+        initial_epoch,
+        workers,
+        governor,
+    ):
         """``fit`` after its argument checks, under the thread governor (None: no choice to make)."""
         X, y = self._check_Xy(X, y, training=True)
-        self.metadata["input_shape"] = list(X.shape[1:])     # what predict and evaluate then expect
+        self.metadata["input_shape"] = list(X.shape[1:])  # what predict and evaluate then expect
         workers = _parallel.check_workers(self, workers, batch_size)
         if validation_data is not None and validation_split:
             raise ValueError("fit: pass validation_data or validation_split, not both")
@@ -359,8 +427,10 @@ class Sequential:
                 raise ValueError(f"fit: expected 0 < validation_split < 1, received {validation_split!r}")
             n_val = int(round(len(X) * validation_split))
             if n_val < 1 or n_val >= len(X):
-                raise ValueError(f"fit: validation_split={validation_split} of {len(X)} samples leaves "
-                                 f"{n_val} for validation and {len(X) - n_val} for training")
+                raise ValueError(
+                    f"fit: validation_split={validation_split} of {len(X)} samples leaves "
+                    f"{n_val} for validation and {len(X) - n_val} for training"
+                )
             X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
         if validation_data is not None:
             try:
@@ -375,8 +445,10 @@ class Sequential:
             X, y = device.asarray(X), device.asarray(y)
         bn = next((l for l in _walk(self.layers) if isinstance(l, BatchNorm1D)), None)
         if bn is not None and min(batch_size, len(X)) < 2:
-            raise ValueError(f"fit: {bn!r} learns its statistics from at least 2 samples per batch; "
-                             f"received batch_size={batch_size} and {len(X)} training sample(s)")
+            raise ValueError(
+                f"fit: {bn!r} learns its statistics from at least 2 samples per batch; "
+                f"received batch_size={batch_size} and {len(X)} training sample(s)"
+            )
 
         rng = np.random.default_rng(seed) if seed is not None else self._shuffle_rng
         history = History()
@@ -392,7 +464,7 @@ class Sequential:
         self.stop_training = False
         split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
         if split is not None:
-            governor = None                             # the split sets its own threads: one per worker
+            governor = None  # the split sets its own threads: one per worker
         changes_before = len(governor.history) if governor is not None else 0
         for cb in cbs:
             cb.on_train_begin()
@@ -401,8 +473,9 @@ class Sequential:
                 cb.on_epoch_begin(epoch)
             with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
                 # divergence is detected and reported in _train_epoch
-                logs = self._train_epoch(X, y, batch_size, rng if shuffle else None, epoch, cbs, augment,
-                                         split, governor)
+                logs = self._train_epoch(
+                    X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor
+                )
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
             for cb in cbs:
@@ -420,7 +493,7 @@ class Sequential:
         data, device = ops.get(X), ops.get(self.flat_params)
         starts = list(range(0, n, batch_size))
         if len(starts) > 1 and n - starts[-1] == 1 and _has_batch_norm(self.layers):
-            starts.pop()                # BatchNorm cannot learn from one sample: it joins the batch before
+            starts.pop()  # BatchNorm cannot learn from one sample: it joins the batch before
         ends = starts[1:] + [n]
         # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
         widest = max(e - s for s, e in zip(starts, ends))
@@ -441,17 +514,17 @@ class Sequential:
             m = len(idx)
             for keep, v in zip(saved, state):
                 keep[...] = v
-            xs = data.gather(X, idx, batch[:m])         # compiled: split across BLAS's threads
+            xs = data.gather(X, idx, batch[:m])  # compiled: split across BLAS's threads
             ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
-            if data is not device:                      # augmented on the host: now to the device
+            if data is not device:  # augmented on the host: now to the device
                 xs, ys = device.asarray(xs), device.asarray(ys)
             if split is None:
                 value = loss.forward(self.forward(xs, training=True), ys)
                 self.backward(loss.backward())
                 metrics = loss.last_metrics()
-            else:                                       # the batch split across worker threads
+            else:  # the batch split across worker threads
                 value, metrics = split.step(xs, ys)
             if not (math.isfinite(value) and opt.step(params, grads)):
                 if math.isfinite(value):
@@ -462,26 +535,27 @@ class Sequential:
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the {what} became "
                     f"non-finite (NaN or Inf); the weights from before that step were restored. "
-                    f"Try a smaller learning rate or gradient clipping (clip_norm=...)")
+                    f"Try a smaller learning rate or gradient clipping (clip_norm=...)"
+                )
             total_loss += value * m
             seen += m
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v * m
-            if batch_cbs:                               # running means, only when someone shows them
+            if batch_cbs:  # running means, only when someone shows them
                 running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
                 for cb in batch_cbs:
                     cb.on_batch_end(step, {"size": m, "running": running})
             if governor is not None:
                 governor.tick(m)
         if governor is not None:
-            governor.pause()                            # validation and callbacks are not steps
+            governor.pause()  # validation and callbacks are not steps
         return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
 
     # -- inference -------------------------------------------------------------------------
-    def predict(self, X, batch_size=1024):
+    def predict(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """Model outputs (logits for classifiers) for ``X``, computed ``batch_size`` rows at a time."""
         X = self._check_X(X)
-        with np.errstate(over="ignore", invalid="ignore"):          # reported below, with the sample
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the sample
             out = self._predict(X, batch_size)
         _check_outputs("predict", out)
         return out
@@ -492,13 +566,13 @@ class Sequential:
         out = None
         data, device = ops.get(X), ops.get(self.flat_params)
         for start in range(0, len(X), batch_size):
-            y = self.forward(device.asarray(X[start:start + batch_size]), training=False)
+            y = self.forward(device.asarray(X[start : start + batch_size]), training=False)
             if out is None:
                 out = data.empty((len(X), *y.shape[1:]), y.dtype)
-            out[start:start + len(y)] = data.asarray(device.to_host(y)) if data is not device else y
+            out[start : start + len(y)] = data.asarray(device.to_host(y)) if data is not device else y
         return out
 
-    def predict_proba(self, X, batch_size=1024):
+    def predict_proba(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities: softmax of the logits (cross-entropy) or their sigmoid (BCE)."""
         logits = self.predict(X, batch_size)
         xp = ops.get(logits).xp
@@ -509,27 +583,31 @@ class Sequential:
         e = xp.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    def evaluate(self, X, y, batch_size=1024, _checked=False):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024, _checked: bool = False) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` for classifiers, ``{"loss", "mse", "mae"}`` for regression."""
         if self.loss is None:
             self.loss = _losses.get("cross_entropy")
+        loss = self.loss
+        Xc: Any = X  # arrays once checked (fit's validation data comes checked)
+        yc: Any = y
         if not _checked:
-            X, y = self._check_Xy(X, y)
-        sums, n = {}, len(X)
+            Xc, yc = self._check_Xy(X, y)
+        sums: dict[str, float] = {}
+        n = len(Xc)
         device = ops.get(self.flat_params)
         for start in range(0, n, batch_size):
-            xs, ys = device.asarray(X[start:start + batch_size]), device.asarray(y[start:start + batch_size])
+            xs, ys = device.asarray(Xc[start : start + batch_size]), device.asarray(yc[start : start + batch_size])
             with np.errstate(over="ignore", invalid="ignore"):
                 out = self.forward(xs, training=False)
-            if not _checked:                            # (fit's validation reports through its loss)
+            if not _checked:  # (fit's validation reports through its loss)
                 _check_outputs("evaluate", out, start)
             m = len(xs)
-            for k, v in {"loss": self.loss.forward(out, ys), **self.loss.metrics(out, ys)}.items():
+            for k, v in {"loss": loss.forward(out, ys), **loss.metrics(out, ys)}.items():
                 sums[k] = sums.get(k, 0.0) + v * m
         return {k: s / n for k, s in sums.items()}
 
     # -- persistence and description ------------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model to one file (safetensors weights + JSON metadata), atomically."""
         from .io import save_model
 
@@ -540,26 +618,39 @@ class Sequential:
     def config(self) -> list[dict]:
         return [{"name": type(l).registered_name, "config": l.config()} for l in self.layers]
 
-    def summary(self, input_shape=None) -> str:
+    def summary(self, input_shape: tuple | None = None) -> str:
         """A table of layers, output shapes, parameter counts and FLOPs per sample."""
         input_shape = tuple(input_shape or self.metadata.get("input_shape") or self.input_shape or ())
         known = all(d is not None for d in input_shape) and input_shape
         shapes = self.shapes(input_shape) if known else [None] * len(self.layers)
-        rows, shape, flops = [], input_shape, 0
+        rows, flops = [], 0
+        shape: Any = input_shape
         for i, (layer, out) in enumerate(zip(self.layers, shapes)):
             n = sum(p.size for p in layer.params.values())
             f = layer.flops(shape) if known else 0
             flops += f
-            rows.append((f"{i} {type(layer).__name__}", "?" if out is None else fmt_shape((None, *out)),
-                         f"{n:,}", f"{f:,}" if known else "?"))
+            rows.append(
+                (
+                    f"{i} {type(layer).__name__}",
+                    "?" if out is None else fmt_shape((None, *out)),
+                    f"{n:,}",
+                    f"{f:,}" if known else "?",
+                )
+            )
             shape = out
         head = ("layer", "output shape", "params", "FLOPs/sample")
         widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
         line = lambda r: "  ".join(s.ljust(w) if c < 2 else s.rjust(w) for c, (s, w) in enumerate(zip(r, widths)))
         sep = "-" * len(line(head))
-        body = [line(head), sep, *map(line, rows), sep,
-                f"total params: {self.n_params:,}   forward FLOPs/sample: {flops:,}" if known
-                else f"total params: {self.n_params:,}"]
+        body = [
+            line(head),
+            sep,
+            *map(line, rows),
+            sep,
+            f"total params: {self.n_params:,}   forward FLOPs/sample: {flops:,}"
+            if known
+            else f"total params: {self.n_params:,}",
+        ]
         return "\n".join(body)
 
     def __repr__(self):

@@ -6,9 +6,11 @@ state arrays; each subclass is one update rule written as a few whole-buffer ope
 (``out=`` arithmetic, no per-layer loop, no per-step allocation). The rules follow PyTorch's
 ``torch.optim`` exactly, so trajectories can be compared step for step.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +66,11 @@ class WarmupLR(Schedule):
         return self.after(step - self.warmup_steps, base_lr) if self.after else base_lr
 
     def config(self):
-        return {"name": "WarmupLR", "warmup_steps": self.warmup_steps,
-                "after": self.after.config() if self.after else None}
+        return {
+            "name": "WarmupLR",
+            "warmup_steps": self.warmup_steps,
+            "after": self.after.config() if self.after else None,
+        }
 
 
 SCHEDULES = {c.__name__: c for c in (StepLR, CosineLR, WarmupLR)}
@@ -122,7 +127,7 @@ class Optimizer:
         self.schedule = schedule
         self.t = 0
         self.state: dict[str, np.ndarray] = {}
-        self._previous = None        # the parameters before the last step, for undo
+        self._previous = None  # the parameters before the last step, for undo
         self._scratch = None
 
     def _bind(self, params):
@@ -138,16 +143,17 @@ class Optimizer:
         if state.keys() != set(self.slots) or any(v.shape != params.shape for v in state.values()):
             self.state = {k: xp.zeros_like(params) for k in self.slots}
             self.t = 0
-        elif any(v.dtype != params.dtype or not v.flags.c_contiguous or type(v) is not type(params)
-                 for v in state.values()):
+        elif any(
+            v.dtype != params.dtype or not v.flags.c_contiguous or type(v) is not type(params) for v in state.values()
+        ):
             backend = ops.get(params)
             self.state = {k: xp.ascontiguousarray(backend.asarray(v), params.dtype) for k, v in state.items()}
 
-    def current_lr(self, step=None) -> float:
+    def current_lr(self, step: int | None = None) -> float:
         step = self.t if step is None else step
         return self.schedule(max(step, 1), self.lr) if self.schedule else self.lr
 
-    def step(self, params, grads) -> bool:
+    def step(self, params: Any, grads: Any) -> bool:
         """One update of the flat ``params`` from the flat ``grads`` (which may be rescaled in
         place). Returns True when every updated parameter is finite; otherwise ``undo`` restores
         the parameters from before the step."""
@@ -162,7 +168,7 @@ class Optimizer:
         # one pass (compiled; on the GPU, one kernel), keeping the previous parameters for undo
         return backend.optimizer_update(rule, params, grads, state, self._previous, scalars)
 
-    def undo(self, params):
+    def undo(self, params: Any) -> None:
         """Put back the parameters from before the last step and reset the rule's state (which
         the failed step may have filled with non-finite values)."""
         params[...] = self._previous
@@ -178,8 +184,12 @@ class Optimizer:
 
     # -- (de)serialization for checkpoints ------------------------------------------------
     def config(self) -> dict:
-        cfg = {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm,
-               "schedule": self.schedule.config() if self.schedule else None}
+        cfg = {
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "clip_norm": self.clip_norm,
+            "schedule": self.schedule.config() if self.schedule else None,
+        }
         cfg.update(self._rule_config())
         return cfg
 
@@ -192,10 +202,10 @@ class Optimizer:
         cfg["schedule"] = schedule_from_config(cfg.get("schedule"))
         return cls(**cfg)
 
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, Any]:
         return {"t": ops.cpu().asarray([self.t], np.int64), **self.state}
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray]):
+    def load_state_dict(self, arrays: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned. An optimizer that has not stepped yet (``t``
         0, e.g. saved in a checkpoint before the first epoch) has no state buffers: they are
         allocated at its first step, exactly as for a fresh optimizer. Raises ``ValueError``
@@ -204,20 +214,24 @@ class Optimizer:
         host = ops.get(*arrays.values()) if arrays else ops.cpu()
         t = host.asarray(arrays.get("t", ()))
         if t.size != 1 or t.dtype.kind not in "iu" or int(t.reshape(-1)[0]) < 0:
-            raise ValueError(f"{name}: optimizer state needs a step count 't' (one non-negative integer), "
-                             f"received {t.tolist() if t.size <= 4 else f'an array of shape {t.shape}'}")
+            raise ValueError(
+                f"{name}: optimizer state needs a step count 't' (one non-negative integer), "
+                f"received {t.tolist() if t.size <= 4 else f'an array of shape {t.shape}'}"
+            )
         t = int(t.reshape(-1)[0])
         present = [k for k in self.slots if k in arrays]
         if t == 0 and not present:
-            self.t, self.state = 0, {}                       # not stepped yet: _bind allocates
+            self.t, self.state = 0, {}  # not stepped yet: _bind allocates
             return
         missing = [k for k in self.slots if k not in arrays]
         if missing:
             raise ValueError(f"{name}: optimizer state after {t} step(s) lacks {', '.join(map(repr, missing))}")
         shapes = {tuple(host.asarray(arrays[k]).shape) for k in self.slots}
         if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
-            raise ValueError(f"{name}: optimizer state buffers {list(self.slots)} must be 1-D and of one "
-                             f"size, received shapes {[tuple(host.asarray(arrays[k]).shape) for k in self.slots]}")
+            raise ValueError(
+                f"{name}: optimizer state buffers {list(self.slots)} must be 1-D and of one "
+                f"size, received shapes {[tuple(host.asarray(arrays[k]).shape) for k in self.slots]}"
+            )
         for k in self.slots:
             a = host.asarray(arrays[k])
             if a.dtype.kind != "f" or not host.all_finite(a):
@@ -262,8 +276,11 @@ class RMSProp(Optimizer):
         self.alpha, self.eps = float(alpha), float(eps)
 
     def _rule(self, lr):
-        return "rmsprop", (self.state["square_avg"],), (_f32(lr), _f32(self.alpha), _f32(1 - self.alpha),
-                                                       _f32(self.eps), _f32(self.weight_decay))
+        return (
+            "rmsprop",
+            (self.state["square_avg"],),
+            (_f32(lr), _f32(self.alpha), _f32(1 - self.alpha), _f32(self.eps), _f32(self.weight_decay)),
+        )
 
     def _rule_config(self):
         return {"alpha": self.alpha, "eps": self.eps}
@@ -287,11 +304,23 @@ class Adam(Optimizer):
 
     def _rule(self, lr):
         b1, b2 = self.betas
-        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
         wd = self.weight_decay
-        return "adam", (self.state["m"], self.state["v"]), (
-            _f32(b1), _f32(1 - b1), _f32(b2), _f32(1 - b2), _f32(self.eps), _f32(lr / bc1),
-            _f32(1 / math.sqrt(bc2)), _f32(0 if self.decoupled else wd), _f32(1 - lr * wd if self.decoupled else 1))
+        return (
+            "adam",
+            (self.state["m"], self.state["v"]),
+            (
+                _f32(b1),
+                _f32(1 - b1),
+                _f32(b2),
+                _f32(1 - b2),
+                _f32(self.eps),
+                _f32(lr / bc1),
+                _f32(1 / math.sqrt(bc2)),
+                _f32(0 if self.decoupled else wd),
+                _f32(1 - lr * wd if self.decoupled else 1),
+            ),
+        )
 
     def _rule_config(self):
         return {"betas": list(self.betas), "eps": self.eps}

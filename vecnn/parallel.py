@@ -16,6 +16,7 @@ each replica draws its masks from a generator seeded from the layer's own genera
 start of every epoch, so a seeded run is reproducible and resumes like any other (its masks
 differ from a one-worker run's, as masks from any other stream would).
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,7 +44,7 @@ def auto_workers(model, batch_size: int) -> int:
     models whose layers are all ``batch_independent`` (measured faster there: the memory-bound work
     between products runs on every core), else 1 (dense networks: BLAS threads win)."""
     if model.device != "cpu" or not any(isinstance(l, L.Conv2D) for l in model.layers):
-        return 1                          # (on a GPU the whole batch is one set of kernels)
+        return 1  # (on a GPU the whole batch is one set of kernels)
     if not all(l.batch_independent for l in model.layers):
         return 1
     return max(1, min(blas_threads(), batch_size // MIN_ROWS))
@@ -54,17 +55,21 @@ def check_workers(model, workers, batch_size: int) -> int:
         return auto_workers(model, batch_size)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"fit: expected workers to be a positive integer or 'auto', received {workers!r}")
-    if workers > MAX_WORKERS:                  # each worker is a thread and a copy of the model
+    if workers > MAX_WORKERS:  # each worker is a thread and a copy of the model
         raise ValueError(f"fit: workers={workers} is more than vecnn starts: at most {MAX_WORKERS}")
     if workers > 1 and model.device != "cpu":
-        raise ValueError(f"fit: workers={workers} splits batches across CPU threads; a model on the "
-                         f"{model.device} trains with workers=1")
+        raise ValueError(
+            f"fit: workers={workers} splits batches across CPU threads; a model on the "
+            f"{model.device} trains with workers=1"
+        )
     if workers > 1:
         bad = [f"{i} {l!r}" for i, l in enumerate(model.layers) if not l.batch_independent]
         if bad:
-            raise ValueError(f"fit: workers={workers} splits each batch, which changes what these layers "
-                             f"compute (batch statistics or random masks): layer {', layer '.join(bad)}; "
-                             f"use workers=1")
+            raise ValueError(
+                f"fit: workers={workers} splits each batch, which changes what these layers "
+                f"compute (batch statistics or random masks): layer {', layer '.join(bad)}; "
+                f"use workers=1"
+            )
     return int(workers)
 
 
@@ -80,7 +85,7 @@ class DataParallel:
         self.key = _key(model, workers)
         self._jobs = [None] * workers
         self._results = [None] * workers
-        self._threads = []
+        self._threads: list[threading.Thread] = []
         self._limit = None
 
     @classmethod
@@ -95,15 +100,15 @@ class DataParallel:
     def __enter__(self):
         from threadpoolctl import threadpool_limits
 
-        for rep in self.replicas[1:]:                 # fit may have been given another loss
+        for rep in self.replicas[1:]:  # fit may have been given another loss
             rep.loss = type(self.model.loss).from_config(self.model.loss.config())
             for mine, theirs in zip(rep.layers, self.model.layers):
                 if isinstance(getattr(theirs, "rng", None), np.random.Generator):
-                    mine.rng = np.random.default_rng(theirs.rng.integers(2**63))   # this epoch's masks
+                    mine.rng = np.random.default_rng(theirs.rng.integers(2**63))  # this epoch's masks
         self._go = [threading.Semaphore(0) for _ in self.replicas]
         self._done = threading.Semaphore(0)
         self._threads = []
-        self._limit = threadpool_limits(1, user_api="blas")   # each worker multiplies on one core
+        self._limit = threadpool_limits(1, user_api="blas")  # each worker multiplies on one core
         try:
             for i in range(1, len(self.replicas)):
                 t = threading.Thread(target=self._serve, args=(i,), daemon=True, name=f"vecnn-worker-{i}")
@@ -121,7 +126,7 @@ class DataParallel:
         try:
             for t in self._threads:
                 t.join()
-        finally:                                      # even if a second Ctrl-C cuts the wait short
+        finally:  # even if a second Ctrl-C cuts the wait short
             self._limit.restore_original_limits()
             # nothing thread-bound stays behind (a model remains copyable)
             self._go = self._done = self._limit = None
@@ -135,9 +140,9 @@ class DataParallel:
             if job is None:
                 return
             try:
-                with np.errstate(over="ignore", invalid="ignore"):   # as in fit: divergence is reported
+                with np.errstate(over="ignore", invalid="ignore"):  # as in fit: divergence is reported
                     self._results[i] = _forward_backward(self.replicas[i], *job)
-            except BaseException as e:      # handed to the main thread, raised there
+            except BaseException as e:  # handed to the main thread, raised there
                 self._results[i] = e
             self._done.release()
 
@@ -148,18 +153,18 @@ class DataParallel:
         for i, (s, e) in enumerate(shares[1:], 1):
             self._jobs[i] = (x[s:e], y[s:e])
             self._go[i].release()
-        first = _forward_backward(self.model, x[shares[0][0]:shares[0][1]], y[shares[0][0]:shares[0][1]])
+        first = _forward_backward(self.model, x[shares[0][0] : shares[0][1]], y[shares[0][0] : shares[0][1]])
         for _ in shares[1:]:
             self._done.acquire()
-        results = [first] + self._results[1:len(shares)]
+        results = [first] + self._results[1 : len(shares)]
         for r in results:
             if isinstance(r, BaseException):
                 raise r
         # each share's gradient is the mean over its rows: weight it by its share of the batch
         weights = [(e - s) / n for s, e in shares]
         grads = self.model.flat_grads
-        grads *= weights[0]                           # Python floats keep the buffers' dtype
-        for rep, w in zip(self.replicas[1:len(shares)], weights[1:]):
+        grads *= weights[0]  # Python floats keep the buffers' dtype
+        for rep, w in zip(self.replicas[1 : len(shares)], weights[1:]):
             g = rep.flat_grads
             g *= w
             grads += g
@@ -169,9 +174,13 @@ class DataParallel:
 
 
 def _key(model, workers):
-    return (workers, id(model.flat_params), tuple(id(l) for l in model.layers),
-            tuple(id(p) for l in model.layers for p in l.params.values()),
-            repr([l.config() for l in model.layers]))   # a layer changed in place (Dropout.rate)
+    return (
+        workers,
+        id(model.flat_params),
+        tuple(id(l) for l in model.layers),
+        tuple(id(p) for l in model.layers for p in l.params.values()),
+        repr([l.config() for l in model.layers]),
+    )  # a layer changed in place (Dropout.rate)
 
 
 def _forward_backward(model, x, y):
@@ -189,7 +198,7 @@ def _replica(model):
     rep = type(model)(layers, seed=model.seed)
     for mine, theirs in zip(rep.layers, model.layers):
         for k in theirs.params:
-            mine.params[k] = theirs.params[k]           # views into model.flat_params
+            mine.params[k] = theirs.params[k]  # views into model.flat_params
         mine.state = theirs.state
         mine.input_grad = theirs.input_grad
     rep.flat_params = model.flat_params

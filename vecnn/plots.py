@@ -3,6 +3,7 @@
 matplotlib is imported here only, with the file-only Agg backend, so plots work without a
 display and ``import vecnn`` stays light.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,8 +58,10 @@ def confusion(y_true, y_pred, class_names, path) -> Path:
 
     k = len(class_names)
     if k > MAX_PLOT_CLASSES:
-        raise ValueError(f"{k} classes are more than a confusion-matrix plot shows "
-                         f"(vecnn.limits.MAX_PLOT_CLASSES = {MAX_PLOT_CLASSES})")
+        raise ValueError(
+            f"{k} classes are more than a confusion-matrix plot shows "
+            f"(vecnn.limits.MAX_PLOT_CLASSES = {MAX_PLOT_CLASSES})"
+        )
     plt = _pyplot()
     cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), k)
     side = min(14.0, 1.0 + 0.55 * k)
@@ -67,11 +70,23 @@ def confusion(y_true, y_pred, class_names, path) -> Path:
     if k <= ANNOTATE_CLASSES:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                )
     size = 7 if k <= ANNOTATE_CLASSES else 4
-    ax.set_xticks(range(k), class_names, rotation=60 if k <= ANNOTATE_CLASSES else 90,
-                  ha="right" if k <= ANNOTATE_CLASSES else "center", fontsize=size)
+    ax.set_xticks(
+        range(k),
+        class_names,
+        rotation=60 if k <= ANNOTATE_CLASSES else 90,
+        ha="right" if k <= ANNOTATE_CLASSES else "center",
+        fontsize=size,
+    )
     ax.set_yticks(range(k), class_names, fontsize=size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -108,7 +123,7 @@ def misclassified(X, y_true, y_pred, class_names, path, n=25) -> Path:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         img = np.asarray(X[i], np.float64)
-        if mode == "rgb":                  # any value range: scale to [0, 1] for imshow
+        if mode == "rgb":  # any value range: scale to [0, 1] for imshow
             img = np.moveaxis(img, 0, -1)
             lo, hi = np.nanmin(img), np.nanmax(img)
             img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)

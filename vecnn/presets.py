@@ -3,9 +3,11 @@
 Each preset is a function ``(input_shape, n_classes) -> list of layers``; ``PRESETS`` maps the
 names the CLI accepts to them.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from . import layers as L
 
@@ -43,7 +45,7 @@ def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=(0.0, 0.2
     layers = []
     for out in channels:
         if min(H, W) < 2:
-            break                                     # too small to pool again
+            break  # too small to pool again
         if batchnorm:
             layers += [L.Conv2D(C, out, 3, padding=1, bias=False), L.BatchNorm2D(out), L.ReLU(), L.MaxPool2D(2)]
         else:
@@ -60,8 +62,13 @@ def cnn(input_shape, n_classes, channels=(32, 64), hidden=128, dropout=(0.0, 0.2
 
 def _basic_block(c_in, c_out, stride):
     """conv3x3-BN-ReLU-conv3x3-BN with a 1x1 projection when the shape changes; ReLU after the sum."""
-    f = [L.Conv2D(c_in, c_out, 3, stride=stride, padding=1, bias=False), L.BatchNorm2D(c_out), L.ReLU(),
-         L.Conv2D(c_out, c_out, 3, padding=1, bias=False), L.BatchNorm2D(c_out)]
+    f = [
+        L.Conv2D(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        L.BatchNorm2D(c_out),
+        L.ReLU(),
+        L.Conv2D(c_out, c_out, 3, padding=1, bias=False),
+        L.BatchNorm2D(c_out),
+    ]
     return [L.Residual(f, projection=True if (stride != 1 or c_in != c_out) else None), L.ReLU()]
 
 
@@ -79,7 +86,7 @@ def resnet(input_shape, n_classes, widths=(16, 32, 64)):
     return layers
 
 
-PRESETS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+PRESETS: dict[str, Callable[[tuple, int], list]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
 
 
 def build(name: str, input_shape, n_classes, seed=0):

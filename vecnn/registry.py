@@ -4,6 +4,7 @@ One registry serves the Python API, the CLI's spec strings and the JSON inside m
 a saved model names its layers, and loading looks the names up *here*, never by importing a
 name found in a file. Users add their own classes with the decorators.
 """
+
 from __future__ import annotations
 
 LAYERS: dict[str, type] = {}
@@ -17,9 +18,7 @@ def _register(table: dict, kind: str, cls=None, *, name: str | None = None):
     def add(c):
         key = name or c.__name__
         old = table.get(key)
-        if old is not None and old is not c and (old.__module__, old.__qualname__) != (
-            c.__module__, c.__qualname__
-        ):
+        if old is not None and old is not c and (old.__module__, old.__qualname__) != (c.__module__, c.__qualname__):
             raise ValueError(
                 f"register_{kind}: the name {key!r} is already taken by "
                 f"{old.__module__}.{old.__qualname__}; pass name=... to register under another"
@@ -81,18 +80,20 @@ def check_config(cls, config, where: str | None = None) -> dict:
 
     where = where or getattr(cls, "registered_name", cls.__name__)
     if not isinstance(config, dict):
-        raise ValueError(f"{where}: expected its config to be an object of constructor arguments, "
-                         f"received {type(config).__name__} {_short(config)}")
+        raise ValueError(
+            f"{where}: expected its config to be an object of constructor arguments, "
+            f"received {type(config).__name__} {_short(config)}"
+        )
     for key in config:
         if not isinstance(key, str):
             raise ValueError(f"{where}: config keys must be strings, received {key!r}")
     try:
         inspect.signature(cls).bind(**config)
-    except TypeError as e:          # "missing a required argument: 'x'", "got an unexpected keyword ..."
+    except TypeError as e:  # "missing a required argument: 'x'", "got an unexpected keyword ..."
         raise ValueError(f"{where}: config does not match the constructor: {e}") from None
     return config
 
 
 def _short(value, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

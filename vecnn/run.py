@@ -21,6 +21,7 @@ so a killed run never leaves the directory locked. Temporary files a killed save
 (``.epoch-007.vecnn.XXXXXXXX.tmp``, written by ``vecnn.files.atomic_open``) are removed when the
 next run in the directory starts and at every checkpoint (``clean_temporary``).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,8 @@ from .callbacks import Callback
 
 try:
     import fcntl
-except ImportError:                       # not POSIX: no locking (one run at a time is on the user)
-    fcntl = None
+except ImportError:  # not POSIX: no locking (one run at a time is on the user)
+    fcntl = None  # type: ignore[assignment]  # the module or None
 
 CHECKPOINT_RE = re.compile(r"^epoch-(\d{3,})\.vecnn$")
 #: vecnn's own temporary files (``files.atomic_open``: ``.<name>.<mkstemp's 8 characters>.tmp``)
@@ -82,7 +83,8 @@ def is_run(run_dir) -> bool:
         return True
     # a run from before the mark: it saved its epoch-0 checkpoint before anything else
     return bool(checkpoints(run_dir)) and set(_entries(run_dir)) <= RUN_FILES | {
-        n for n in _entries(run_dir) if TMP_RE.match(n)}
+        n for n in _entries(run_dir) if TMP_RE.match(n)
+    }
 
 
 def _marked(config: Path) -> bool:
@@ -118,26 +120,37 @@ def check_out_dir(run_dir, resume: bool, flag: str = "--out", probe: bool = True
     if probe:
         RunLock.probe(run_dir)
     if is_run(run_dir):
-        if (not resume and not checkpoints(run_dir) and not (run_dir / "model.vecnn").exists()
-                and _marked(run_dir / "config.json")):
-            return "new"                  # killed before its first checkpoint: nothing to lose, start over
+        if (
+            not resume
+            and not checkpoints(run_dir)
+            and not (run_dir / "model.vecnn").exists()
+            and _marked(run_dir / "config.json")
+        ):
+            return "new"  # killed before its first checkpoint: nothing to lose, start over
         if not resume:
-            raise ValueError(f"{flag} {run_dir}: a run is already there; pass --resume to continue it "
-                             f"or choose another directory")
+            raise ValueError(
+                f"{flag} {run_dir}: a run is already there; pass --resume to continue it or choose another directory"
+            )
         return "run"
     if _only_leftovers(run_dir):
         if resume:
-            raise ValueError(f"--resume: {run_dir} has no config.json; the run there never started, "
-                             f"so there is nothing to resume (start it again without --resume)")
+            raise ValueError(
+                f"--resume: {run_dir} has no config.json; the run there never started, "
+                f"so there is nothing to resume (start it again without --resume)"
+            )
         return "new"
     entries = _entries(run_dir)
     found, more = entries[:5], ", ..." if len(entries) > 5 else ""
     if resume:
-        raise ValueError(f"--resume: {run_dir} is not a vecnn run directory (no vecnn config.json; "
-                         f"it holds {', '.join(found)}{more})")
-    raise ValueError(f"{flag} {run_dir}: the directory is not empty and is not a vecnn run (it holds "
-                     f"{', '.join(found)}{more}); vecnn writes only into a new or empty directory or "
-                     f"one of its own runs")
+        raise ValueError(
+            f"--resume: {run_dir} is not a vecnn run directory (no vecnn config.json; "
+            f"it holds {', '.join(found)}{more})"
+        )
+    raise ValueError(
+        f"{flag} {run_dir}: the directory is not empty and is not a vecnn run (it holds "
+        f"{', '.join(found)}{more}); vecnn writes only into a new or empty directory or "
+        f"one of its own runs"
+    )
 
 
 class RunLock:
@@ -150,8 +163,9 @@ class RunLock:
 
     @staticmethod
     def _busy(run_dir) -> ValueError:
-        return ValueError(f"another vecnn process is training in {run_dir}; wait for it to finish "
-                          f"or choose another --out")
+        return ValueError(
+            f"another vecnn process is training in {run_dir}; wait for it to finish or choose another --out"
+        )
 
     def acquire(self) -> "RunLock":
         if fcntl is None:
@@ -170,7 +184,7 @@ class RunLock:
 
     def release(self):
         if self.fd is not None:
-            os.close(self.fd)             # closing the descriptor drops the flock
+            os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
 
     @classmethod
@@ -280,14 +294,16 @@ def prune_checkpoints(run_dir, keep: int, history: dict) -> list[Path]:
 
 def save_checkpoint(model, path, epoch: int, history: dict, run_config: dict | None = None):
     opt = model.optimizer
-    tensors = {f"optimizer.{k}": v for k, v in opt.state_dict().items()}   # io saves host copies
-    meta = {"checkpoint": {
-        "epoch": epoch,
-        "optimizer": {"name": type(opt).__name__, "config": opt.config()},
-        "rng": model.rng_states(),
-        "history": history,
-        "run_config": run_config,
-    }}
+    tensors = {f"optimizer.{k}": v for k, v in opt.state_dict().items()}  # io saves host copies
+    meta = {
+        "checkpoint": {
+            "epoch": epoch,
+            "optimizer": {"name": type(opt).__name__, "config": opt.config()},
+            "rng": model.rng_states(),
+            "history": history,
+            "run_config": run_config,
+        }
+    }
     io.save_model(model, path, extra_tensors=tensors, extra_meta=meta)
 
 
@@ -314,7 +330,7 @@ def load_checkpoint(path):
         raise ValueError(f"{path}: unknown optimizer {name!r} in the checkpoint")
     try:
         opt = classes[name].from_config(opt_config)
-        opt.load_state_dict({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")})
+        opt.load_state_dict({k[len("optimizer.") :]: v for k, v in tensors.items() if k.startswith("optimizer.")})
         model.set_rng_states(rng)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed optimizer or RNG state in the checkpoint ({e})") from None
@@ -325,7 +341,7 @@ def load_checkpoint(path):
 def architecture_difference(expected: list, found: list) -> str | None:
     """None when two architectures (``model.config()`` lists) are the same, else a short text
     naming the first difference."""
-    norm = lambda a: json.loads(json.dumps(a))           # tuples -> lists, as in JSON files
+    norm = lambda a: json.loads(json.dumps(a))  # tuples -> lists, as in JSON files
     expected, found = norm(expected), norm(found)
     if expected == found:
         return None
@@ -392,10 +408,13 @@ FIELDS = {
     "model": (lambda v: isinstance(v, str) and v.strip() != "", "a preset name or a layer spec string"),
     "epochs": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "lr": (lambda v: _is_number(v) and _F32_TINY <= v <= _F32_MAX, "a positive number that float32 holds (1.2e-38 to 3.4e38)"),
+    "lr": (
+        lambda v: _is_number(v) and _F32_TINY <= v <= _F32_MAX,
+        "a positive number that float32 holds (1.2e-38 to 3.4e38)",
+    ),
     "optimizer": (lambda v: v in optim.OPTIMIZERS, "one of " + ", ".join(optim.OPTIMIZERS)),
     "schedule": (lambda v: v in ("cosine", "constant"), "cosine or constant"),
-    "seed": (lambda v: _is_int(v) and 0 <= v < 2 ** 63, "a non-negative integer"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "a non-negative integer"),
     "val_split": (lambda v: _is_number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
     "standardize": (lambda v: isinstance(v, bool), "true or false"),
     "augment": (_str_or_none, "an augmentation spec string or null"),
@@ -404,8 +423,10 @@ FIELDS = {
     "threads": (lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer"),
     "workers": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "a positive integer or 'auto'"),
     "keep_checkpoints": (lambda v: _is_int(v) and v >= 0, "a non-negative integer (0 keeps all)"),
-    "architecture": (lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
-                     "a list of layer descriptions"),
+    "architecture": (
+        lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
+        "a list of layer descriptions",
+    ),
     "vecnn_run": (lambda v: v == RUN_MARK, f"{RUN_MARK}"),
     "device": (lambda v: v in ("cpu", "gpu"), "cpu or gpu"),
 }
@@ -422,8 +443,9 @@ def check_field(name: str, value, where: str):
 
 
 def write_config(run_dir, config: dict):
-    io.atomic_write(Path(run_dir) / "config.json",
-                    (json.dumps({**config, "vecnn_run": RUN_MARK}, indent=2) + "\n").encode())
+    io.atomic_write(
+        Path(run_dir) / "config.json", (json.dumps({**config, "vecnn_run": RUN_MARK}, indent=2) + "\n").encode()
+    )
 
 
 def read_config(run_dir, required=("model", "epochs")) -> dict:
@@ -434,8 +456,10 @@ def read_config(run_dir, required=("model", "epochs")) -> dict:
         raise ValueError(f"--resume: {run_dir} has no config.json; is it a vecnn run directory?")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{path}: {size:,} bytes, more than a run's configuration takes "
-                         f"({MAX_CONFIG_BYTES:,}); the file is not vecnn's")
+        raise ValueError(
+            f"{path}: {size:,} bytes, more than a run's configuration takes "
+            f"({MAX_CONFIG_BYTES:,}); the file is not vecnn's"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -473,16 +497,19 @@ def plots(run_dir, history: dict, X_test, y_test, y_pred, class_names) -> tuple[
     def attempt(name, draw):
         try:
             made.append(draw())
-        except Exception as e:          # a picture is never worth the run: say it, go on
-            notes.append(f"{name} skipped: {e}" if isinstance(e, ValueError) else
-                         f"{name} failed ({type(e).__name__}: {e})")
+        except Exception as e:  # a picture is never worth the run: say it, go on
+            notes.append(
+                f"{name} skipped: {e}" if isinstance(e, ValueError) else f"{name} failed ({type(e).__name__}: {e})"
+            )
 
     if history:
         attempt("curves.png", lambda: P.curves(history, out / "curves.png"))
     if y_pred is not None and class_names:
         if len(class_names) > limits.MAX_PLOT_CLASSES:
-            notes.append(f"confusion.png skipped: {len(class_names)} classes are more than the plot shows "
-                         f"(vecnn.limits.MAX_PLOT_CLASSES = {limits.MAX_PLOT_CLASSES})")
+            notes.append(
+                f"confusion.png skipped: {len(class_names)} classes are more than the plot shows "
+                f"(vecnn.limits.MAX_PLOT_CLASSES = {limits.MAX_PLOT_CLASSES})"
+            )
         else:
             attempt("confusion.png", lambda: P.confusion(y_test, y_pred, class_names, out / "confusion.png"))
         if X_test.ndim >= 3:
@@ -493,6 +520,8 @@ def plots(run_dir, history: dict, X_test, y_test, y_pred, class_names) -> tuple[
             else:
                 if note:
                     notes.append(note)
-                attempt("misclassified.png",
-                        lambda: P.misclassified(X_test, y_test, y_pred, class_names, out / "misclassified.png"))
+                attempt(
+                    "misclassified.png",
+                    lambda: P.misclassified(X_test, y_test, y_pred, class_names, out / "misclassified.png"),
+                )
     return made, notes

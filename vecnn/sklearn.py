@@ -10,11 +10,12 @@ vecnn is.
 >>> clf = VecnnClassifier(hidden=(64,), epochs=30).fit(X, y)      # doctest: +SKIP
 >>> clf.score(X_test, y_test)                          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-_classes = {}
+_classes: dict = {}
 
 
 def __getattr__(name):
@@ -52,8 +53,18 @@ def _build_classifier():
             As in ``Sequential.fit``.
         """
 
-        def __init__(self, hidden=(256, 128), dropout=0.1, epochs=20, batch_size=128, lr=1e-3,
-                     schedule="cosine", standardize=True, seed=0, verbose=0):
+        def __init__(
+            self,
+            hidden=(256, 128),
+            dropout=0.1,
+            epochs=20,
+            batch_size=128,
+            lr=1e-3,
+            schedule="cosine",
+            standardize=True,
+            seed=0,
+            verbose=0,
+        ):
             self.hidden = hidden
             self.dropout = dropout
             self.epochs = epochs
@@ -74,15 +85,21 @@ def _build_classifier():
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                     raise ValueError(f"VecnnClassifier: expected {name} to be a positive integer, received {v!r}")
             hidden = self.hidden
-            if (isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
-                    or not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden)):
-                raise ValueError(f"VecnnClassifier: expected hidden to be a tuple of positive integers "
-                                 f"(units per hidden layer), received {hidden!r}")
+            if (
+                isinstance(hidden, (str, bytes))
+                or not hasattr(hidden, "__iter__")
+                or not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden)
+            ):
+                raise ValueError(
+                    f"VecnnClassifier: expected hidden to be a tuple of positive integers "
+                    f"(units per hidden layer), received {hidden!r}"
+                )
             X = np.asarray(X)
             y = np.asarray(y)
             if X.ndim < 2:
-                raise ValueError(f"VecnnClassifier.fit: expected X of shape (n_samples, n_features), "
-                                 f"received shape {X.shape}")
+                raise ValueError(
+                    f"VecnnClassifier.fit: expected X of shape (n_samples, n_features), received shape {X.shape}"
+                )
             self.classes_, y_index = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
                 raise ValueError(f"VecnnClassifier.fit: need at least 2 classes, received {self.classes_.tolist()}")
@@ -93,8 +110,15 @@ def _build_classifier():
             self.model_ = Sequential(layers, seed=self.seed)
             steps = self.epochs * -(-len(X) // self.batch_size)
             opt = optim.Adam(lr=self.lr, schedule=optim.CosineLR(steps) if self.schedule == "cosine" else None)
-            self.history_ = self.model_.fit(X, y_index, optimizer=opt, epochs=self.epochs,
-                                            batch_size=self.batch_size, seed=self.seed, verbose=self.verbose)
+            self.history_ = self.model_.fit(
+                X,
+                y_index,
+                optimizer=opt,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                verbose=self.verbose,
+            )
             return self
 
         def predict_proba(self, X):

@@ -13,9 +13,11 @@ and ``relu:5`` are errors, not silently truncated), each argument's type and ran
 (``maxpool:9`` on 8x8 images), and that parameter counts stay within ``vecnn.limits``.
 Errors are ``ValueError``s naming the spec, the token's position and the token.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from . import layers as L
 from . import limits
@@ -30,15 +32,24 @@ _FINITE = (lambda v: math.isfinite(v), "a finite number")
 _GELU_FORMS = {"tanh": "tanh", "erf": "none", "none": "none", "exact": "none"}
 _GELU = (lambda v: v in _GELU_FORMS, "tanh or erf")
 
-TOKENS = {
+TOKENS: dict[str, list[tuple[str, Any, tuple[Any, str], Any]]] = {
     "dense": [("units", int, _POS, _REQUIRED)],
-    "conv": [("out_channels", int, _POS, _REQUIRED), ("kernel", int, _POS, _REQUIRED),
-             ("stride", int, _POS, 1), ("padding", int, _NONNEG, 0)],
+    "conv": [
+        ("out_channels", int, _POS, _REQUIRED),
+        ("kernel", int, _POS, _REQUIRED),
+        ("stride", int, _POS, 1),
+        ("padding", int, _NONNEG, 0),
+    ],
     "maxpool": [("kernel", int, _POS, _REQUIRED), ("stride", int, _POS, None)],
     "avgpool": [("kernel", int, _POS, _REQUIRED), ("stride", int, _POS, None)],
-    "gap": [], "flatten": [], "bn": [],
+    "gap": [],
+    "flatten": [],
+    "bn": [],
     "dropout": [("rate", float, _RATE, _REQUIRED)],
-    "relu": [], "sigmoid": [], "tanh": [], "softmax": [],
+    "relu": [],
+    "sigmoid": [],
+    "tanh": [],
+    "softmax": [],
     "leakyrelu": [("slope", float, _FINITE, 0.01)],
     "gelu": [("form", str, _GELU, "erf")],
 }
@@ -60,9 +71,13 @@ def _arguments(name, args) -> list:
     spec = TOKENS[name]
     n_required = sum(d is _REQUIRED for *_, d in spec)
     if not n_required <= len(args) <= len(spec):
-        expected = (f"no arguments" if not spec else
-                    f"{n_required} argument{'s' * (n_required != 1)}" if n_required == len(spec) else
-                    f"{n_required} to {len(spec)} arguments")
+        expected = (
+            "no arguments"
+            if not spec
+            else f"{n_required} argument{'s' * (n_required != 1)}"
+            if n_required == len(spec)
+            else f"{n_required} to {len(spec)} arguments"
+        )
         raise ValueError(f"expected {expected} ({_usage(name)}), received {len(args)}")
     values = []
     for i, (what, kind, (ok, text), default) in enumerate(spec):
@@ -95,9 +110,11 @@ def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
 
     def budget(params, activations):
         """Before a layer with weights is allocated: will training the model up to it fit?"""
-        limits.check_memory(f"training the model up to here (batch {batch_size})",
-                            (n_params + params) * limits.TRAINING_BYTES_PER_PARAM
-                            + (n_act + activations) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION)
+        limits.check_memory(
+            f"training the model up to here (batch {batch_size})",
+            (n_params + params) * limits.TRAINING_BYTES_PER_PARAM
+            + (n_act + activations) * batch_size * limits.TRAINING_BYTES_PER_ACTIVATION,
+        )
 
     for no, token in enumerate((t.strip() for t in spec.split(",")), start=1):
         try:
@@ -110,8 +127,12 @@ def parse(spec: str, input_shape: tuple, batch_size: int = 1) -> list:
             values = _arguments(name, args)
             made = _make(name, values, shape, budget)
             for layer in made if isinstance(made, list) else [made]:
-                n_params = limits.check_size("parameters of the model up to here",
-                                             n_params + _param_count(layer), limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
+                n_params = limits.check_size(
+                    "parameters of the model up to here",
+                    n_params + _param_count(layer),
+                    limits.MAX_PARAMS,
+                    "VECNN_MAX_PARAMS",
+                )
                 new = tuple(layer.output_shape(shape))
                 if any(d < 1 for d in new):
                     raise ValueError(f"its output would be empty (shape {new} from input {shape})")
@@ -135,8 +156,9 @@ def _make(name, values, shape, budget):
     if name == "dense":
         (units,) = values
         width = math.prod(shape)
-        limits.check_size(f"dense weights ({width:,} x {units:,})", width * units, limits.MAX_PARAMS,
-                          "VECNN_MAX_PARAMS")
+        limits.check_size(
+            f"dense weights ({width:,} x {units:,})", width * units, limits.MAX_PARAMS, "VECNN_MAX_PARAMS"
+        )
         budget(width * units, units)
         if len(shape) > 1:
             return [L.Flatten(), L.Dense(width, units)]
@@ -145,10 +167,14 @@ def _make(name, values, shape, budget):
         _need_image(name, shape)
         out, k, stride, padding = values
         _fits(shape, k, padding, "kernel")
-        limits.check_size(f"conv weights ({out:,} x {shape[0]:,} x {k} x {k})", out * shape[0] * k * k,
-                          limits.MAX_PARAMS, "VECNN_MAX_PARAMS")
+        limits.check_size(
+            f"conv weights ({out:,} x {shape[0]:,} x {k} x {k})",
+            out * shape[0] * k * k,
+            limits.MAX_PARAMS,
+            "VECNN_MAX_PARAMS",
+        )
         positions = math.prod(out_size(d, k, stride, padding) for d in shape[1:])
-        budget(out * shape[0] * k * k, (out + shape[0] * k * k) * positions)    # output and im2col columns
+        budget(out * shape[0] * k * k, (out + shape[0] * k * k) * positions)  # output and im2col columns
         return L.Conv2D(shape[0], out, k, stride=stride, padding=padding)
     if name in ("maxpool", "avgpool"):
         _need_image(name, shape)

@@ -21,6 +21,7 @@ in a hundred; a try that is obviously worse ends after its first timed step.
 Thread counts only change the order of the sums inside the BLAS (results agree to rounding);
 vecnn's own kernels give the same bits on any count (``vecnn.pool``).
 """
+
 from __future__ import annotations
 
 import time
@@ -80,15 +81,15 @@ class Governor:
             if n == 1:
                 break
             n = max(1, n // 2)
-        self.levels = levels[::-1]                  # ascending: 1, ..., wide
-        self.choice = len(self.levels) - 1          # index of the chosen count: all threads
-        self.cost = {}                              # level index -> seconds per sample, last window
-        self.history = []                           # (step, thread count) at every change of choice
-        self._gap = {-1: MIN_GAP, 1: MIN_GAP_UP}     # windows to the next try down / up
-        self._countdown = 1                         # the first try comes after one window
-        self._trying = None                         # level index being tried, or None
-        self._direction = -1                        # the next try goes down (-1) or up (+1)
-        self._last_move = 0                         # the last change of choice: down (-1) or up (+1)
+        self.levels = levels[::-1]  # ascending: 1, ..., wide
+        self.choice = len(self.levels) - 1  # index of the chosen count: all threads
+        self.cost: dict[int, float] = {}  # level index -> seconds per sample, last window
+        self.history: list[tuple[int, int]] = []  # (step, thread count) at every change of choice
+        self._gap = {-1: MIN_GAP, 1: MIN_GAP_UP}  # windows to the next try down / up
+        self._countdown = 1  # the first try comes after one window
+        self._trying = None  # level index being tried, or None
+        self._direction = -1  # the next try goes down (-1) or up (+1)
+        self._last_move = 0  # the last change of choice: down (-1) or up (+1)
         self._steps = 0
         self._reset_window()
         self._running = self.choice
@@ -119,7 +120,7 @@ class Governor:
         if level != self._running:
             self._set_threads(self.levels[level])
             self._running = level
-            self._last = None                       # the first step after a change warms up
+            self._last = None  # the first step after a change warms up
         self._reset_window()
 
     def tick(self, m: int) -> None:
@@ -159,7 +160,7 @@ class Governor:
                 self._trying = level
                 self._run(level)
                 return
-        self._countdown = MAX_GAP                   # one count only: nothing to try
+        self._countdown = MAX_GAP  # one count only: nothing to try
 
     def _end_try(self):
         tried, self._trying = self._trying, None
@@ -195,7 +196,7 @@ def governor():
     nothing to choose (one BLAS thread, or no BLAS threadpoolctl can control)."""
     try:
         blas = BlasThreads()
-    except Exception:                  # threadpoolctl cannot inspect this process: leave threads alone
+    except Exception:  # threadpoolctl cannot inspect this process: leave threads alone
         return None, None
     if blas.ceiling <= 1 or not blas._libs:
         return None, None

@@ -10,11 +10,14 @@ or None; without it there is no ``pytorch`` rung.
 
 FLOPs count matrix-product work only, ``2 m n k`` per product, the same for every rung.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from .. import layers as L, losses, optim, reference as R
+from .. import layers as L
+from .. import losses, optim
+from .. import reference as R
 from ..model import Sequential
 from . import per_sample as PS
 from . import scalar as S
@@ -44,17 +47,21 @@ def _rand(rng, shape):
 
 def _twin(layer, X, G):
     """The loop twin's forward and backward on the first ``m`` samples, as ``f(m)``."""
+
     def run(m):
         R.forward(layer, X[:m], training=True)
         R.backward(layer, X[:m], G[:m], training=True)
+
     return run
 
 
 def _seq(*fns):
     """One callable running ``fns`` in order (a forward, then its backward)."""
+
     def run_all():
         for fn in fns:
             fn()
+
     return run_all
 
 
@@ -64,9 +71,11 @@ def dense_case(cfg, rng, torch):
     X, G = _rand(rng, (n, n_in)), _rand(rng, (n, n_out))
     W, b = layer.params["W"], layer.params["b"]
     k = min(cfg.scalar_slice, n)
-    rungs = {"scalar": (_twin(layer, X, G), k),
-             "per_sample": _seq(lambda: PS.dense_forward(W, b, X), lambda: PS.dense_backward(W, X, G)),
-             "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G))}
+    rungs = {
+        "scalar": (_twin(layer, X, G), k),
+        "per_sample": _seq(lambda: PS.dense_forward(W, b, X), lambda: PS.dense_backward(W, X, G)),
+        "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G)),
+    }
     if torch:
         Wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (W, b))
         Xt, Gt = torch.from_numpy(X).requires_grad_(), torch.from_numpy(G)
@@ -74,18 +83,22 @@ def dense_case(cfg, rng, torch):
         def torch_step():
             Wt.grad = bt.grad = Xt.grad = None
             torch.addmm(bt, Xt, Wt).backward(Gt)
+
         rungs["pytorch"] = torch_step
-    return {"op": "dense", "title": f"Dense {n_in}->{n_out}, forward+backward, batch {n}",
-            "flops": dense_flops(n, n_in, n_out),
-            "flops_note": "3 matrix products: Z = X W, dW = X^T dZ, dX = dZ W^T"}, rungs
+    return {
+        "op": "dense",
+        "title": f"Dense {n_in}->{n_out}, forward+backward, batch {n}",
+        "flops": dense_flops(n, n_in, n_out),
+        "flops_note": "3 matrix products: Z = X W, dW = X^T dZ, dX = dZ W^T",
+    }, rungs
 
 
 def conv_case(cfg, rng, torch):
     n, (C, O, k, side) = cfg.batch, cfg.conv
-    layer = L.Conv2D(C, O, k, seed=0)                        # ImportError/AttributeError: skipped
-    X = _rand(rng, (n, C, side, side))                       # (N, C, H, W), contiguous like data
+    layer = L.Conv2D(C, O, k, seed=0)  # ImportError/AttributeError: skipped
+    X = _rand(rng, (n, C, side, side))  # (N, C, H, W), contiguous like data
     Y = layer.forward(X, training=True)
-    G = np.empty_like(Y)                                     # the layer's own output memory layout
+    G = np.empty_like(Y)  # the layer's own output memory layout
     G[...] = _rand(rng, Y.shape)
     _check_conv(layer, rng)
     geo = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
@@ -98,6 +111,7 @@ def conv_case(cfg, rng, torch):
     def per_sample():
         _, cache = PS.conv_forward(W, b, X, **geo)
         PS.conv_backward(W, X, G, cache, **geo)
+
     rungs["per_sample"] = per_sample
     rungs["vecnn"] = _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G))
     if torch:
@@ -108,11 +122,15 @@ def conv_case(cfg, rng, torch):
         def torch_step():
             Wt.grad = bt.grad = Xt.grad = None
             F.conv2d(Xt, Wt, bt, **geo).backward(Gt)
+
         rungs["pytorch"] = torch_step
     Ho, Wo = Y.shape[2:]
-    return {"op": "conv2d", "title": f"Conv2D {C}->{O} {k}x{k} on {side}x{side}, forward+backward, batch {n}",
-            "flops": conv_flops(n, C, O, k, Ho, Wo),
-            "flops_note": f"3 im2col products of (n*{Ho}*{Wo}, {C * k * k}) x ({C * k * k}, {O}); bias not counted"}, rungs
+    return {
+        "op": "conv2d",
+        "title": f"Conv2D {C}->{O} {k}x{k} on {side}x{side}, forward+backward, batch {n}",
+        "flops": conv_flops(n, C, O, k, Ho, Wo),
+        "flops_note": f"3 im2col products of (n*{Ho}*{Wo}, {C * k * k}) x ({C * k * k}, {O}); bias not counted",
+    }, rungs
 
 
 def _check_conv(layer, rng):
@@ -133,36 +151,50 @@ def relu_case(cfg, rng, torch):
     n, width = cfg.batch, cfg.act_width
     layer = L.ReLU()
     X, G = _rand(rng, (n, width)), _rand(rng, (n, width))
-    rungs = {"scalar": (_twin(layer, X, G), n),
-             "per_sample": _seq(lambda: PS.relu_forward(X), lambda: PS.relu_backward(X, G)),
-             "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G))}
+    rungs = {
+        "scalar": (_twin(layer, X, G), n),
+        "per_sample": _seq(lambda: PS.relu_forward(X), lambda: PS.relu_backward(X, G)),
+        "vecnn": _seq(lambda: layer.forward(X, training=True), lambda: layer.backward(G)),
+    }
     if torch:
         Xt, Gt = torch.from_numpy(X).requires_grad_(), torch.from_numpy(G)
 
         def torch_step():
             Xt.grad = None
             torch.relu(Xt).backward(Gt)
+
         rungs["pytorch"] = torch_step
-    return {"op": "relu", "title": f"ReLU on ({n}, {width}), forward+backward", "flops": 0,
-            "flops_note": f"elementwise, no matrix products ({n * width:,} elements)"}, rungs
+    return {
+        "op": "relu",
+        "title": f"ReLU on ({n}, {width}), forward+backward",
+        "flops": 0,
+        "flops_note": f"elementwise, no matrix products ({n * width:,} elements)",
+    }, rungs
 
 
 def loss_case(cfg, rng, torch):
     n, C = cfg.batch, cfg.classes
     loss = losses.CrossEntropy()
     Z, y = _rand(rng, (n, C)), rng.integers(0, C, n)
-    rungs = {"scalar": (lambda m: (R.loss_forward(loss, Z[:m], y[:m]), R.loss_backward(loss, Z[:m], y[:m])), n),
-             "per_sample": _seq(lambda: PS.cross_entropy_forward(Z, y), lambda: PS.cross_entropy_backward(Z, y)),
-             "vecnn": _seq(lambda: loss.forward(Z, y), loss.backward)}
+    rungs = {
+        "scalar": (lambda m: (R.loss_forward(loss, Z[:m], y[:m]), R.loss_backward(loss, Z[:m], y[:m])), n),
+        "per_sample": _seq(lambda: PS.cross_entropy_forward(Z, y), lambda: PS.cross_entropy_backward(Z, y)),
+        "vecnn": _seq(lambda: loss.forward(Z, y), loss.backward),
+    }
     if torch:
         Zt, yt = torch.from_numpy(Z).requires_grad_(), torch.from_numpy(y)
 
         def torch_step():
             Zt.grad = None
             torch.nn.functional.cross_entropy(Zt, yt).backward()
+
         rungs["pytorch"] = torch_step
-    return {"op": "cross_entropy", "title": f"softmax cross-entropy on ({n}, {C}), forward+backward", "flops": 0,
-            "flops_note": f"elementwise and row reductions, no matrix products ({n * C:,} logits)"}, rungs
+    return {
+        "op": "cross_entropy",
+        "title": f"softmax cross-entropy on ({n}, {C}), forward+backward",
+        "flops": 0,
+        "flops_note": f"elementwise and row reductions, no matrix products ({n * C:,} logits)",
+    }, rungs
 
 
 def mlp_layers(sizes):
@@ -182,20 +214,28 @@ def mlp_case(cfg, rng, torch):
         loss.forward(model.forward(X, training=True), y)
         model.backward(loss.backward())
         opt.step(model.flat_params, model.flat_grads)
+
     dense = [layer for layer in Sequential(mlp_layers(sizes), seed=0).layers if layer.params]
     params, state = [(d.params["W"].copy(), d.params["b"].copy()) for d in dense], {}
     # scalar: gradients on k/2 and k samples (extrapolated to n), then Adam over every parameter
     twin_layers, k, twin_state = Sequential(mlp_layers(sizes), seed=0).layers, min(cfg.scalar_slice, n), {}
     _, twin_grads = S.mlp_grads(twin_layers, loss, X[:1], y[:1])
-    rungs = {"scalar": [(lambda m: S.mlp_grads(twin_layers, loss, X[:m], y[:m]), k),
-                        (lambda: S.adam_update(twin_layers, twin_grads, twin_state), None)],
-             "per_sample": lambda: PS.mlp_step(params, state, X, y),
-             "vecnn": vecnn_step}
+    rungs = {
+        "scalar": [
+            (lambda m: S.mlp_grads(twin_layers, loss, X[:m], y[:m]), k),
+            (lambda: S.adam_update(twin_layers, twin_grads, twin_state), None),
+        ],
+        "per_sample": lambda: PS.mlp_step(params, state, X, y),
+        "vecnn": vecnn_step,
+    }
     if torch:
         rungs["pytorch"] = _torch_mlp_step(torch, sizes, X, y)
-    return {"op": "mlp_step", "title": f"MLP {'-'.join(map(str, sizes))} training step (Adam), batch {n}",
-            "flops": mlp_step_flops(n, sizes),
-            "flops_note": "forward and dW of every Dense, dX of all but the first; Adam and ReLU not counted"}, rungs
+    return {
+        "op": "mlp_step",
+        "title": f"MLP {'-'.join(map(str, sizes))} training step (Adam), batch {n}",
+        "flops": mlp_step_flops(n, sizes),
+        "flops_note": "forward and dW of every Dense, dX of all but the first; Adam and ReLU not counted",
+    }, rungs
 
 
 def _torch_mlp_step(torch, sizes, X, y):
@@ -210,8 +250,8 @@ def _torch_mlp_step(torch, sizes, X, y):
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(net(Xt), yt).backward()
         opt.step()
+
     return step
 
 
-CASES = {"dense": dense_case, "conv2d": conv_case, "relu": relu_case, "cross_entropy": loss_case,
-         "mlp_step": mlp_case}
+CASES = {"dense": dense_case, "conv2d": conv_case, "relu": relu_case, "cross_entropy": loss_case, "mlp_step": mlp_case}

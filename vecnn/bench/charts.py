@@ -2,6 +2,7 @@
 
 matplotlib is imported inside the functions, with the Agg backend (no display needed).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,14 @@ def ladder_chart(report: dict, path) -> Path:
         secs = [r["seconds"] for r in rungs]
         ax.bar(range(len(rungs)), secs, color=[COLORS[r["rung"]] for r in rungs])
         ax.set_yscale("log")
-        ax.set_xticks(range(len(rungs)), [r["label"].replace(" (vecnn)", "\n(vecnn)").replace(" loops", "\nloops")
-                                          .replace(" eager", "\neager") for r in rungs], fontsize=7)
+        ax.set_xticks(
+            range(len(rungs)),
+            [
+                r["label"].replace(" (vecnn)", "\n(vecnn)").replace(" loops", "\nloops").replace(" eager", "\neager")
+                for r in rungs
+            ],
+            fontsize=7,
+        )
         for i, r in enumerate(rungs):
             text = fmt_x(r["speedup_vs_scalar"])
             if r["peak_share"] is not None:
@@ -39,8 +46,9 @@ def ladder_chart(report: dict, path) -> Path:
                 text += f"\n(scaled\nfrom {r['scaled_from']})"
             ax.text(i, r["seconds"], text, ha="center", va="bottom", fontsize=7)
         ax.set_ylim(min(secs) / 3, max(secs) * 30)
-        ax.set_title(info["title"].replace(", forward+backward", "\nfwd+bwd").replace(" training step", "\nstep"),
-                     fontsize=8)
+        ax.set_title(
+            info["title"].replace(", forward+backward", "\nfwd+bwd").replace(" training step", "\nstep"), fontsize=8
+        )
         ax.set_ylabel("seconds per batch (log)", fontsize=8)
     m = report["machine"]
     b = report.get("numpy_blas") or (m["blas"][0] if m["blas"] else None)
@@ -59,8 +67,9 @@ def sweep_chart(report: dict, path) -> Path:
         pts = sorted((p["batch"], p["gflops"]) for p in sweep["points"] if p["rung"] == rung)
         if pts:
             ax.plot(*zip(*pts), marker="o", color=COLORS[rung], label="vecnn" if rung == "vecnn" else "pytorch eager")
-    ax.axhline(peak, color="k", linestyle="--", linewidth=1,
-               label=f"peak {peak:.0f} GFLOP/s ({report['peak']['n']}^3 product)")
+    ax.axhline(
+        peak, color="k", linestyle="--", linewidth=1, label=f"peak {peak:.0f} GFLOP/s ({report['peak']['n']}^3 product)"
+    )
     ax.set_xscale("log", base=2)
     batches = sorted({p["batch"] for p in sweep["points"]})
     ax.set_xticks(batches, [str(b) for b in batches])

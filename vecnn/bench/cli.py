@@ -1,4 +1,5 @@
 """`vecnn bench`: the vectorization ladder on this machine, as a table, JSON and PNG charts."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,14 +37,16 @@ def positive_int(text):
 
 
 def configure(parser):
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats, a smaller sweep and smaller loop slices (under a minute)")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="threads for BLAS and PyTorch (default: all cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, a smaller sweep and smaller loop slices (under a minute)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="N", help="threads for BLAS and PyTorch (default: all cores)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--plots", metavar="DIR", help="also draw ladder.png and sweep.png into DIR")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch rung")
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)   # seconds-long run, for tests
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # seconds-long run, for tests
 
 
 def config_from(args):

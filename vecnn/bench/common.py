@@ -1,4 +1,5 @@
 """Shared measuring tools: timers, resident-set size, machine description, Fashion-MNIST loading."""
+
 from __future__ import annotations
 
 import os
@@ -56,10 +57,18 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
-            for info in threadpool_info() if info.get("user_api") == "blas"]
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "blas": blas}
+    blas = [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas,
+    }
 
 
 def load_fashion(limit: int | None = None, synthetic: bool = False, seed: int = 0):

@@ -10,6 +10,7 @@ falls on every side.
     python -m vecnn.bench.contention                     # vecnn, and vecnn with fixed threads
     python -m vecnn.bench.contention --contenders vecnn,vecnn-fixed,pytorch,numpy
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,12 +62,12 @@ class NumpyMLP:
 
     def warmup(self, batches=5):
         for i in range(batches):
-            self._step(self.X[i * self.bs:(i + 1) * self.bs], self.y[i * self.bs:(i + 1) * self.bs])
+            self._step(self.X[i * self.bs : (i + 1) * self.bs], self.y[i * self.bs : (i + 1) * self.bs])
 
     def epoch(self):
         order = self.rng.permutation(len(self.X))
         for i in range(0, len(order), self.bs):
-            idx = order[i:i + self.bs]
+            idx = order[i : i + self.bs]
             self._step(self.X[idx], self.y[idx])
 
 
@@ -77,7 +78,7 @@ def _contender(name, X, y, cfg):
         if name == "vecnn-fixed":
             from vecnn import threads
 
-            threads.governor = lambda: (None, None)       # the behaviour before the governor
+            threads.governor = lambda: (None, None)  # the behaviour before the governor
         return mlp.VecnnMLP(X, y, cfg)
     if name == "pytorch":
         return mlp.TorchMLP(X, y, cfg)
@@ -102,9 +103,18 @@ def child(name, start_at, seconds, limit, synthetic):
 
 
 def _spawn(names, seconds, limit, synthetic, lead=8.0):
-    start_at = time.time() + lead                         # imports, data and warm-up first
-    cmd = [sys.executable, "-m", "vecnn.bench.contention", "--seconds", str(seconds), "--limit", str(limit),
-           "--start-at", repr(start_at)] + (["--synthetic"] if synthetic else [])
+    start_at = time.time() + lead  # imports, data and warm-up first
+    cmd = [
+        sys.executable,
+        "-m",
+        "vecnn.bench.contention",
+        "--seconds",
+        str(seconds),
+        "--limit",
+        str(limit),
+        "--start-at",
+        repr(start_at),
+    ] + (["--synthetic"] if synthetic else [])
     procs = [subprocess.Popen(cmd + ["--child", n], stdout=subprocess.PIPE, text=True) for n in names]
     rates = []
     for p in procs:
@@ -121,7 +131,7 @@ def run(names, seconds=10.0, repeats=2, limit=12_800, synthetic=False, lead=8.0)
     for name in names:
         report["results"][name] = {"solo": [], "pair": []}
     for _ in range(repeats):
-        for name in names:                                # alternate: drift falls on every side
+        for name in names:  # alternate: drift falls on every side
             res = report["results"][name]
             res["solo"] += _spawn([name], seconds, limit, synthetic, lead)
             res["pair"].append(_spawn([name, name], seconds, limit, synthetic, lead))
@@ -136,22 +146,29 @@ def run(names, seconds=10.0, repeats=2, limit=12_800, synthetic=False, lead=8.0)
 
 def format_report(r) -> str:
     m = r["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores; BLAS: "
-             + "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} ({b['num_threads']} threads)"
-                         for b in m["blas"]),
-             f"MLP 784-256-128-10, batch 128, Adam; {r['seconds']:.0f} s per measurement, epochs of {r['limit']} samples",
-             "", f"{'contender':<12} {'alone':>12} {'two at once (each)':>28} {'share kept':>12}"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores; BLAS: "
+        + "; ".join(
+            f"{b['internal_api']} {b['version']} {b['architecture']} ({b['num_threads']} threads)" for b in m["blas"]
+        ),
+        f"MLP 784-256-128-10, batch 128, Adam; {r['seconds']:.0f} s per measurement, epochs of {r['limit']} samples",
+        "",
+        f"{'contender':<12} {'alone':>12} {'two at once (each)':>28} {'share kept':>12}",
+    ]
     for name, res in r["results"].items():
         pairs = "  ".join(f"{a:,.0f}/{b:,.0f}" for a, b in res["pair"])
-        lines.append(f"{name:<12} {res['solo_median']:>10,.0f}/s {pairs:>28} "
-                     f"{100 * res['share_kept_median']:>6.0f}% (worst {100 * res['share_kept_worst']:.0f}%)")
+        lines.append(
+            f"{name:<12} {res['solo_median']:>10,.0f}/s {pairs:>28} "
+            f"{100 * res['share_kept_median']:>6.0f}% (worst {100 * res['share_kept_worst']:.0f}%)"
+        )
     lines += ["", *(f"  {n}: {DESCRIPTIONS[n]}" for n in r["results"])]
     return "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="bench_contention", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="bench_contention", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--contenders", default="vecnn,vecnn-fixed")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=2)

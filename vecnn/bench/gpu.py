@@ -32,6 +32,7 @@ samples per epoch (a whole number of batches, said in the report) or stops after
 when the warm-up shows that all of them would not fit. The JSON (``--json``) is rewritten after
 every case, so that a run cut short still leaves what it measured.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,9 +67,18 @@ def vecnn_layers(net: str):
     if net == "mlp":
         return [L.Dense(784, 256), L.ReLU(), L.Dense(256, 128), L.ReLU(), L.Dense(128, 10)]
     if net == "cnn":
-        return [L.Conv2D(1, 32, 3), L.ReLU(), L.MaxPool2D(2),
-                L.Conv2D(32, 64, 3), L.ReLU(), L.MaxPool2D(2),
-                L.Flatten(), L.Dense(1600, 128), L.ReLU(), L.Dense(128, 10)]
+        return [
+            L.Conv2D(1, 32, 3),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Conv2D(32, 64, 3),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Flatten(),
+            L.Dense(1600, 128),
+            L.ReLU(),
+            L.Dense(128, 10),
+        ]
     raise ValueError(f"unknown network {net!r}; expected one of {sorted(NETWORKS)}")
 
 
@@ -76,9 +87,18 @@ def torch_net(net: str, torch):
     if net == "mlp":
         return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
     if net == "cnn":
-        return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1600, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
     raise ValueError(f"unknown network {net!r}; expected one of {sorted(NETWORKS)}")
 
 
@@ -122,8 +142,15 @@ class VecnnSide:
 
     def epoch(self, n):
         try:
-            self.model.fit(self.X[:n], self.y[:n], loss="cross_entropy", optimizer=self.optimizer, epochs=1,
-                           batch_size=self.batch_size, verbose=0)
+            self.model.fit(
+                self.X[:n],
+                self.y[:n],
+                loss="cross_entropy",
+                optimizer=self.optimizer,
+                epochs=1,
+                batch_size=self.batch_size,
+                verbose=0,
+            )
         except Exception as e:
             if self.X is self.host[0]:
                 raise
@@ -131,8 +158,15 @@ class VecnnSide:
             self.note = f"fit refused device-resident data ({type(e).__name__}: {e}); host arrays used instead"
             self.X, self.y = self.host
             self.data = "on the host, moved by fit at every call"
-            self.model.fit(self.X[:n], self.y[:n], loss="cross_entropy", optimizer=self.optimizer, epochs=1,
-                           batch_size=self.batch_size, verbose=0)
+            self.model.fit(
+                self.X[:n],
+                self.y[:n],
+                loss="cross_entropy",
+                optimizer=self.optimizer,
+                epochs=1,
+                batch_size=self.batch_size,
+                verbose=0,
+            )
 
     def accuracy(self, X, y):
         return float(self.model.evaluate(X, y)["accuracy"])
@@ -166,7 +200,7 @@ class TorchSide:
         self.net.train()
         order = torch.randperm(n, generator=self.gen, device=self.dev)
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             self.opt.zero_grad(set_to_none=True)
             self.loss(self.net(self.X[idx]), self.y[idx]).backward()
             self.opt.step()
@@ -177,8 +211,8 @@ class TorchSide:
         correct = 0
         with torch.no_grad():
             for start in range(0, len(X), 1024):
-                out = self.net(torch.from_numpy(X[start:start + 1024]).to(self.dev))
-                correct += int((out.argmax(1).cpu().numpy() == y[start:start + 1024]).sum())
+                out = self.net(torch.from_numpy(X[start : start + 1024]).to(self.dev))
+                correct += int((out.argmax(1).cpu().numpy() == y[start : start + 1024]).sum())
         return correct / len(X)
 
 
@@ -188,7 +222,7 @@ def torch_precision(torch, tf32: bool) -> str:
 
     Only the convolution setting is written, through the newer per-backend API where there is
     one (PyTorch >= 2.9 refuses a mix of the legacy ``allow_tf32`` flags and the new one)."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
+    conv: Any = getattr(torch.backends.cudnn, "conv", None)
     matmul = torch.backends.cuda.matmul
     new_api = hasattr(conv, "fp32_precision")
     if not tf32:
@@ -199,8 +233,10 @@ def torch_precision(torch, tf32: bool) -> str:
     if new_api:
         modes = f"convolutions {conv.fp32_precision}, matrix products {matmul.fp32_precision}"
     else:
-        modes = (f"convolutions {'tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'}, "
-                 f"matrix products {'tf32' if matmul.allow_tf32 else 'ieee'}")
+        modes = (
+            f"convolutions {'tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'}, "
+            f"matrix products {'tf32' if matmul.allow_tf32 else 'ieee'}"
+        )
     return ("PyTorch's TF32 defaults" if tf32 else "float32, TF32 off") + f" ({modes}; 'none' is ieee)"
 
 
@@ -236,46 +272,62 @@ def measure(net, batch_size, device, data, epochs, seconds, seed=0, say=print) -
             return False
 
     warm = min(len(X), batch_size * WARMUP_BATCHES)
-    for s in list(sides):                   # compile kernels, choose algorithms, fill the memory pools
+    for s in list(sides):  # compile kernels, choose algorithms, fill the memory pools
         attempt(s, lambda: (s.sync(), s.epoch(warm), s.sync()))
     per_sample = {}
-    sized = min(len(X), 4 * warm)           # a second, timed warm-up sizes the epochs to the budget
+    sized = min(len(X), 4 * warm)  # a second, timed warm-up sizes the epochs to the budget
     for s in list(sides):
         t0 = time.perf_counter()
         if attempt(s, lambda: (s.sync(), s.epoch(sized), s.sync())):
             per_sample[s.name] = (time.perf_counter() - t0) / sized
     if not sides:
         raise RuntimeError("; ".join(f"{k}: {v.splitlines()[-1]}" for k, v in failed.items()))
-    left = seconds - (time.perf_counter() - t_case) - 5.0       # the accuracies and a margin
+    left = seconds - (time.perf_counter() - t_case) - 5.0  # the accuracies and a margin
     n, cut = len(X), None
     fits = int(left / (epochs * sum(per_sample.values()) * 1.3)) if left > 0 else 0
     if fits < n:
         n = min(n, max(MIN_BATCHES * batch_size, fits // batch_size * batch_size))
-        cut = (f"epochs of {n} of the {len(X)} samples, to fit the time budget "
-               f"(warm-up: {1e6 * sum(per_sample.values()):.1f} us per sample, all sides)")
-    times = {s.name: [] for s in sides}
+        cut = (
+            f"epochs of {n} of the {len(X)} samples, to fit the time budget "
+            f"(warm-up: {1e6 * sum(per_sample.values()):.1f} us per sample, all sides)"
+        )
+    times: dict[str, list[float]] = {s.name: [] for s in sides}
     stopped = None
-    for e in range(epochs):
-        if e and sides:
+    for epoch in range(epochs):
+        if epoch and sides:
             last = sum(times[s.name][-1] for s in sides)
             if time.perf_counter() - t_case + last > seconds:
-                stopped = f"stopped after {e} of {epochs} epochs each, to fit the time budget"
+                stopped = f"stopped after {epoch} of {epochs} epochs each, to fit the time budget"
                 break
-        for s in (list(sides) if e % 2 == 0 else sides[::-1]):
+        for s in list(sides) if epoch % 2 == 0 else sides[::-1]:
             t0 = time.perf_counter()
             if attempt(s, lambda: (s.sync(), s.epoch(n), s.sync())):
                 times[s.name].append(time.perf_counter() - t0)
-        say(f"  {net} batch {batch_size} epoch {e + 1}: "
-            + ", ".join(f"{s.name} {times[s.name][-1]:.3f} s ({n / times[s.name][-1]:,.0f} samples/s)" for s in sides))
+        say(
+            f"  {net} batch {batch_size} epoch {epoch + 1}: "
+            + ", ".join(f"{s.name} {times[s.name][-1]:.3f} s ({n / times[s.name][-1]:,.0f} samples/s)" for s in sides)
+        )
     steps = -(-n // batch_size)
-    r = {"network": net, "batch_size": batch_size, "samples_per_epoch": n, "steps_per_epoch": steps,
-         "epochs": max((len(times[s.name]) for s in sides), default=0),
-         "warmup_seconds_per_sample": per_sample, "contenders": {}, "failed": failed}
+    r = {
+        "network": net,
+        "batch_size": batch_size,
+        "samples_per_epoch": n,
+        "steps_per_epoch": steps,
+        "epochs": max((len(times[s.name]) for s in sides), default=0),
+        "warmup_seconds_per_sample": per_sample,
+        "contenders": {},
+        "failed": failed,
+    }
     for s in sides:
         med = median(times[s.name])
         c = r["contenders"][s.name] = {
-            "epoch_seconds": times[s.name], "median_seconds": med, "best_seconds": min(times[s.name]),
-            "samples_per_second": n / med, "ms_per_step": 1e3 * med / steps, "data": s.data}
+            "epoch_seconds": times[s.name],
+            "median_seconds": med,
+            "best_seconds": min(times[s.name]),
+            "samples_per_second": n / med,
+            "ms_per_step": 1e3 * med / steps,
+            "data": s.data,
+        }
         try:
             c["test_accuracy"] = s.accuracy(Xt, yte)
         except Exception as e:
@@ -299,28 +351,45 @@ def device_check(device, epochs=20, batch_size=128, seed=0) -> dict:
 
     t = time.perf_counter()
     X, y, Xt, yt = vn.data.load("digits")
-    models = {}
+    models: dict[str, Any] = {}
     for where in ("cpu", device):
         m = vn.Sequential(presets.mlp(X.shape[1:], 10), seed=seed)
         models["device" if models else "cpu"] = m.to(where)
     per_epoch = []
     for e in range(epochs):
         for m in models.values():
-            m.fit(X, y, loss="cross_entropy", optimizer=vn.optim.Adam(lr=LR) if e == 0 else None, epochs=1,
-                  batch_size=batch_size, verbose=0, workers=1)
+            m.fit(
+                X,
+                y,
+                loss="cross_entropy",
+                optimizer=vn.optim.Adam(lr=LR) if e == 0 else None,
+                epochs=1,
+                batch_size=batch_size,
+                verbose=0,
+                workers=1,
+            )
         a, b = (to_numpy(m.flat_params) for m in models.values())
         per_epoch.append(float(np.max(np.abs(a - b))))
     logits = [m.predict(Xt) for m in models.values()]
     acc = {k: float(m.evaluate(Xt, yt)["accuracy"]) for k, m in models.items()}
-    return {"model": "vecnn.presets.mlp on the built-in digits (Flatten-64-512-ReLU-Dropout-256-ReLU-Dropout-10)",
-            "optimizer": f"Adam lr {LR}", "batch_size": batch_size, "epochs": epochs, "seed": seed,
-            "cpu_backend": ops.get(models["cpu"].flat_params).name,
-            "device_backend": ops.get(models["device"].flat_params).name,
-            "max_abs_weight_diff": per_epoch[-1], "max_abs_weight_diff_per_epoch": per_epoch,
-            "max_abs_test_logit_diff": float(np.max(np.abs(logits[0] - logits[1]))),
-            "max_abs_weight": float(np.max(np.abs(to_numpy(models["cpu"].flat_params)))),
-            "accuracy_cpu": acc["cpu"], "accuracy_device": acc["device"],
-            "goal": WEIGHT_GOAL, "ok": per_epoch[-1] <= WEIGHT_GOAL, "seconds": time.perf_counter() - t}
+    return {
+        "model": "vecnn.presets.mlp on the built-in digits (Flatten-64-512-ReLU-Dropout-256-ReLU-Dropout-10)",
+        "optimizer": f"Adam lr {LR}",
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "seed": seed,
+        "cpu_backend": ops.get(models["cpu"].flat_params).name,
+        "device_backend": ops.get(models["device"].flat_params).name,
+        "max_abs_weight_diff": per_epoch[-1],
+        "max_abs_weight_diff_per_epoch": per_epoch,
+        "max_abs_test_logit_diff": float(np.max(np.abs(logits[0] - logits[1]))),
+        "max_abs_weight": float(np.max(np.abs(to_numpy(models["cpu"].flat_params)))),
+        "accuracy_cpu": acc["cpu"],
+        "accuracy_device": acc["device"],
+        "goal": WEIGHT_GOAL,
+        "ok": per_epoch[-1] <= WEIGHT_GOAL,
+        "seconds": time.perf_counter() - t,
+    }
 
 
 # -- the machine -------------------------------------------------------------------------------
@@ -333,10 +402,15 @@ def describe(device) -> dict:
         from .common import machine
 
         info = machine()
-    except Exception as e:                  # threadpoolctl missing: describe what can be described
-        info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                "python": platform.python_version(), "numpy": np.__version__, "blas": [],
-                "blas_error": f"{type(e).__name__}: {e}"}
+    except Exception as e:  # threadpoolctl missing: describe what can be described
+        info = {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "blas": [],
+            "blas_error": f"{type(e).__name__}: {e}",
+        }
     try:
         import torch
 
@@ -364,26 +438,51 @@ def describe(device) -> dict:
 
 
 def machine_line(m: dict) -> str:
-    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
-                     f"{b.get('architecture')})" for b in m.get("blas") or []) or m.get("blas_error", "unknown")
+    blas = ", ".join(
+        f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, {b.get('architecture')})"
+        for b in m.get("blas") or []
+    ) or m.get("blas_error", "unknown")
     line = f"machine: {m['cpu']}, {m['cores']} cores; BLAS: {blas}; numpy {m['numpy']}, torch {m.get('torch')}"
     if "gpu" in m:
-        line += (f"\ngpu: {m['gpu']}, {m.get('gpu_memory_gib')} GiB; CuPy {m.get('cupy')}, CUDA runtime "
-                 f"{m.get('cuda_runtime')} (driver {m.get('cuda_driver')}); torch CUDA {m.get('torch_cuda')}")
+        line += (
+            f"\ngpu: {m['gpu']}, {m.get('gpu_memory_gib')} GiB; CuPy {m.get('cupy')}, CUDA runtime "
+            f"{m.get('cuda_runtime')} (driver {m.get('cuda_driver')}); torch CUDA {m.get('torch_cuda')}"
+        )
     return line
 
 
 # -- the run -----------------------------------------------------------------------------------
-def run(device="gpu", epochs=3, limit=None, synthetic=False, budget=200.0, check_epochs=20, seed=0,
-        networks=tuple(NETWORKS), batches=BATCHES, tf32=False, json_path=None, say=print) -> dict:
+def run(
+    device="gpu",
+    epochs=3,
+    limit=None,
+    synthetic=False,
+    budget=200.0,
+    check_epochs=20,
+    seed=0,
+    networks=tuple(NETWORKS),
+    batches=BATCHES,
+    tf32=False,
+    json_path=None,
+    say=print,
+) -> dict:
     """Everything: the correctness check, then each network/batch case within ``budget`` seconds."""
     import torch
 
     t0 = time.perf_counter()
-    report = {"benchmark": "vecnn model.to(device) vs PyTorch eager on the same device", "device": device,
-              "complete": False, "networks": {n: NETWORKS[n] for n in networks}, "batch_sizes": list(batches),
-              "optimizer": f"Adam lr {LR}", "epochs": epochs, "budget_seconds": budget, "seed": seed,
-              "cases": [], "errors": []}
+    report = {
+        "benchmark": "vecnn model.to(device) vs PyTorch eager on the same device",
+        "device": device,
+        "complete": False,
+        "networks": {n: NETWORKS[n] for n in networks},
+        "batch_sizes": list(batches),
+        "optimizer": f"Adam lr {LR}",
+        "epochs": epochs,
+        "budget_seconds": budget,
+        "seed": seed,
+        "cases": [],
+        "errors": [],
+    }
     try:
         report["machine"] = describe(device)
     except Exception as e:
@@ -411,11 +510,13 @@ def run(device="gpu", epochs=3, limit=None, synthetic=False, budget=200.0, check
     save()
 
     Xtr, ytr, Xte, yte, source = load_fashion(limit, synthetic, seed)
-    if limit:                               # a tiny run evaluates on as few test samples
+    if limit:  # a tiny run evaluates on as few test samples
         Xte, yte = Xte[:limit], yte[:limit]
     report["data"] = source
-    say(f"data: {source}, {len(Xtr)} training / {len(Xte)} test samples; {epochs} alternating epochs each, "
-        f"PyTorch in {report['torch_precision']}; budget {budget:.0f} s")
+    say(
+        f"data: {source}, {len(Xtr)} training / {len(Xte)} test samples; {epochs} alternating epochs each, "
+        f"PyTorch in {report['torch_precision']}; budget {budget:.0f} s"
+    )
     cases = [(n, b) for n in networks for b in batches]
     for i, (net, bs) in enumerate(cases):
         share = (budget - (time.perf_counter() - t0)) / (len(cases) - i)
@@ -445,35 +546,45 @@ def _error(e: BaseException) -> str:
 def format_check(c: dict) -> str:
     if "error" in c:
         return f"CPU vs device weights: failed: {c['error']}"
-    return (f"CPU ({c['cpu_backend']}) vs device ({c['device_backend']}) after {c['epochs']} epochs: max |weight diff| "
-            f"{c['max_abs_weight_diff']:.2e} ({'ok' if c['ok'] else 'ABOVE'} the goal {c['goal']:.0e}; after "
-            f"epoch 1: {c['max_abs_weight_diff_per_epoch'][0]:.2e}), max |test logit diff| "
-            f"{c['max_abs_test_logit_diff']:.2e}; test accuracy CPU {c['accuracy_cpu']:.4f}, "
-            f"device {c['accuracy_device']:.4f}")
+    return (
+        f"CPU ({c['cpu_backend']}) vs device ({c['device_backend']}) after {c['epochs']} epochs: max |weight diff| "
+        f"{c['max_abs_weight_diff']:.2e} ({'ok' if c['ok'] else 'ABOVE'} the goal {c['goal']:.0e}; after "
+        f"epoch 1: {c['max_abs_weight_diff_per_epoch'][0]:.2e}), max |test logit diff| "
+        f"{c['max_abs_test_logit_diff']:.2e}; test accuracy CPU {c['accuracy_cpu']:.4f}, "
+        f"device {c['accuracy_device']:.4f}"
+    )
 
 
 def format_report(r: dict) -> str:
-    lines = [machine_line(r["machine"]), f"data: {r.get('data')}; {r['optimizer']}; PyTorch {r['torch_precision']}",
-             format_check(r.get("weight_check", {"error": "not run"})), "",
-             f"{'network':<8}{'batch':>6}{'samples':>9}{'epochs':>7}{'vecnn samples/s':>17}{'pytorch samples/s':>19}"
-             f"{'vecnn/pytorch':>15}{'vecnn ms/step':>15}{'torch ms/step':>15}{'acc vecnn':>11}{'acc torch':>11}"]
+    lines = [
+        machine_line(r["machine"]),
+        f"data: {r.get('data')}; {r['optimizer']}; PyTorch {r['torch_precision']}",
+        format_check(r.get("weight_check", {"error": "not run"})),
+        "",
+        f"{'network':<8}{'batch':>6}{'samples':>9}{'epochs':>7}{'vecnn samples/s':>17}{'pytorch samples/s':>19}"
+        f"{'vecnn/pytorch':>15}{'vecnn ms/step':>15}{'torch ms/step':>15}{'acc vecnn':>11}{'acc torch':>11}",
+    ]
     for c in r["cases"]:
         if "contenders" not in c:
             why = c.get("skipped") or "failed: " + c["error"].splitlines()[-1]
             lines.append(f"{c['network']:<8}{c['batch_size']:>6}  {why}")
             continue
         v, t = c["contenders"].get("vecnn", {}), c["contenders"].get("pytorch", {})
-        lines.append(f"{c['network']:<8}{c['batch_size']:>6}{c['samples_per_epoch']:>9}{c['epochs']:>7}"
-                     f"{_num(v.get('samples_per_second'), '17,.0f')}{_num(t.get('samples_per_second'), '19,.0f')}"
-                     f"{_num(c['ratio'], '14.2f')}{'x' if c['ratio'] else ' '}"
-                     f"{_num(v.get('ms_per_step'), '15.3f')}{_num(t.get('ms_per_step'), '15.3f')}"
-                     f"{_num(v.get('test_accuracy'), '11.4f')}{_num(t.get('test_accuracy'), '11.4f')}")
+        lines.append(
+            f"{c['network']:<8}{c['batch_size']:>6}{c['samples_per_epoch']:>9}{c['epochs']:>7}"
+            f"{_num(v.get('samples_per_second'), '17,.0f')}{_num(t.get('samples_per_second'), '19,.0f')}"
+            f"{_num(c['ratio'], '14.2f')}{'x' if c['ratio'] else ' '}"
+            f"{_num(v.get('ms_per_step'), '15.3f')}{_num(t.get('ms_per_step'), '15.3f')}"
+            f"{_num(v.get('test_accuracy'), '11.4f')}{_num(t.get('test_accuracy'), '11.4f')}"
+        )
         for note in c["notes"] + [x["note"] for x in (v, t) if x.get("note")]:
             lines.append(f"{'':14}note: {note}")
         for name, err in c["failed"].items():
             lines.append(f"{'':14}{name} failed: {err.splitlines()[-1]}")
-    lines.append(f"(medians of the timed epochs; vecnn/pytorch above 1x: vecnn faster; data {_data_words(r)}; "
-                 f"{r['seconds']:.0f} s in all)")
+    lines.append(
+        f"(medians of the timed epochs; vecnn/pytorch above 1x: vecnn faster; data {_data_words(r)}; "
+        f"{r['seconds']:.0f} s in all)"
+    )
     for e in r["errors"]:
         lines.append(f"error: {e}")
     return "\n".join(lines)
@@ -498,8 +609,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per side and case (default 3)")
     p.add_argument("--limit", type=int, help="train (and test) on the first N samples only")
     p.add_argument("--synthetic", action="store_true", help="random data of Fashion-MNIST's shape")
-    p.add_argument("--budget", type=float, default=200.0,
-                   help="seconds for the whole run; epochs are cut to fit (default 200)")
+    p.add_argument(
+        "--budget", type=float, default=200.0, help="seconds for the whole run; epochs are cut to fit (default 200)"
+    )
     p.add_argument("--check-epochs", type=int, default=20, help="epochs of the CPU-vs-device check (default 20)")
     p.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated, of mlp, cnn")
     p.add_argument("--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes")
@@ -524,16 +636,30 @@ def main(argv=None) -> int:
 
         problem = ops.gpu_problem()
         if problem is not None:
-            print(f"bench_gpu: no GPU here: {problem}\n(--device cpu runs the same measurement on the CPU)",
-                  file=sys.stderr)
+            print(
+                f"bench_gpu: no GPU here: {problem}\n(--device cpu runs the same measurement on the CPU)",
+                file=sys.stderr,
+            )
             return 2
     try:
         import torch  # noqa: F401
     except ImportError as e:
         print(f"bench_gpu: PyTorch is needed for the comparison ({e}); pip install torch", file=sys.stderr)
         return 2
-    r = run(a.device, a.epochs, a.limit, a.synthetic, a.budget, a.check_epochs, a.seed, networks, batches,
-            a.tf32, a.json, say=lambda s: print(s, flush=True))
+    r = run(
+        a.device,
+        a.epochs,
+        a.limit,
+        a.synthetic,
+        a.budget,
+        a.check_epochs,
+        a.seed,
+        networks,
+        batches,
+        a.tf32,
+        a.json,
+        say=lambda s: print(s, flush=True),
+    )
     print()
     print(format_report(r), flush=True)
     return 1 if r["errors"] else 0

@@ -17,6 +17,7 @@ sweep of Dense forward + backward shows where the matrix library saturates.
 ``run(Config)`` returns a report dict (JSON data); ``cases.py`` holds the operations,
 ``table.py`` prints the report and ``charts.py`` draws it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,25 +34,30 @@ from .common import machine
 from .peak import measure_peak
 
 RUNGS = ("scalar", "per_sample", "vecnn", "pytorch")
-LABELS = {"scalar": "scalar loops", "per_sample": "per-sample loops", "vecnn": "whole batch (vecnn)",
-          "pytorch": "pytorch eager"}
+LABELS = {
+    "scalar": "scalar loops",
+    "per_sample": "per-sample loops",
+    "vecnn": "whole batch (vecnn)",
+    "pytorch": "pytorch eager",
+}
 
 
 @dataclass
 class Config:
     """Sizes, repeats and slices of one run (``full()``, ``quick()``, or ``tiny()`` for tests)."""
+
     batch: int = 128
-    dense: tuple = (784, 256)            # in, out
-    conv: tuple = (32, 64, 3, 13)        # in channels, out channels, kernel, image side (no padding)
+    dense: tuple = (784, 256)  # in, out
+    conv: tuple = (32, 64, 3, 13)  # in channels, out channels, kernel, image side (no padding)
     act_width: int = 256
     classes: int = 10
     mlp: tuple = (784, 256, 128, 10)
-    scalar_slice: int = 16               # samples the scalar loops of Dense and the MLP step run on (at most)
-    conv_scalar_slice: int = 2           # ... of Conv2D (about 0.5 s per sample)
+    scalar_slice: int = 16  # samples the scalar loops of Dense and the MLP step run on (at most)
+    conv_scalar_slice: int = 2  # ... of Conv2D (about 0.5 s per sample)
     scalar_repeats: int = 2
     repeats: int = 5
-    min_time: float = 0.2                # seconds one timed repeat of a fast rung lasts at least
-    budget: float = 10.0                 # seconds after which a slow rung stops repeating
+    min_time: float = 0.2  # seconds one timed repeat of a fast rung lasts at least
+    budget: float = 10.0  # seconds after which a slow rung stops repeating
     sweep: tuple = (1, 4, 16, 64, 128, 256, 1024, 4096)
     peak_n: int = 4096
     peak_repeats: int = 5
@@ -64,15 +70,48 @@ class Config:
 
     @classmethod
     def quick(cls, **kw):
-        return cls(**{**dict(scalar_slice=2, conv_scalar_slice=2, scalar_repeats=1, repeats=3, min_time=0.05, budget=1.0,
-                             sweep=(1, 16, 128, 1024, 4096), peak_repeats=3, name="quick"), **kw})
+        return cls(
+            **{
+                **dict(
+                    scalar_slice=2,
+                    conv_scalar_slice=2,
+                    scalar_repeats=1,
+                    repeats=3,
+                    min_time=0.05,
+                    budget=1.0,
+                    sweep=(1, 16, 128, 1024, 4096),
+                    peak_repeats=3,
+                    name="quick",
+                ),
+                **kw,
+            }
+        )
 
     @classmethod
     def tiny(cls, **kw):
         """Seconds-long run on small shapes, for tests."""
-        return cls(**{**dict(batch=4, dense=(12, 6), conv=(2, 3, 3, 6), act_width=8, classes=3, mlp=(12, 8, 6, 3),
-                             scalar_slice=2, conv_scalar_slice=1, scalar_repeats=1, repeats=2, min_time=0.0,
-                             sweep=(1, 4, 16), peak_n=64, peak_repeats=1, name="tiny"), **kw})
+        return cls(
+            **{
+                **dict(
+                    batch=4,
+                    dense=(12, 6),
+                    conv=(2, 3, 3, 6),
+                    act_width=8,
+                    classes=3,
+                    mlp=(12, 8, 6, 3),
+                    scalar_slice=2,
+                    conv_scalar_slice=1,
+                    scalar_repeats=1,
+                    repeats=2,
+                    min_time=0.0,
+                    sweep=(1, 4, 16),
+                    peak_n=64,
+                    peak_repeats=1,
+                    name="tiny",
+                ),
+                **kw,
+            }
+        )
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -137,8 +176,15 @@ def _time_rung(rung, spec, cfg, n):
         median += extrapolate(k1, m1 and m1["median"], k, m["median"], n)
         scaled_from = k
         fit = {"samples": [k1, k], "seconds": [m1 and m1["best"], m["best"]]}
-    return {"rung": rung, "label": LABELS[rung], "seconds": seconds, "median_seconds": median,
-            "repeats": m["repeats"], "scaled_from": scaled_from, "fit": fit}
+    return {
+        "rung": rung,
+        "label": LABELS[rung],
+        "seconds": seconds,
+        "median_seconds": median,
+        "repeats": m["repeats"],
+        "scaled_from": scaled_from,
+        "fit": fit,
+    }
 
 
 def extrapolate(k1, t1, k2, t2, n) -> float:
@@ -157,7 +203,7 @@ def run_ladder(cfg, torch=None, peak_gflops=None, ops=tuple(CASES), seed=0):
     for op in ops:
         try:
             info, rungs = CASES[op](cfg, rng, torch)
-        except Exception as e:            # e.g. Conv2D missing or unfinished: report, don't crash
+        except Exception as e:  # e.g. Conv2D missing or unfinished: report, don't crash
             skipped[op] = f"{type(e).__name__}: {e}"
             continue
         info["batch"] = cfg.batch
@@ -187,11 +233,23 @@ def run_sweep(cfg, torch=None, peak_gflops=None, seed=0):
         for rung in ("vecnn", "pytorch"):
             if rung in rungs:
                 m = measure(rungs[rung], cfg.repeats, cfg.min_time, cfg.budget)
-                points.append({"batch": n, "rung": rung, "seconds": m["best"], "median_seconds": m["median"],
-                               "flops": info["flops"], "gflops": info["flops"] / m["best"] / 1e9})
+                points.append(
+                    {
+                        "batch": n,
+                        "rung": rung,
+                        "seconds": m["best"],
+                        "median_seconds": m["median"],
+                        "flops": info["flops"],
+                        "gflops": info["flops"] / m["best"] / 1e9,
+                    }
+                )
                 points[-1]["peak_share"] = points[-1]["gflops"] / peak_gflops if peak_gflops else None
-    return {"op": "dense", "title": f"Dense {n_in}->{n_out} forward+backward by batch size",
-            "flops_note": "3 matrix products per call", "points": points}
+    return {
+        "op": "dense",
+        "title": f"Dense {n_in}->{n_out} forward+backward by batch size",
+        "flops_note": "3 matrix products per call",
+        "points": points,
+    }
 
 
 def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) -> dict:
@@ -201,7 +259,7 @@ def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) ->
     torch, torch_skip = _import_torch() if cfg.use_torch else (None, "disabled (--no-torch)")
     if torch is not None:
         torch.set_num_threads(threads)
-    ops.cpu()                 # numba (if installed) loads its own BLAS: load it before limiting threads
+    ops.cpu()  # numba (if installed) loads its own BLAS: load it before limiting threads
     backend.set_num_threads(threads)
     t0, load_start, cpu_start = time.perf_counter(), _load(), _cpu_sample()
     peak = measure_peak(cfg.peak_n, cfg.peak_repeats, seed)
@@ -209,10 +267,19 @@ def run(cfg: Config | None = None, threads: int | None = None, seed: int = 0) ->
     sweep = run_sweep(cfg, torch, peak["gflops"], seed)
     if torch_skip:
         skipped["pytorch"] = torch_skip
-    report = {"benchmark": "vecnn vectorization ladder", "config": cfg.name, "settings": dataclasses.asdict(cfg),
-              "threads": threads, "machine": machine(), "numpy_blas": numpy_blas(),
-              "torch": {"version": torch.__version__, "threads": torch.get_num_threads()} if torch else None,
-              "peak": peak, "ladder": results, "sweep": sweep, "skipped": skipped}
+    report = {
+        "benchmark": "vecnn vectorization ladder",
+        "config": cfg.name,
+        "settings": dataclasses.asdict(cfg),
+        "threads": threads,
+        "machine": machine(),
+        "numpy_blas": numpy_blas(),
+        "torch": {"version": torch.__version__, "threads": torch.get_num_threads()} if torch else None,
+        "peak": peak,
+        "ladder": results,
+        "sweep": sweep,
+        "skipped": skipped,
+    }
     report["headline"] = headline(report)
     report["total_seconds"] = time.perf_counter() - t0
     report["load_average"] = {"start": load_start, "end": _load()}
@@ -236,7 +303,7 @@ def _cpu_sample():
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    busy = sum(fields[:8]) - fields[3] - fields[4]          # all but idle and iowait
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
     own = os.times()
     return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
@@ -258,7 +325,7 @@ def numpy_blas() -> dict | None:
         path = info.get("filepath") or ""
         if info.get("user_api") == "blas" and os.path.basename(os.path.dirname(path)) in ("numpy.libs", "numpy"):
             return {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "filepath")}
-    for info in threadpool_info():     # a system BLAS: the first one listed under NumPy's prefix
+    for info in threadpool_info():  # a system BLAS: the first one listed under NumPy's prefix
         if info.get("user_api") == "blas" and str(info.get("filepath", "")).startswith(home):
             return {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "filepath")}
     return None
@@ -268,8 +335,12 @@ def headline(report) -> dict:
     """Dense forward+backward: whole-batch speedup over the per-sample and the scalar loops."""
     dense = next((i for i in report["ladder"] if i["op"] == "dense"), None)
     vec = next((r for r in dense["rungs"] if r["rung"] == "vecnn"), None) if dense else None
-    if vec is None:
+    if dense is None or vec is None:
         return {}
-    return {"op": dense["title"], "whole_batch_vs_per_sample": vec["speedup_vs_per_sample"],
-            "whole_batch_vs_scalar": vec["speedup_vs_scalar"], "whole_batch_gflops": vec["gflops"],
-            "whole_batch_peak_share": vec["peak_share"]}
+    return {
+        "op": dense["title"],
+        "whole_batch_vs_per_sample": vec["speedup_vs_per_sample"],
+        "whole_batch_vs_scalar": vec["speedup_vs_scalar"],
+        "whole_batch_gflops": vec["gflops"],
+        "whole_batch_peak_share": vec["peak_share"],
+    }

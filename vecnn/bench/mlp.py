@@ -13,21 +13,34 @@ contenders (vecnn's through ``model.fit(..., epochs=1)``, input checks included)
 medians are compared. Peak memory is measured separately, each contender in its own process,
 as the resident-set increase during one training epoch.
 """
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 
 from .common import Timer, load_fashion, machine, median, peak_rss_bytes, publish, reset_peak_rss, rss_bytes
 
-CONFIGS = {
-    "mlp": {"hidden": (256, 128), "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
-            "contenders": ("vecnn", "pytorch", "scikit-learn")},
-    "wide": {"hidden": (2048, 2048), "batch_size": 512, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
-             "contenders": ("vecnn", "pytorch")},
+CONFIGS: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "hidden": (256, 128),
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "contenders": ("vecnn", "pytorch", "scikit-learn"),
+    },
+    "wide": {
+        "hidden": (2048, 2048),
+        "batch_size": 512,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "contenders": ("vecnn", "pytorch"),
+    },
 }
 
 
@@ -47,8 +60,11 @@ class VecnnMLP:
         layers.append(L.Dense(sizes[-1], int(y.max()) + 1))
         self.model = vn.Sequential(layers, seed=seed)
         self.X, self.y, self.bs = X, y, batch_size
-        self.opt = (vn.optim.Adam(lr=cfg["lr"]) if cfg["optimizer"] == "adam"
-                    else vn.optim.SGD(lr=cfg["lr"], momentum=cfg["momentum"]))
+        self.opt = (
+            vn.optim.Adam(lr=cfg["lr"])
+            if cfg["optimizer"] == "adam"
+            else vn.optim.SGD(lr=cfg["lr"], momentum=cfg["momentum"])
+        )
 
     def warmup(self, batches=5):
         n = min(batches * self.bs, len(self.X))
@@ -78,8 +94,11 @@ class TorchMLP:
         mods.append(torch.nn.Linear(sizes[-1], int(y.max()) + 1))
         self.torch = torch
         self.net = torch.nn.Sequential(*mods)
-        self.opt = (torch.optim.Adam(self.net.parameters(), lr=lr) if cfg["optimizer"] == "adam"
-                    else torch.optim.SGD(self.net.parameters(), lr=lr, momentum=cfg["momentum"]))
+        self.opt = (
+            torch.optim.Adam(self.net.parameters(), lr=lr)
+            if cfg["optimizer"] == "adam"
+            else torch.optim.SGD(self.net.parameters(), lr=lr, momentum=cfg["momentum"])
+        )
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
         self.bs = batch_size
         self.gen = torch.Generator().manual_seed(seed)
@@ -88,7 +107,7 @@ class TorchMLP:
         torch, F = self.torch, self.torch.nn.functional
         perm = torch.randperm(n, generator=self.gen)
         for i in range(0, n, self.bs):
-            idx = perm[i:i + self.bs]
+            idx = perm[i : i + self.bs]
             xb, yb = self.X[idx], self.y[idx]
             self.opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.net(xb), yb)
@@ -114,9 +133,17 @@ class SklearnMLP:
         from sklearn.neural_network import MLPClassifier
 
         batch_size = cfg["batch_size"]
-        self.clf = MLPClassifier(hidden_layer_sizes=cfg["hidden"], batch_size=batch_size, learning_rate_init=cfg["lr"],
-                                 solver=cfg["optimizer"], momentum=cfg.get("momentum", 0.9), nesterovs_momentum=False,
-                                 alpha=0.0, random_state=seed, shuffle=True)
+        self.clf = MLPClassifier(
+            hidden_layer_sizes=cfg["hidden"],
+            batch_size=batch_size,
+            learning_rate_init=cfg["lr"],
+            solver=cfg["optimizer"],
+            momentum=cfg.get("momentum", 0.9),
+            nesterovs_momentum=False,
+            alpha=0.0,
+            random_state=seed,
+            shuffle=True,
+        )
         self.X, self.y = X, y
         self.classes = np.unique(y)
         self.bs = batch_size
@@ -159,8 +186,7 @@ def available(names):
     return ok, skipped
 
 
-def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names=None,
-        memory=True, seed=0) -> dict:
+def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names=None, memory=True, seed=0) -> dict:
     """Time alternating epochs; return a report dict (medians, ratios, accuracy, memory)."""
     import os
 
@@ -180,7 +206,7 @@ def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names
     contenders = {n: _make(n, X, ytr, cfg, threads, seed) for n in names}
     for c in contenders.values():
         c.warmup()
-    times = {n: [] for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(epochs):
         for n, c in contenders.items():
             with Timer() as t:
@@ -188,14 +214,26 @@ def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names
             times[n].append(t.seconds)
     sizes = [X.shape[1], *cfg["hidden"], 10]
     opt = "Adam" if cfg["optimizer"] == "adam" else f"SGD momentum {cfg['momentum']}"
-    report = {"benchmark": f"{config} {'-'.join(map(str, sizes))}, batch {cfg['batch_size']}, {opt} lr {cfg['lr']}",
-              "config": config, "data": source, "peak": peak,
-              "samples_per_epoch": len(X), "epochs": epochs, "threads": threads, "machine": machine(),
-              "skipped": skipped, "contenders": {}}
+    report = {
+        "benchmark": f"{config} {'-'.join(map(str, sizes))}, batch {cfg['batch_size']}, {opt} lr {cfg['lr']}",
+        "config": config,
+        "data": source,
+        "peak": peak,
+        "samples_per_epoch": len(X),
+        "epochs": epochs,
+        "threads": threads,
+        "machine": machine(),
+        "skipped": skipped,
+        "contenders": {},
+    }
     for n, c in contenders.items():
         med = median(times[n])
-        report["contenders"][n] = {"epoch_seconds": times[n], "median_seconds": med,
-                                   "samples_per_second": len(X) / med, "test_accuracy": c.accuracy(Xt, yte)}
+        report["contenders"][n] = {
+            "epoch_seconds": times[n],
+            "median_seconds": med,
+            "samples_per_second": len(X) / med,
+            "test_accuracy": c.accuracy(Xt, yte),
+        }
         if peak:
             gflops = 6 * n_params(sizes) * len(X) / med / 1e9
             report["contenders"][n].update(gflops=gflops, share_of_peak=gflops / peak["gflops"])
@@ -238,22 +276,31 @@ def _memory_child(config, name, threads, limit, synthetic):
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{r['benchmark']} on {r['data']} ({r['samples_per_epoch']} samples/epoch, "
-             f"{r['epochs']} alternating epochs each, {r['threads']} threads)",
-             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; BLAS: "
-             + ", ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})"
-                         for b in r["machine"]["blas"]),
-             f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}"
-             f"{'peak RSS +MB':>14}" + (f"{'GFLOP/s':>10}{'of peak':>9}" if r.get("peak") else "")]
+    lines = [
+        f"{r['benchmark']} on {r['data']} ({r['samples_per_epoch']} samples/epoch, "
+        f"{r['epochs']} alternating epochs each, {r['threads']} threads)",
+        f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; BLAS: "
+        + ", ".join(
+            f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})"
+            for b in r["machine"]["blas"]
+        ),
+        f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}"
+        f"{'peak RSS +MB':>14}" + (f"{'GFLOP/s':>10}{'of peak':>9}" if r.get("peak") else ""),
+    ]
     if r.get("peak"):
-        lines.insert(2, f"matrix-multiply peak (best of {r['peak']['repeats']} float32 {r['peak']['n']}^3 products): "
-                        f"{r['peak']['gflops']:.0f} GFLOP/s")
+        lines.insert(
+            2,
+            f"matrix-multiply peak (best of {r['peak']['repeats']} float32 {r['peak']['n']}^3 products): "
+            f"{r['peak']['gflops']:.0f} GFLOP/s",
+        )
     for n, c in r["contenders"].items():
         mem = c.get("peak_rss_increase_mb")
-        lines.append(f"{n:<14}{c['median_seconds']:>13.3f}s{c['samples_per_second']:>12,.0f}"
-                     f"{c.get('vecnn_speedup', float('nan')):>14.2f}x{c['test_accuracy']:>10.4f}"
-                     f"{'' if mem is None else f'{mem:.1f}':>14}"
-                     + (f"{c['gflops']:>10.0f}{c['share_of_peak']:>9.0%}" if "gflops" in c else ""))
+        lines.append(
+            f"{n:<14}{c['median_seconds']:>13.3f}s{c['samples_per_second']:>12,.0f}"
+            f"{c.get('vecnn_speedup', float('nan')):>14.2f}x{c['test_accuracy']:>10.4f}"
+            f"{'' if mem is None else f'{mem:.1f}':>14}"
+            + (f"{c['gflops']:>10.0f}{c['share_of_peak']:>9.0%}" if "gflops" in c else "")
+        )
     for n, why in r["skipped"].items():
         lines.append(f"{n}: skipped, {why}")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 The peak is the best of ``repeats`` float32 ``n x n x n`` products through NumPy's BLAS
 (``2 n^3`` FLOPs each), measured with the thread count in force when it runs.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,5 +31,11 @@ def measure_peak(n: int = 4096, repeats: int = 5, seed: int = 0) -> dict:
         seconds.append(time.perf_counter() - t0)
     best = min(seconds)
     flops = matmul_flops(n, n, n)
-    return {"n": n, "repeats": repeats, "flops": flops, "seconds": seconds, "best_seconds": best,
-            "gflops": flops / best / 1e9}
+    return {
+        "n": n,
+        "repeats": repeats,
+        "flops": flops,
+        "seconds": seconds,
+        "best_seconds": best,
+        "gflops": flops / best / 1e9,
+    }

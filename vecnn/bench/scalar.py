@@ -5,12 +5,13 @@ Dense twin of a model skips ``dL/dX`` of the data, so the rungs do the same work
 step needs one loop the twins do not have, written here in the same style: the Adam update,
 one float at a time.
 """
+
 from __future__ import annotations
 
 import math
 
 from .. import reference as R
-from ..reference import to_array, zeros
+from ..reference import to_array
 
 
 def mlp_grads(layers, loss, X, y):
@@ -22,7 +23,7 @@ def mlp_grads(layers, loss, X, y):
     g = R.loss_backward(loss, acts[-1], y)
     grads = [None] * len(layers)
     for k in range(len(layers) - 1, -1, -1):
-        g, grads[k] = R.backward(layers[k], acts[k], g, training=True)   # (no dX for layer 0)
+        g, grads[k] = R.backward(layers[k], acts[k], g, training=True)  # (no dX for layer 0)
     return value, grads
 
 
@@ -35,7 +36,7 @@ def adam_update(layers, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         state.update(t=0, m=[[0.0] * p.size for p, _ in arrays], v=[[0.0] * p.size for p, _ in arrays])
     state["t"] += 1
     t = state["t"]
-    step, inv_sqrt_bc2 = lr / (1 - b1 ** t), 1 / math.sqrt(1 - b2 ** t)
+    step, inv_sqrt_bc2 = lr / (1 - b1**t), 1 / math.sqrt(1 - b2**t)
     for (p_arr, g_arr), m, v in zip(arrays, state["m"], state["v"]):
         p, g = p_arr.ravel().tolist(), g_arr.ravel().tolist()
         for i in range(len(p)):

@@ -21,15 +21,49 @@
 * ``Augment(shift=2, flip=True)``: per-batch random shifts and flips, vectorized.
   Standardization is a layer: ``vecnn.layers.Standardize``.
 """
+
 from .augment import Augment, random_flip, random_shift
 from .digits import load_digits
 from .downloads import DownloadError, download
 from .idx import read_idx, write_idx
-from .named import (DATASETS, DatasetInfo, DatasetNotFoundError, IncompleteDatasetError, available,
-                    cache_dir, class_names, describe, info, load, locate, search_path)
+from .named import (
+    DATASETS,
+    DatasetInfo,
+    DatasetNotFoundError,
+    IncompleteDatasetError,
+    available,
+    cache_dir,
+    class_names,
+    describe,
+    info,
+    load,
+    locate,
+    search_path,
+)
 from .user import load_arrays, read_csv, train_test_split
 
-__all__ = ["load", "class_names", "info", "available", "describe", "locate", "search_path",
-           "cache_dir", "DATASETS", "DatasetInfo", "DatasetNotFoundError", "IncompleteDatasetError",
-           "read_idx", "write_idx", "download", "DownloadError", "load_digits", "load_arrays",
-           "read_csv", "train_test_split", "Augment", "random_shift", "random_flip"]
+__all__ = [
+    "load",
+    "class_names",
+    "info",
+    "available",
+    "describe",
+    "locate",
+    "search_path",
+    "cache_dir",
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "IncompleteDatasetError",
+    "read_idx",
+    "write_idx",
+    "download",
+    "DownloadError",
+    "load_digits",
+    "load_arrays",
+    "read_csv",
+    "train_test_split",
+    "Augment",
+    "random_shift",
+    "random_flip",
+]

@@ -9,7 +9,10 @@ array built by broadcasting per-sample offsets against the pixel grid); a flip i
 ``augment(batch, rng)`` on every training batch with the model's own generator, so a seeded
 run stays reproducible (and resumable).
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -40,15 +43,16 @@ def random_shift(x, shift, rng: np.random.Generator, mode: str = "constant"):
     if mode not in PAD_MODES:
         raise ValueError(f"random_shift: mode must be one of {PAD_MODES}, received {mode!r}")
     _check_shift("random_shift", (sy, sx), h, w)
-    xp = np.pad(x, ((0, 0), (0, 0), (sy, sy), (sx, sx)), mode=mode)   # (N, C, H+2sy, W+2sx)
+    pad_mode: Any = mode  # one of PAD_MODES (checked above); NumPy's stubs want a literal
+    xp = np.pad(x, ((0, 0), (0, 0), (sy, sy), (sx, sx)), mode=pad_mode)  # (N, C, H+2sy, W+2sx)
     wp = w + 2 * sx
-    dy = rng.integers(0, 2 * sy + 1, size=n)                            # (N,) window top
-    dx = rng.integers(0, 2 * sx + 1, size=n)                            # (N,) window left
-    rows = dy[:, None, None] + np.arange(h)[None, :, None]              # (N, H, 1)
-    cols = dx[:, None, None] + np.arange(w)[None, None, :]              # (N, 1, W)
-    idx = (rows * wp + cols).reshape(n, 1, h * w)                       # (N, 1, H*W) flat offsets
-    flat = xp.reshape(n, c, -1)                                         # (N, C, Hp*Wp)
-    return np.take_along_axis(flat, idx, axis=2).reshape(n, c, h, w)    # one gather, all samples
+    dy = rng.integers(0, 2 * sy + 1, size=n)  # (N,) window top
+    dx = rng.integers(0, 2 * sx + 1, size=n)  # (N,) window left
+    rows = dy[:, None, None] + np.arange(h)[None, :, None]  # (N, H, 1)
+    cols = dx[:, None, None] + np.arange(w)[None, None, :]  # (N, 1, W)
+    idx = (rows * wp + cols).reshape(n, 1, h * w)  # (N, 1, H*W) flat offsets
+    flat = xp.reshape(n, c, -1)  # (N, C, Hp*Wp)
+    return np.take_along_axis(flat, idx, axis=2).reshape(n, c, h, w)  # one gather, all samples
 
 
 def random_flip(x, rng: np.random.Generator, p: float = 0.5):
@@ -59,7 +63,7 @@ def random_flip(x, rng: np.random.Generator, p: float = 0.5):
     n = _check_images("random_flip", x)[0]
     if not 0 <= p <= 1:
         raise ValueError(f"random_flip: expected 0 <= p <= 1, received p={p!r}")
-    flip = rng.random(n) < p                                            # (N,)
+    flip = rng.random(n) < p  # (N,)
     return np.where(flip[:, None, None, None], x[..., ::-1], x)
 
 
@@ -136,8 +140,9 @@ class Augment:
             name, *args = token.split(":")
             key = {"crop": "shift", "hflip": "flip"}.get(name, name)
             if key in kwargs:
-                raise ValueError(f"augment spec {spec!r}: {token!r} says again what an earlier token said "
-                                 f"({key}); give each once")
+                raise ValueError(
+                    f"augment spec {spec!r}: {token!r} says again what an earlier token said ({key}); give each once"
+                )
             try:
                 if name in ("shift", "crop") and 1 <= len(args) <= 2:
                     vals = [int(a) for a in args]
@@ -148,11 +153,13 @@ class Augment:
                     kwargs["mode"] = args[0]
                 else:
                     raise ValueError
-                cls(**kwargs)                         # validates the values so far
+                cls(**kwargs)  # validates the values so far
             except ValueError as e:
                 detail = f" ({e})" if str(e) else ""
-                raise ValueError(f"augment spec {spec!r}: bad token {token!r}{detail}; expected "
-                                 f"shift:K, shift:KY:KX, crop:K, flip or mode:constant|edge|reflect") from None
+                raise ValueError(
+                    f"augment spec {spec!r}: bad token {token!r}{detail}; expected "
+                    f"shift:K, shift:KY:KX, crop:K, flip or mode:constant|edge|reflect"
+                ) from None
         return cls(**kwargs, seed=seed)
 
     def __repr__(self) -> str:
@@ -164,21 +171,28 @@ def _check_shift(where, shift, h, w):
     much, sized by the flag rather than by the data): refuse it, naming the largest allowed."""
     sy, sx = shift
     if sy >= h or sx >= w:
-        raise ValueError(f"{where}: shift ({sy}, {sx}) is too large for {h}x{w} images: at most "
-                         f"({h - 1}, {w - 1}), less than the image size")
+        raise ValueError(
+            f"{where}: shift ({sy}, {sx}) is too large for {h}x{w} images: at most "
+            f"({h - 1}, {w - 1}), less than the image size"
+        )
 
 
 def _check_images(where, x):
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) != 4:
-        raise ValueError(f"{where}: expected an image batch of shape (n, C, H, W), received "
-                         f"{'shape ' + str(tuple(shape)) if shape is not None else type(x).__name__}")
+        raise ValueError(
+            f"{where}: expected an image batch of shape (n, C, H, W), received "
+            f"{'shape ' + str(tuple(shape)) if shape is not None else type(x).__name__}"
+        )
     return shape
 
 
 def _pair(where, name, v):
     pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else None
-    if (pair is None or len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer))
-                                              or p < 0 for p in pair)):
+    if (
+        pair is None
+        or len(pair) != 2
+        or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pair)
+    ):
         raise ValueError(f"{where}: {name} must be a non-negative int or a pair of them, received {v!r}")
     return int(pair[0]), int(pair[1])

@@ -9,6 +9,7 @@ The train/test split is fixed and stored in the file (never drawn from a random 
 within each digit, in file order, every fifth image is a test image, which gives 1,442
 training and 355 test images with every digit in the same proportion.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,7 @@ def load_digits(path=PATH):
     ((1442, 1, 8, 8), (355, 1, 8, 8))
     """
     images, labels, test = _read(Path(path))
-    X = (images.astype(DTYPE) / DTYPE(16))[:, None]        # (N, 1, 8, 8)
+    X = (images.astype(DTYPE) / DTYPE(16))[:, None]  # (N, 1, 8, 8)
     y = labels.astype(np.int64)
     return X[~test], y[~test], X[test], y[test]
 
@@ -48,14 +49,21 @@ def _read(path: Path):
         with np.load(path, allow_pickle=False) as f:
             images, labels, test = f["images"], f["labels"], f["test"]
     except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: the built-in digits file is missing or damaged ({e}); "
-                         f"reinstall vecnn or rebuild it with tools/make_digits.py") from None
-    expected = {"images": (images, (N_IMAGES, 8, 8), np.uint8),
-                "labels": (labels, (N_IMAGES,), np.uint8), "test": (test, (N_IMAGES,), np.bool_)}
+        raise ValueError(
+            f"{path}: the built-in digits file is missing or damaged ({e}); "
+            f"reinstall vecnn or rebuild it with tools/make_digits.py"
+        ) from None
+    expected = {
+        "images": (images, (N_IMAGES, 8, 8), np.uint8),
+        "labels": (labels, (N_IMAGES,), np.uint8),
+        "test": (test, (N_IMAGES,), np.bool_),
+    }
     for name, (a, shape, dtype) in expected.items():
         if a.shape != shape or a.dtype != dtype:
-            raise ValueError(f"{path}: {name!r} has shape {a.shape} and dtype {a.dtype}, "
-                             f"expected {shape} {np.dtype(dtype)}; the file is damaged")
+            raise ValueError(
+                f"{path}: {name!r} has shape {a.shape} and dtype {a.dtype}, "
+                f"expected {shape} {np.dtype(dtype)}; the file is damaged"
+            )
     if images.max() > 16 or labels.max() > 9:
         raise ValueError(f"{path}: values out of range (pixels 0..16, labels 0..9); the file is damaged")
     return images, labels, test

@@ -10,6 +10,7 @@ The digests are the published ones (tensorflow/datasets' ``url_checksums``; see
 ``named.DATASETS``). The base URL can be replaced (``mirror=`` or ``$VECNN_MIRROR``) to fetch
 from another copy of the same files; the digests are checked all the same.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,8 @@ def download(name: str, dest=None, mirror: str | None = None, timeout: float = T
     if not d.sha256:
         raise ValueError(f"dataset {d.name!r} is {d.how_to_get}; there is nothing to download")
     base = mirror or os.environ.get("VECNN_MIRROR") or d.mirror
+    if base is None:
+        raise ValueError(f"dataset {d.name!r} names no mirror to download from; pass mirror=...")
     if not base.startswith(("http://", "https://")):
         raise ValueError(f"mirror {base!r}: expected an http:// or https:// URL")
     dest = Path(dest).expanduser() if dest is not None else cache_dir() / d.name
@@ -67,14 +70,16 @@ def fetch(url: str, target, sha256: str, size: int | None = None, timeout: float
     Raises ``DownloadError`` and leaves nothing behind when anything goes wrong.
     """
     target = Path(target)
-    with atomic_open(target) as out:                # a failure below leaves nothing behind
+    with atomic_open(target) as out:  # a failure below leaves nothing behind
         digest, n = _stream(url, out, size, timeout)
         if size is not None and n != size:
             raise DownloadError(f"{url}: received {n:,} bytes, expected {size:,} (incomplete transfer)")
         if digest != sha256:
-            raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256}, received {digest} "
-                                f"({n:,} bytes); the file was corrupted in transit or is not the "
-                                f"published one. Nothing was kept")
+            raise DownloadError(
+                f"{url}: SHA-256 mismatch: expected {sha256}, received {digest} "
+                f"({n:,} bytes); the file was corrupted in transit or is not the "
+                f"published one. Nothing was kept"
+            )
     return target
 
 
@@ -87,8 +92,9 @@ def _stream(url, out, size, timeout):
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             if size is not None and length is not None and length != size:
-                raise DownloadError(f"{url}: the server offers {length:,} bytes, expected {size:,}; "
-                                    f"not the published file")
+                raise DownloadError(
+                    f"{url}: the server offers {length:,} bytes, expected {size:,}; not the published file"
+                )
             limit = size if size is not None else length
             while True:
                 chunk = resp.read(_CHUNK)

@@ -9,6 +9,7 @@ bounded chunks, so memory grows only with data that is really there. A forged he
 bomb is a ``ValueError``, never a huge allocation. The file must hold exactly the promised
 bytes: a short file or trailing bytes are errors too.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -69,8 +70,7 @@ def _read(f, path, kind, max_bytes, file_size):
         raise ValueError(f"{path}: only {len(head)} bytes, too short for an IDX header (truncated?)")
     zero, code, ndim = head[:2], head[2], head[3]
     if zero != b"\x00\x00":
-        raise ValueError(f"{path}: not an IDX file (magic number starts with {zero.hex()}, "
-                         f"expected 0000)")
+        raise ValueError(f"{path}: not an IDX file (magic number starts with {zero.hex()}, expected 0000)")
     if code not in IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of {known})")
@@ -78,34 +78,39 @@ def _read(f, path, kind, max_bytes, file_size):
         raise ValueError(f"{path}: the IDX header declares 0 dimensions")
     raw = f.read(4 * ndim)
     if len(raw) < 4 * ndim:
-        raise ValueError(f"{path}: truncated header: {ndim} dimensions declared, "
-                         f"{len(raw) // 4} present")
+        raise ValueError(f"{path}: truncated header: {ndim} dimensions declared, {len(raw) // 4} present")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4"))
-    check_shape(f"{path}: the IDX header", shape)             # vecnn.limits: before any allocation
+    check_shape(f"{path}: the IDX header", shape)  # vecnn.limits: before any allocation
     dtype = np.dtype(IDX_TYPES[code])
-    promised = math.prod(shape) * dtype.itemsize              # Python ints: no overflow
+    promised = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if promised > max_bytes:
-        raise ValueError(f"{path}: the header promises shape {shape} of {dtype.name}, "
-                         f"{promised:,} bytes, more than the limit of {max_bytes:,} (forged or "
-                         f"not an IDX file?)")
+        raise ValueError(
+            f"{path}: the header promises shape {shape} of {dtype.name}, "
+            f"{promised:,} bytes, more than the limit of {max_bytes:,} (forged or "
+            f"not an IDX file?)"
+        )
     header = 4 + 4 * ndim
     if file_size is not None and file_size != header + promised:
         # plain file: the size says it all before anything is read or allocated
         what = "truncated" if file_size < header + promised else "has trailing bytes"
-        raise ValueError(f"{path}: {kind} {what}: shape {shape} of {dtype.name} needs "
-                         f"{header + promised:,} bytes, the file has {file_size:,}")
+        raise ValueError(
+            f"{path}: {kind} {what}: shape {shape} of {dtype.name} needs "
+            f"{header + promised:,} bytes, the file has {file_size:,}"
+        )
     buf = bytearray()
-    while len(buf) < promised:                 # grows with the data present, not the promise
+    while len(buf) < promised:  # grows with the data present, not the promise
         chunk = f.read(min(_CHUNK, promised - len(buf)))
         if not chunk:
             break
         buf += chunk
     if len(buf) < promised:
-        raise ValueError(f"{path}: {kind} truncated: shape {shape} of {dtype.name} needs "
-                         f"{promised:,} data bytes, found {len(buf):,}")
-    if f.read(1):                              # at most one more byte is ever decompressed here
-        raise ValueError(f"{path}: {kind} has trailing bytes after the {promised:,} data bytes "
-                         f"its header promises (shape {shape})")
+        raise ValueError(
+            f"{path}: {kind} truncated: shape {shape} of {dtype.name} needs {promised:,} data bytes, found {len(buf):,}"
+        )
+    if f.read(1):  # at most one more byte is ever decompressed here
+        raise ValueError(
+            f"{path}: {kind} has trailing bytes after the {promised:,} data bytes its header promises (shape {shape})"
+        )
     data = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return data if dtype.itemsize == 1 else data.astype(dtype.newbyteorder("="))
 
@@ -118,12 +123,16 @@ def write_idx(path, array, compress: bool | None = None) -> None:
     codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_TYPES.items()}
     code = codes.get(a.dtype.newbyteorder("="))
     if code is None:
-        raise ValueError(f"write_idx: dtype {a.dtype} has no IDX type code "
-                         f"(uint8, int8, int16, int32, float32, float64)")
+        raise ValueError(
+            f"write_idx: dtype {a.dtype} has no IDX type code (uint8, int8, int16, int32, float32, float64)"
+        )
     if not 1 <= a.ndim <= 255:
         raise ValueError(f"write_idx: expected 1 to 255 dimensions, received shape {a.shape}")
-    body = (bytes([0, 0, code, a.ndim]) + np.asarray(a.shape, dtype=">u4").tobytes()
-            + np.ascontiguousarray(a, dtype=np.dtype(IDX_TYPES[code])).tobytes())
+    body = (
+        bytes([0, 0, code, a.ndim])
+        + np.asarray(a.shape, dtype=">u4").tobytes()
+        + np.ascontiguousarray(a, dtype=np.dtype(IDX_TYPES[code])).tobytes()
+    )
     if compress if compress is not None else path.suffix == ".gz":
         body = gzip.compress(body, mtime=0)
     path.write_bytes(body)

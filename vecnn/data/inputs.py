@@ -24,6 +24,7 @@ Bounds (``vecnn.limits``): an image's pixel count is read from its header and ch
 ``ValueError`` too); the model's ``input_shape`` and the whole batch against ``MAX_ELEMENTS``.
 Every problem is a ``ValueError`` naming the file.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,7 +55,9 @@ def read_inputs(paths, input_shape=None, invert: bool = False):
     if n_images:
         _check_image_shape(shape, next(p for p in paths if p.suffix.lower() not in _ARRAY_SUFFIXES))
         check_shape(f"{n_images} image(s) at the model's input shape {shape}", (n_images, *shape))
-    batches, names, total = [], [], 0
+    batches: list = []
+    names: list = []
+    total = 0
     for p in paths:
         _check_is_file(p)
         if p.suffix.lower() in _ARRAY_SUFFIXES:
@@ -64,8 +67,10 @@ def read_inputs(paths, input_shape=None, invert: bool = False):
             a = _read_image(p, shape, invert)[None]
             names.append(p.name)
         if batches and a.shape[1:] != batches[0].shape[1:]:
-            raise ValueError(f"{p}: samples of shape {a.shape[1:]} cannot go in one batch with "
-                             f"those of {paths[0]}, shape {batches[0].shape[1:]}")
+            raise ValueError(
+                f"{p}: samples of shape {a.shape[1:]} cannot go in one batch with "
+                f"those of {paths[0]}, shape {batches[0].shape[1:]}"
+            )
         total += a.size
         check_size("the inputs together: elements", total, MAX_ELEMENTS, "VECNN_MAX_ELEMENTS")
         batches.append(a)
@@ -88,14 +93,17 @@ def _model_shape(input_shape):
 
 def _check_image_shape(shape, p):
     if shape is None or len(shape) != 3:
-        raise ValueError(f"{p}: is read as an image, but the model does not take images (its input "
-                         f"shape is {shape}); pass the inputs as an .npy array")
+        raise ValueError(
+            f"{p}: is read as an image, but the model does not take images (its input "
+            f"shape is {shape}); pass the inputs as an .npy array"
+        )
     c, h, w = shape
     if c not in (1, 3):
-        raise ValueError(f"{p}: the model takes {c}-channel images; images are read as 1 (grey) "
-                         f"or 3 (RGB) channels: pass the inputs as an .npy array of shape (n, {c}, {h}, {w})")
-    check_size(f"the model's input_shape {shape}: pixels per image", h * w, MAX_IMAGE_PIXELS,
-               "VECNN_MAX_IMAGE_PIXELS")
+        raise ValueError(
+            f"{p}: the model takes {c}-channel images; images are read as 1 (grey) "
+            f"or 3 (RGB) channels: pass the inputs as an .npy array of shape (n, {c}, {h}, {w})"
+        )
+    check_size(f"the model's input_shape {shape}: pixels per image", h * w, MAX_IMAGE_PIXELS, "VECNN_MAX_IMAGE_PIXELS")
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -110,11 +118,13 @@ def _read_array(p: Path, shape) -> np.ndarray:
             a, where = z.read(key), f"{p} (array {key!r})"
     if shape is not None:
         if a.shape == shape:
-            a = a[None]                                    # one sample
+            a = a[None]  # one sample
         elif a.shape[1:] != shape:
             batch = "(n, " + ", ".join(map(str, shape)) + ")"
-            raise ValueError(f"{where}: shape {a.shape} does not fit the model, which takes one "
-                             f"sample of shape {shape} or a batch {batch}")
+            raise ValueError(
+                f"{where}: shape {a.shape} does not fit the model, which takes one "
+                f"sample of shape {shape} or a batch {batch}"
+            )
     elif a.ndim < 2:
         raise ValueError(f"{where}: expected a batch of samples, shape (n, ...), found shape {a.shape}")
     if len(a) == 0:
@@ -129,30 +139,37 @@ def _read_image(p: Path, shape, invert: bool) -> np.ndarray:
 
     c, h, w = shape
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")        # Pillow's notes on odd files: not for the user's screen
+        warnings.simplefilter("ignore")  # Pillow's notes on odd files: not for the user's screen
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(p)
-        except Exception as e:         # anything the decoder raises is the file's doing
+        except Exception as e:  # anything the decoder raises is the file's doing
             raise _image_error(p, e) from None
         with img:
-            W, H = img.size                                # from the header: nothing decoded yet
+            W, H = img.size  # from the header: nothing decoded yet
             check_size(f"{p}: an image of {W}x{H} pixels", W * H, MAX_IMAGE_PIXELS, "VECNN_MAX_IMAGE_PIXELS")
             try:
                 a, kind = _decode(img)
             except Exception as e:
                 raise _image_error(p, e) from None
-    a = _to_unit(a, kind, p)                               # (H, W, 1 or 3) float32 in [0, 1]
+    a = _to_unit(a, kind, p)  # (H, W, 1 or 3) float32 in [0, 1]
     if a.shape[-1] != c:
         a = a @ _LUMA[:, None] if c == 1 else np.repeat(a, 3, axis=-1)
     if a.shape[:2] != (h, w):
         from PIL import Image
 
-        a = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(a[..., k]))
-                                 .resize((w, h), Image.BILINEAR), dtype=DTYPE)
-                      for k in range(c)], axis=-1)
+        a = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(a[..., k])).resize((w, h), Image.Resampling.BILINEAR),
+                    dtype=DTYPE,
+                )
+                for k in range(c)
+            ],
+            axis=-1,
+        )
         np.clip(a, 0, 1, out=a)
-    a = np.moveaxis(a, -1, 0)                              # (c, h, w)
+    a = np.moveaxis(a, -1, 0)  # (c, h, w)
     return np.ascontiguousarray(1 - a if invert else a, dtype=DTYPE)
 
 
@@ -170,7 +187,7 @@ def _decode(img):
     (32-bit integers), ``"f"`` (float)."""
     from PIL import ImageOps
 
-    bits, sample_format = _tiff_sample(img)                # before the transpose copies img
+    bits, sample_format = _tiff_sample(img)  # before the transpose copies img
     img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in _WIDE_MODES:
@@ -179,9 +196,9 @@ def _decode(img):
             return a.astype(np.float32), "f"
         if mode != "I":
             return a, "u16" if a.dtype.kind == "u" else "i16"
-        if bits == 32:                                      # a 32-bit integer TIFF
+        if bits == 32:  # a 32-bit integer TIFF
             return (a.view(np.uint32), "u32") if sample_format == 1 else (a, "i32")
-        return a, "u16"                                     # 16-bit PNG/PGM/TIFF data opened as I
+        return a, "u16"  # 16-bit PNG/PGM/TIFF data opened as I
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         return np.asarray(img.convert("RGBA")), "u8"
     if mode in ("1", "L"):
@@ -205,7 +222,7 @@ def _to_unit(a: np.ndarray, kind: str, p: Path) -> np.ndarray:
     """Pixel values as float32 ``(H, W, 1 or 3)`` in [0, 1], scaled by the image's real range."""
     if kind == "u8":
         x = a.astype(DTYPE) / DTYPE(255)
-        if x.ndim == 3 and x.shape[-1] == 4:              # composite over white
+        if x.ndim == 3 and x.shape[-1] == 4:  # composite over white
             alpha = x[..., 3:]
             x = x[..., :3] * alpha + (1 - alpha)
     elif kind == "f":
@@ -216,11 +233,12 @@ def _to_unit(a: np.ndarray, kind: str, p: Path) -> np.ndarray:
             x = a.astype(DTYPE)
         elif hi > lo:
             x = ((a.astype(np.float64) - lo) / (hi - lo)).astype(DTYPE)
-        else:                                              # constant, outside [0, 1]
+        else:  # constant, outside [0, 1]
             x = np.clip(a, 0, 1).astype(DTYPE)
     else:
-        lo, span = {"u16": (0, 65535), "i16": (-32768, 65535),
-                    "u32": (0, 2 ** 32 - 1), "i32": (-2 ** 31, 2 ** 32 - 1)}[kind]
+        lo, span = {"u16": (0, 65535), "i16": (-32768, 65535), "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**32 - 1)}[
+            kind
+        ]
         x = ((a.astype(np.float64) - lo) / span).astype(DTYPE)
     x = np.clip(x, 0, 1)
     return x[..., None] if x.ndim == 2 else x

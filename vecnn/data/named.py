@@ -19,6 +19,7 @@ Where they are looked for (DESIGN.md, "Data"):
 The first folder holding any of the files is used; an incomplete folder or a file that fails
 validation is an error, never silently skipped.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -33,8 +34,12 @@ from . import digits as _digits
 from .idx import read_idx
 
 SYSTEM_DIR = Path("/usr/share/datasets")
-FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 
 
 class DatasetNotFoundError(ValueError, FileNotFoundError):
@@ -56,80 +61,123 @@ class DatasetInfo:
     name: str
     title: str
     class_names: tuple
-    shape: tuple                      # per-sample (C, H, W)
+    shape: tuple  # per-sample (C, H, W)
     n_train: int
     n_test: int
     license: str
     homepage: str
-    mirror: str | None = None         # base URL of the official download mirror
-    sha256: dict = field(default_factory=dict)   # file name (.gz) -> published SHA-256
-    size: dict = field(default_factory=dict)     # file name (.gz) -> size in bytes
-    apt: str | None = None            # Debian package that installs it into SYSTEM_DIR
+    mirror: str | None = None  # base URL of the official download mirror
+    sha256: dict = field(default_factory=dict)  # file name (.gz) -> published SHA-256
+    size: dict = field(default_factory=dict)  # file name (.gz) -> size in bytes
+    apt: str | None = None  # Debian package that installs it into SYSTEM_DIR
     torchvision_dir: str | None = None
 
     @property
     def how_to_get(self) -> str:
         if self.name == "digits":
             return "built in"
-        ways = [f"`vecnn train --dataset {self.name} --download` or "
-                f"vecnn.data.load({self.name!r}, download=True) (from {self.mirror}, SHA-256 checked)"]
+        ways = [
+            f"`vecnn train --dataset {self.name} --download` or "
+            f"vecnn.data.load({self.name!r}, download=True) (from {self.mirror}, SHA-256 checked)"
+        ]
         if self.apt:
             ways.insert(0, f"`apt-get install {self.apt}` (installs it into {SYSTEM_DIR / self.name})")
         return "; or ".join(ways)
 
 
 _MNIST_CLASSES = tuple(str(d) for d in range(10))
-DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
-    DatasetInfo(
-        "digits", "UCI optical handwritten digits (built in)", _MNIST_CLASSES, (1, 8, 8), 1442, 355,
-        "CC BY 4.0; E. Alpaydin, C. Kaynak (1998), DOI 10.24432/C50P49",
-        "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits"),
-    DatasetInfo(
-        "fashion-mnist", "Fashion-MNIST (Zalando article images)",
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-         "Ankle boot"), (1, 28, 28), 60000, 10000,
-        "MIT; H. Xiao, K. Rasul, R. Vollgraf (2017), arXiv:1708.07747",
-        "https://github.com/zalandoresearch/fashion-mnist",
-        mirror="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        # published in tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt
-        sha256={
-            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"},
-        size={"train-images-idx3-ubyte.gz": 26421880, "train-labels-idx1-ubyte.gz": 29515,
-              "t10k-images-idx3-ubyte.gz": 4422102, "t10k-labels-idx1-ubyte.gz": 5148},
-        apt="dataset-fashion-mnist", torchvision_dir="FashionMNIST"),
-    DatasetInfo(
-        "mnist", "MNIST handwritten digits", _MNIST_CLASSES, (1, 28, 28), 60000, 10000,
-        "CC BY-SA 3.0; Y. LeCun, C. Cortes, C. J. C. Burges", "http://yann.lecun.com/exdb/mnist/",
-        mirror="https://ossci-datasets.s3.amazonaws.com/mnist/",
-        # published in tensorflow/datasets, tensorflow_datasets/url_checksums/mnist.txt (the
-        # same files as LeCun's originals, which ossci-datasets mirrors)
-        sha256={
-            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
-        size={"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
-              "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542},
-        torchvision_dir="MNIST"),
-    DatasetInfo(
-        "kmnist", "Kuzushiji-MNIST (cursive Japanese hiragana)",
-        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), (1, 28, 28), 60000, 10000,
-        "CC BY-SA 4.0; T. Clanuwat et al. (2018), arXiv:1812.01718",
-        "https://github.com/rois-codh/kmnist",
-        mirror="http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
-        # published in tensorflow/datasets, tensorflow_datasets/url_checksums/kmnist.txt
-        sha256={
-            "train-images-idx3-ubyte.gz": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
-            "train-labels-idx1-ubyte.gz": "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
-            "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
-            "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c"},
-        size={"train-images-idx3-ubyte.gz": 18165135, "train-labels-idx1-ubyte.gz": 29497,
-              "t10k-images-idx3-ubyte.gz": 3041136, "t10k-labels-idx1-ubyte.gz": 5120},
-        torchvision_dir="KMNIST"),
-]}
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in [
+        DatasetInfo(
+            "digits",
+            "UCI optical handwritten digits (built in)",
+            _MNIST_CLASSES,
+            (1, 8, 8),
+            1442,
+            355,
+            "CC BY 4.0; E. Alpaydin, C. Kaynak (1998), DOI 10.24432/C50P49",
+            "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        ),
+        DatasetInfo(
+            "fashion-mnist",
+            "Fashion-MNIST (Zalando article images)",
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            (1, 28, 28),
+            60000,
+            10000,
+            "MIT; H. Xiao, K. Rasul, R. Vollgraf (2017), arXiv:1708.07747",
+            "https://github.com/zalandoresearch/fashion-mnist",
+            mirror="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            # published in tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt
+            sha256={
+                "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            },
+            size={
+                "train-images-idx3-ubyte.gz": 26421880,
+                "train-labels-idx1-ubyte.gz": 29515,
+                "t10k-images-idx3-ubyte.gz": 4422102,
+                "t10k-labels-idx1-ubyte.gz": 5148,
+            },
+            apt="dataset-fashion-mnist",
+            torchvision_dir="FashionMNIST",
+        ),
+        DatasetInfo(
+            "mnist",
+            "MNIST handwritten digits",
+            _MNIST_CLASSES,
+            (1, 28, 28),
+            60000,
+            10000,
+            "CC BY-SA 3.0; Y. LeCun, C. Cortes, C. J. C. Burges",
+            "http://yann.lecun.com/exdb/mnist/",
+            mirror="https://ossci-datasets.s3.amazonaws.com/mnist/",
+            # published in tensorflow/datasets, tensorflow_datasets/url_checksums/mnist.txt (the
+            # same files as LeCun's originals, which ossci-datasets mirrors)
+            sha256={
+                "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            },
+            size={
+                "train-images-idx3-ubyte.gz": 9912422,
+                "train-labels-idx1-ubyte.gz": 28881,
+                "t10k-images-idx3-ubyte.gz": 1648877,
+                "t10k-labels-idx1-ubyte.gz": 4542,
+            },
+            torchvision_dir="MNIST",
+        ),
+        DatasetInfo(
+            "kmnist",
+            "Kuzushiji-MNIST (cursive Japanese hiragana)",
+            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            (1, 28, 28),
+            60000,
+            10000,
+            "CC BY-SA 4.0; T. Clanuwat et al. (2018), arXiv:1812.01718",
+            "https://github.com/rois-codh/kmnist",
+            mirror="http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            # published in tensorflow/datasets, tensorflow_datasets/url_checksums/kmnist.txt
+            sha256={
+                "train-images-idx3-ubyte.gz": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+                "train-labels-idx1-ubyte.gz": "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+                "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+                "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+            },
+            size={
+                "train-images-idx3-ubyte.gz": 18165135,
+                "train-labels-idx1-ubyte.gz": 29497,
+                "t10k-images-idx3-ubyte.gz": 3041136,
+                "t10k-labels-idx1-ubyte.gz": 5120,
+            },
+            torchvision_dir="KMNIST",
+        ),
+    ]
+}
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -173,7 +221,9 @@ def search_path(name: str, root=None) -> list[tuple[str, Path | None]]:
         root = Path(root).expanduser()
         return [("root=", root)] + [("root=", p) for p in _subfolders(root, d)]
     env = [e for e in os.environ.get("VECNN_DATA", "").split(os.pathsep) if e]
-    places = [("$VECNN_DATA", p) for e in env for p in _subfolders(Path(e).expanduser(), d)]
+    places: list[tuple[str, Path | None]] = [
+        ("$VECNN_DATA", p) for e in env for p in _subfolders(Path(e).expanduser(), d)
+    ]
     places = places or [("$VECNN_DATA (not set)", None)]
     places.append(("user cache", cache_dir() / d.name))
     places.append(("system", SYSTEM_DIR / d.name))
@@ -211,11 +261,12 @@ def locate(name: str, root=None) -> Path:
             missing = ", ".join(f"{FILES[r]}[.gz]" for r in FILES if r not in found)
             raise IncompleteDatasetError(
                 f"dataset {d.name!r}: {folder} holds only some of its files; missing {missing}. "
-                f"Complete or remove that folder. To get it: {d.how_to_get}", folder)
+                f"Complete or remove that folder. To get it: {d.how_to_get}",
+                folder,
+            )
         looked.append(f"  {folder} ({label}: {'no dataset files' if folder.is_dir() else 'no such folder'})")
     where = "\n".join(looked)
-    raise DatasetNotFoundError(f"dataset {d.name!r} not found. Looked in:\n{where}\n"
-                               f"To get it: {d.how_to_get}")
+    raise DatasetNotFoundError(f"dataset {d.name!r} not found. Looked in:\n{where}\nTo get it: {d.how_to_get}")
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -272,18 +323,19 @@ def _read_pair(d: DatasetInfo, images_path: Path, labels_path: Path):
     images, labels = read_idx(images_path), read_idx(labels_path)
     c, h, w = d.shape
     if images.dtype != np.uint8 or images.shape[1:] != (h, w):
-        raise ValueError(f"{images_path}: expected {d.name} images of shape (n, {h}, {w}) uint8, "
-                         f"found {images.shape} {images.dtype}")
+        raise ValueError(
+            f"{images_path}: expected {d.name} images of shape (n, {h}, {w}) uint8, found {images.shape} {images.dtype}"
+        )
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise ValueError(f"{labels_path}: expected labels of shape (n,) uint8, found {labels.shape} {labels.dtype}")
     if len(labels) != len(images):
-        raise ValueError(f"{d.name}: {images_path.name} holds {len(images)} images but "
-                         f"{labels_path.name} holds {len(labels)} labels")
+        raise ValueError(
+            f"{d.name}: {images_path.name} holds {len(images)} images but {labels_path.name} holds {len(labels)} labels"
+        )
     if len(labels) and labels.max() >= len(d.class_names):
-        raise ValueError(f"{labels_path}: label {int(labels.max())} out of range for "
-                         f"{len(d.class_names)} classes")
-    X = np.empty((len(images), c, h, w), dtype=DTYPE)               # (N, 1, H, W)
-    np.divide(images[:, None], DTYPE(255), out=X, dtype=DTYPE)     # exactly pixel / 255, as torchvision
+        raise ValueError(f"{labels_path}: label {int(labels.max())} out of range for {len(d.class_names)} classes")
+    X = np.empty((len(images), c, h, w), dtype=DTYPE)  # (N, 1, H, W)
+    np.divide(images[:, None], DTYPE(255), out=X, dtype=DTYPE)  # exactly pixel / 255, as torchvision
     return X, labels.astype(np.int64)
 
 

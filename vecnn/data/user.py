@@ -12,6 +12,7 @@ unpickles. Labels must be integers >= 0 that fit int64, and imply at most
 a file in another encoding (Latin-1, Windows-1252, UTF-16) is refused, naming the first byte that
 is not UTF-8, rather than guessed at: any bytes decode as Latin-1, so a guess cannot be checked.
 """
+
 from __future__ import annotations
 
 import csv
@@ -78,8 +79,9 @@ def load_arrays(x_path, y_path=None, label_column="label"):
         X, y = read_csv(x_path, label_column)
         x_where, y_where = str(x_path), f"{x_path} (label column {label_column!r})"
     else:
-        raise ValueError(f"{x_path}: unknown data format {suffix or '(no suffix)'!r}; "
-                         f"expected .npz, .npy (with labels) or .csv")
+        raise ValueError(
+            f"{x_path}: unknown data format {suffix or '(no suffix)'!r}; expected .npz, .npy (with labels) or .csv"
+        )
     return _check(X, y, x_where, y_where)
 
 
@@ -90,14 +92,36 @@ def load_arrays(x_path, y_path=None, label_column="label"):
 # in bounded chunks, so memory follows the data that is really there. Nothing is unpickled.
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK"
-_CHUNK = 1 << 22                                  # read 4 MiB at a time
-_DTYPE_KINDS = "biuf"                             # bool, int, uint, float
+_CHUNK = 1 << 22  # read 4 MiB at a time
+_DTYPE_KINDS = "biuf"  # bool, int, uint, float
 # what malformed header text can make NumPy's header parser (ast.literal_eval) raise
-_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, IndexError, RecursionError,
-                  MemoryError, OverflowError, UnicodeDecodeError, EOFError, tokenize.TokenError)
+_HEADER_ERRORS = (
+    ValueError,
+    SyntaxError,
+    TypeError,
+    KeyError,
+    IndexError,
+    RecursionError,
+    MemoryError,
+    OverflowError,
+    UnicodeDecodeError,
+    EOFError,
+    tokenize.TokenError,
+)
 # what a damaged, truncated or unusual zip archive can raise while it is read
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
-               RuntimeError, lzma.LZMAError, struct.error, IndexError, KeyError, UnicodeDecodeError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    lzma.LZMAError,
+    struct.error,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+)
 
 
 def read_npy(path) -> np.ndarray:
@@ -141,8 +165,9 @@ class NpzArchive:
             self._zip = zipfile.ZipFile(path)
             members = [i for i in self._zip.infolist() if i.filename and not i.filename.endswith("/")]
         except (*_ZIP_ERRORS, ValueError) as e:
-            raise ValueError(f"{path}: not a readable .npz archive: the zip file is damaged or "
-                             f"truncated ({_detail(e)})") from None
+            raise ValueError(
+                f"{path}: not a readable .npz archive: the zip file is damaged or truncated ({_detail(e)})"
+            ) from None
         self._members = {}
         for info in members:
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
@@ -159,7 +184,7 @@ class NpzArchive:
                 return _read_array(f, where, info.file_size)
         except _ZIP_ERRORS as e:
             raise ValueError(f"{where}: the archive is damaged or truncated ({_detail(e)})") from None
-        except ValueError as e:             # ours name the file; zipfile's own do not
+        except ValueError as e:  # ours name the file; zipfile's own do not
             if str(e).startswith(where):
                 raise
             raise ValueError(f"{where}: the archive is damaged or truncated ({_detail(e)})") from None
@@ -182,7 +207,7 @@ def _check_is_file(path: Path) -> None:
             raise ValueError(f"{path}: is a directory, expected a file")
         if not path.is_file():
             raise ValueError(f"{path}: is not a regular file (a device, pipe or socket)")
-    except OSError as e:                    # a name too long, a folder not searchable, ...
+    except OSError as e:  # a name too long, a folder not searchable, ...
         raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
@@ -206,46 +231,52 @@ def _read_array(f, where: str, size: int) -> np.ndarray:
     try:
         version = npformat.read_magic(f)
     except ValueError:
-        raise ValueError(f"{where}: not a NumPy .npy file (it does not start with NumPy's "
-                         f"magic bytes \\x93NUMPY)") from None
+        raise ValueError(
+            f"{where}: not a NumPy .npy file (it does not start with NumPy's magic bytes \\x93NUMPY)"
+        ) from None
     if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"{where}: .npy format version {version[0]}.{version[1]} is not read by "
-                         f"vecnn (NumPy writes numeric arrays as version 1.0 or 2.0)")
+        raise ValueError(
+            f"{where}: .npy format version {version[0]}.{version[1]} is not read by "
+            f"vecnn (NumPy writes numeric arrays as version 1.0 or 2.0)"
+        )
     reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
     try:
         shape, fortran_order, dtype = reader(f)
     except _HEADER_ERRORS as e:
         raise ValueError(f"{where}: the .npy header is malformed ({_detail(e)})") from None
     if dtype.hasobject:
-        raise ValueError(f"{where}: holds Python objects (dtype object); reading them would mean "
-                         f"unpickling, which vecnn never does: save plain numeric arrays")
+        raise ValueError(
+            f"{where}: holds Python objects (dtype object); reading them would mean "
+            f"unpickling, which vecnn never does: save plain numeric arrays"
+        )
     if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise ValueError(f"{where}: holds {dtype} values; vecnn reads numeric arrays only "
-                         f"(integers, floats or booleans)")
+        raise ValueError(
+            f"{where}: holds {dtype} values; vecnn reads numeric arrays only (integers, floats or booleans)"
+        )
     shape = check_shape(where, shape)
     n = math.prod(shape)
     nbytes = n * dtype.itemsize
     present = size - f.tell()
     if present != nbytes:
         what = "truncated" if present < nbytes else "has trailing bytes"
-        raise ValueError(f"{where}: {what}: its header declares shape {shape} of {dtype}, "
-                         f"{nbytes:,} data bytes, and {present:,} are present")
+        raise ValueError(
+            f"{where}: {what}: its header declares shape {shape} of {dtype}, "
+            f"{nbytes:,} data bytes, and {present:,} are present"
+        )
     a = np.empty(n, dtype)
-    buf = memoryview(a.view(np.uint8))
+    buf = memoryview(a.view(np.uint8))  # type: ignore[arg-type]  # numpy's stubs: ndarray is a buffer
     got = 0
-    while got < nbytes:                 # pages are touched only as real data arrives
-        k = f.readinto(buf[got:got + _CHUNK])
+    while got < nbytes:  # pages are touched only as real data arrives
+        k = f.readinto(buf[got : got + _CHUNK])
         if not k:
             break
         got += k
     if got < nbytes:
-        raise ValueError(f"{where}: truncated: shape {shape} of {dtype} needs {nbytes:,} data "
-                         f"bytes, found {got:,}")
+        raise ValueError(f"{where}: truncated: shape {shape} of {dtype} needs {nbytes:,} data bytes, found {got:,}")
     if f.read(1):
-        raise ValueError(f"{where}: has trailing bytes after the {nbytes:,} data bytes its "
-                         f"header declares")
+        raise ValueError(f"{where}: has trailing bytes after the {nbytes:,} data bytes its header declares")
     if dtype.kind == "b":
-        a = a.view(np.uint8) != 0       # any byte but 0 is True, as NumPy reads it
+        a = a.view(np.uint8) != 0  # any byte but 0 is True, as NumPy reads it
     elif not dtype.isnative:
         a = a.astype(dtype.newbyteorder("="))
     return a.reshape(shape[::-1]).T if fortran_order else a.reshape(shape)
@@ -262,8 +293,9 @@ def _read_npz(path: Path):
         if xk is None and yk is None and len(keys) == 2:
             xk, yk = keys
         if xk is None or yk is None:
-            raise ValueError(f"{path}: expected arrays named {'/'.join(X_KEYS)} and "
-                             f"{'/'.join(Y_KEYS)}; the file holds {keys}")
+            raise ValueError(
+                f"{path}: expected arrays named {'/'.join(X_KEYS)} and {'/'.join(Y_KEYS)}; the file holds {keys}"
+            )
         return z.read(xk), z.read(yk)
 
 
@@ -281,8 +313,10 @@ def _sibling_labels(x_path: Path) -> Path:
         if (parent / (c + ".npy")).is_file():
             return parent / (c + ".npy")
     tried = ", ".join(c + ".npy" for c in dict.fromkeys(candidates))
-    raise ValueError(f"{x_path}: no labels given and none found next to it (looked for {tried}); "
-                     f"pass the labels file (--labels FILE)")
+    raise ValueError(
+        f"{x_path}: no labels given and none found next to it (looked for {tried}); "
+        f"pass the labels file (--labels FILE)"
+    )
 
 
 # -- CSV -----------------------------------------------------------------------------------------
@@ -292,10 +326,10 @@ def read_csv(path, label_column="label"):
     path = Path(path)
     _check_is_file(path)
     raw = _decode(path, _read_bytes(path))
-    if "\r" in raw:                                           # Windows and old Mac line ends
+    if "\r" in raw:  # Windows and old Mac line ends
         raw = raw.replace("\r\n", "\n").replace("\r", "\n")
-    text = raw.lstrip("\r\n \t")                              # drop leading blank lines
-    offset = raw[:len(raw) - len(text)].count("\n")            # ... but count them in line numbers
+    text = raw.lstrip("\r\n \t")  # drop leading blank lines
+    offset = raw[: len(raw) - len(text)].count("\n")  # ... but count them in line numbers
     try:
         first = next(csv.reader(io.StringIO(text)), None)
     except csv.Error as e:
@@ -306,14 +340,21 @@ def read_csv(path, label_column="label"):
     ncols = len(first)
     col = _label_index(path, label_column, header, ncols)
     name = (lambda j: repr(header[j])) if header else (lambda j: str(j))
-    try:                                               # fast path: NumPy's C parser
-        with warnings.catch_warnings():                # "no data" is reported below, as an error
+    try:  # fast path: NumPy's C parser
+        with warnings.catch_warnings():  # "no data" is reported below, as an error
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2,
-                               skiprows=1 if header else 0, quotechar='"', comments=None)
-        if table.size and table.shape[1] != ncols:     # rows agree with each other, not with the first
+            table = np.loadtxt(
+                io.StringIO(text),
+                delimiter=",",
+                dtype=np.float64,
+                ndmin=2,
+                skiprows=1 if header else 0,
+                quotechar='"',
+                comments=None,
+            )
+        if table.size and table.shape[1] != ncols:  # rows agree with each other, not with the first
             raise ValueError
-    except ValueError:                                 # find the offending cell, slowly
+    except ValueError:  # find the offending cell, slowly
         table = _slow_parse(path, text, header is not None, ncols, col, name, offset)
     if len(table) == 0:
         raise ValueError(f"{path}: no data rows")
@@ -350,9 +391,11 @@ def _decode(path: Path, data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} is not "
-                         f"valid UTF-8 (a Latin-1 or Windows-1252 file?); vecnn reads CSV files as "
-                         f"UTF-8: save it as UTF-8") from None
+        raise ValueError(
+            f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} is not "
+            f"valid UTF-8 (a Latin-1 or Windows-1252 file?); vecnn reads CSV files as "
+            f"UTF-8: save it as UTF-8"
+        ) from None
 
 
 def _slow_parse(path, text, has_header, ncols, col, name, offset=0):
@@ -382,10 +425,11 @@ def _slow_parse(path, text, has_header, ncols, col, name, offset=0):
                     values.append(float(cell))
                 except ValueError:
                     what = "label" if j == col else "value"
-                    raise ValueError(f"{path}: non-numeric {what} {_short(cell)} at line {lineno}, "
-                                     f"column {name(j)}") from None
+                    raise ValueError(
+                        f"{path}: non-numeric {what} {_short(cell)} at line {lineno}, column {name(j)}"
+                    ) from None
             out.append(values)
-    except csv.Error as e:                  # a field past csv's size limit, a broken quote, ...
+    except csv.Error as e:  # a field past csv's size limit, a broken quote, ...
         raise ValueError(f"{path}: line {rows.line_num + offset}: {_detail(e)}") from None
     return np.asarray(out, dtype=np.float64).reshape(-1, ncols)
 
@@ -406,15 +450,19 @@ def _is_number(cell: str) -> bool:
 def _label_index(path, label_column, header, ncols) -> int:
     if ncols < 2:
         cols = f" ({header[0]!r})" if header else ""
-        raise ValueError(f"{path}: has no feature columns: it has {ncols} column{cols}, expected "
-                         f"a label column and at least one feature column")
+        raise ValueError(
+            f"{path}: has no feature columns: it has {ncols} column{cols}, expected "
+            f"a label column and at least one feature column"
+        )
     if isinstance(label_column, str):
         if header and label_column in header:
             if header.count(label_column) > 1:
                 where = ", ".join(str(i) for i, h in enumerate(header) if h == label_column)
-                raise ValueError(f"{path}: {header.count(label_column)} columns are named {label_column!r} "
-                                 f"(columns {where}); which one holds the labels? Rename the others or "
-                                 f"give the label column's index")
+                raise ValueError(
+                    f"{path}: {header.count(label_column)} columns are named {label_column!r} "
+                    f"(columns {where}); which one holds the labels? Rename the others or "
+                    f"give the label column's index"
+                )
             return header.index(label_column)
         try:
             label_column = int(label_column)
@@ -441,8 +489,7 @@ def _check(X, y, x_where, y_where=None):
     if X.dtype.kind not in "fiub":
         raise ValueError(f"{x_where}: X must be numeric, found dtype {X.dtype}")
     if X.ndim < 2:
-        raise ValueError(f"{x_where}: X must have a sample axis and features, shape (n, ...), "
-                         f"found shape {X.shape}")
+        raise ValueError(f"{x_where}: X must have a sample axis and features, shape (n, ...), found shape {X.shape}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -465,12 +512,14 @@ def to_float32(X: np.ndarray, where: str) -> np.ndarray:
     try:
         check_finite(where, X32)
     except ValueError:
-        if X.dtype.kind == "f" and X.dtype.itemsize > 4:       # finite, but not as float32
+        if X.dtype.kind == "f" and X.dtype.itemsize > 4:  # finite, but not as float32
             big = np.isfinite(X) & ~np.isfinite(X32)
             if big.any():
                 i = tuple(int(k) for k in np.argwhere(big)[0])
-                raise ValueError(f"{where}: value {float(X[i]):g} at index {i} is beyond the "
-                                 f"float32 range (about ±3.4e38) vecnn computes in") from None
+                raise ValueError(
+                    f"{where}: value {float(X[i]):g} at index {i} is beyond the "
+                    f"float32 range (about ±3.4e38) vecnn computes in"
+                ) from None
         raise
     return X32
 
@@ -494,9 +543,11 @@ def _check_labels(y, where):
     lo, hi = int(y.argmin()), int(y.argmax())
     if y[lo] < 0:
         raise ValueError(f"{where}: labels must be class indices >= 0; sample {lo} has {_label(y[lo])}")
-    if int(y[hi]) > _INT64_MAX:      # uint64 or float: would wrap negative as int64
-        raise ValueError(f"{where}: label {_label(y[hi])} at sample {hi} does not fit a 64-bit "
-                         f"integer; labels must be class indices 0, 1, 2, ...")
+    if int(y[hi]) > _INT64_MAX:  # uint64 or float: would wrap negative as int64
+        raise ValueError(
+            f"{where}: label {_label(y[hi])} at sample {hi} does not fit a 64-bit "
+            f"integer; labels must be class indices 0, 1, 2, ..."
+        )
     check_classes(f"{where}: label {_label(y[hi])} at sample {hi}", int(y[hi]) + 1)
     return y.astype(np.int64)
 
@@ -531,17 +582,19 @@ def train_test_split(X, y, test_fraction=0.2, seed=0, stratify=False):
     if n < 2:
         raise ValueError(f"train_test_split: need at least 2 samples, received {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    perm = rng.permutation(n)                                   # (N,)
+    perm = rng.permutation(n)  # (N,)
     if stratify:
-        order = perm[np.argsort(y[perm], kind="stable")]        # grouped by class, shuffled within
+        order = perm[np.argsort(y[perm], kind="stable")]  # grouped by class, shuffled within
         classes, start, counts = np.unique(y[order], return_index=True, return_counts=True)
-        rank = np.arange(n) - np.repeat(start, counts)          # position within its class
+        rank = np.arange(n) - np.repeat(start, counts)  # position within its class
         n_test_c = np.round(counts * test_fraction).astype(np.int64)
         is_test = rank < np.repeat(n_test_c, counts)
         test, train = np.sort(order[is_test]), np.sort(order[~is_test])
         if len(test) == 0 or len(train) == 0:
-            raise ValueError(f"train_test_split: test_fraction={test_fraction} leaves one part "
-                             f"empty with stratify=True; use a larger fraction or stratify=False")
+            raise ValueError(
+                f"train_test_split: test_fraction={test_fraction} leaves one part "
+                f"empty with stratify=True; use a larger fraction or stratify=False"
+            )
     else:
         n_test = min(max(int(round(n * test_fraction)), 1), n - 1)
         test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])

@@ -9,6 +9,7 @@ statistics) and transposed where they do not (vecnn's Dense ``W`` is ``(in, out)
 >>> net = to_torch(model)            # doctest: +SKIP
 >>> model2 = from_torch(net)         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise ImportError("vecnn.interop.torch needs PyTorch: pip install 'torch==2.13.0' "
-                          "(or pip install 'vecnn[torch]')") from None
+        raise ImportError(
+            "vecnn.interop.torch needs PyTorch: pip install 'torch==2.13.0' (or pip install 'vecnn[torch]')"
+        ) from None
     return torch
 
 
@@ -72,8 +74,15 @@ def _layer_to_torch(layer):
                 m.bias.copy_(p["b"])
         return m
     if name == "Conv2D":
-        m = nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], stride=cfg["stride"],
-                      padding=cfg["padding"], dilation=cfg["dilation"], bias=cfg["bias"])
+        m = nn.Conv2d(
+            cfg["in_channels"],
+            cfg["out_channels"],
+            cfg["kernel_size"],
+            stride=cfg["stride"],
+            padding=cfg["padding"],
+            dilation=cfg["dilation"],
+            bias=cfg["bias"],
+        )
         with torch.no_grad():
             m.weight.copy_(p["W"])
             if cfg["bias"]:
@@ -89,10 +98,13 @@ def _layer_to_torch(layer):
             m.running_var.copy_(_t(layer.state["running_var"]))
         return m
     simple = {
-        "ReLU": lambda: nn.ReLU(), "Sigmoid": lambda: nn.Sigmoid(), "Tanh": lambda: nn.Tanh(),
+        "ReLU": lambda: nn.ReLU(),
+        "Sigmoid": lambda: nn.Sigmoid(),
+        "Tanh": lambda: nn.Tanh(),
         "LeakyReLU": lambda: nn.LeakyReLU(layer.negative_slope),
         "GELU": lambda: nn.GELU(approximate=layer.approximate),
-        "Softmax": lambda: nn.Softmax(dim=-1), "Flatten": lambda: nn.Flatten(1),
+        "Softmax": lambda: nn.Softmax(dim=-1),
+        "Flatten": lambda: nn.Flatten(1),
         "Dropout": lambda: nn.Dropout(layer.rate),
         "MaxPool2D": lambda: nn.MaxPool2d(cfg["kernel_size"], cfg["stride"], cfg["padding"]),
         "AvgPool2D": lambda: nn.AvgPool2d(cfg["kernel_size"], cfg["stride"], cfg["padding"]),
@@ -129,18 +141,31 @@ def _layer_from_torch(m, where):
     if isinstance(m, nn.Conv2d):
         if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise ValueError(f"from_torch: {where} {m}: only groups=1, zero padding given as numbers is supported")
-        layer = L.Conv2D(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                         dilation=m.dilation, bias=m.bias is not None)
+        layer = L.Conv2D(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            bias=m.bias is not None,
+        )
         return layer, {"W": a(m.weight), **({"b": a(m.bias)} if m.bias is not None else {})}, {}
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         cls = L.BatchNorm1D if isinstance(m, nn.BatchNorm1d) else L.BatchNorm2D
         layer = cls(m.num_features, eps=m.eps, momentum=m.momentum if m.momentum is not None else 0.1)
-        return layer, {"gamma": a(m.weight), "beta": a(m.bias)}, {
-            "running_mean": a(m.running_mean), "running_var": a(m.running_var)}
+        return (
+            layer,
+            {"gamma": a(m.weight), "beta": a(m.bias)},
+            {"running_mean": a(m.running_mean), "running_var": a(m.running_var)},
+        )
     pool_args = lambda p: dict(stride=p.stride, padding=p.padding)
     simple = [
-        (nn.ReLU, lambda: L.ReLU()), (nn.Sigmoid, lambda: L.Sigmoid()), (nn.Tanh, lambda: L.Tanh()),
-        (nn.LeakyReLU, lambda: L.LeakyReLU(m.negative_slope)), (nn.GELU, lambda: L.GELU(m.approximate)),
+        (nn.ReLU, lambda: L.ReLU()),
+        (nn.Sigmoid, lambda: L.Sigmoid()),
+        (nn.Tanh, lambda: L.Tanh()),
+        (nn.LeakyReLU, lambda: L.LeakyReLU(m.negative_slope)),
+        (nn.GELU, lambda: L.GELU(m.approximate)),
         (nn.Dropout, lambda: L.Dropout(m.p)),
         (nn.MaxPool2d, lambda: L.MaxPool2D(m.kernel_size, **pool_args(m))),
         (nn.AvgPool2d, lambda: L.AvgPool2D(m.kernel_size, **pool_args(m))),
@@ -152,21 +177,31 @@ def _layer_from_torch(m, where):
         return L.Softmax(), {}, {}
     if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
         return L.Flatten(), {}, {}
-    if isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], nn.AdaptiveAvgPool2d) \
-            and m[0].output_size in (1, (1, 1)) and isinstance(m[1], nn.Flatten):
+    if (
+        isinstance(m, nn.Sequential)
+        and len(m) == 2
+        and isinstance(m[0], nn.AdaptiveAvgPool2d)
+        and m[0].output_size in (1, (1, 1))
+        and isinstance(m[1], nn.Flatten)
+    ):
         return L.GlobalAvgPool2D(), {}, {}
-    if type(m).__name__ == "Standardize" and hasattr(m, "vecnn_config"):      # made by to_torch
+    if type(m).__name__ == "Standardize" and hasattr(m, "vecnn_config"):  # made by to_torch
         return L.Standardize(**m.vecnn_config), {}, {"mean": a(m.mean), "std": a(m.std)}
     if type(m).__name__ == "Residual" and isinstance(getattr(m, "f", None), nn.Sequential):
         parts = [_layer_from_torch(sub, f"{where}.f.{i}") for i, sub in enumerate(m.f)]
         proj = None if m.proj is None else _layer_from_torch(m.proj, f"{where}.proj")
         layer = L.Residual([p[0] for p in parts], projection=None if proj is None else proj[0])
         named = [(f"f.{i}.", p) for i, p in enumerate(parts)] + ([("proj.", proj)] if proj else [])
-        return (layer, {pre + k: v for pre, p in named for k, v in p[1].items()},
-                {pre + k: v for pre, p in named for k, v in p[2].items()})
-    raise ValueError(f"from_torch: {where} {type(m).__name__} has no vecnn equivalent (supported: Linear, Conv2d, "
-                     f"BatchNorm1d/2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Flatten, Dropout, "
-                     f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1)+Flatten)")
+        return (
+            layer,
+            {pre + k: v for pre, p in named for k, v in p[1].items()},
+            {pre + k: v for pre, p in named for k, v in p[2].items()},
+        )
+    raise ValueError(
+        f"from_torch: {where} {type(m).__name__} has no vecnn equivalent (supported: Linear, Conv2d, "
+        f"BatchNorm1d/2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Flatten, Dropout, "
+        f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1)+Flatten)"
+    )
 
 
 def from_torch(net, seed=0):

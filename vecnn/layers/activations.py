@@ -3,6 +3,7 @@
 All work on any input shape and keep the input's dtype: no float64 scalar sneaks into a
 float32 batch (the constants below are applied as Python floats, which NumPy keeps float32).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,7 @@ from .base import Layer, check_number
 def _like(layer, name, a):
     """A dense array shaped and laid out like ``a`` (C order or channels-last), from the
     layer's scratch memory while no one holds the previous one."""
-    return ops.get(a).scratch(layer, name, a.shape, a.dtype,
-                              channels_last=a.ndim == 4 and a.strides[1] < a.strides[3])
+    return ops.get(a).scratch(layer, name, a.shape, a.dtype, channels_last=a.ndim == 4 and a.strides[1] < a.strides[3])
 
 
 @register_layer
@@ -27,9 +27,9 @@ class ReLU(Layer):
 
     def forward(self, x, training=False):
         self._check(x)
-        self._y = None                         # the previous batch's output may be reused
-        y = ops.get(x).relu(x, _like(self, "y", x))   # x's memory order
-        self._y = y                            # d relu / dx = (y > 0)
+        self._y = None  # the previous batch's output may be reused
+        y = ops.get(x).relu(x, _like(self, "y", x))  # x's memory order
+        self._y = y  # d relu / dx = (y > 0)
         return y
 
     def backward(self, grad_y):
@@ -67,13 +67,13 @@ class Sigmoid(Layer):
     def forward(self, x, training=False):
         self._check(x)
         xp = ops.get(x).xp
-        e = xp.exp(-xp.abs(x))                 # in (0, 1]: never overflows
+        e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
         self._y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
         return self._y
 
     def backward(self, grad_y):
         y = self._y
-        return grad_y * y * (1 - y)            # sigma' = sigma (1 - sigma)
+        return grad_y * y * (1 - y)  # sigma' = sigma (1 - sigma)
 
 
 @register_layer
@@ -132,7 +132,7 @@ class GELU(Layer):
         if self.approximate == "tanh":
             self._t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
             return 0.5 * x * (1 + self._t)
-        self._cdf = 0.5 * (1 + erf(x / _SQRT_2))       # Phi(x)
+        self._cdf = 0.5 * (1 + erf(x / _SQRT_2))  # Phi(x)
         return x * self._cdf
 
     def backward(self, grad_y):
@@ -141,8 +141,8 @@ class GELU(Layer):
             t = self._t
             dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
             return grad_y * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
-        pdf = _INV_SQRT_2PI * ops.get(x).xp.exp(-0.5 * x * x)       # phi(x)
-        return grad_y * (self._cdf + x * pdf)            # d(x Phi)/dx = Phi + x phi
+        pdf = _INV_SQRT_2PI * ops.get(x).xp.exp(-0.5 * x * x)  # phi(x)
+        return grad_y * (self._cdf + x * pdf)  # d(x Phi)/dx = Phi + x phi
 
     def config(self):
         return {"approximate": self.approximate}
@@ -157,7 +157,7 @@ class Softmax(Layer):
 
     def forward(self, x, training=False):
         self._check(x)
-        e = ops.get(x).xp.exp(x - x.max(axis=-1, keepdims=True))   # shift: exp never overflows
+        e = ops.get(x).xp.exp(x - x.max(axis=-1, keepdims=True))  # shift: exp never overflows
         self._y = e / e.sum(axis=-1, keepdims=True)
         return self._y
 

@@ -8,9 +8,11 @@ Lifecycle (as in Keras' ``Dense``): the constructor checks and stores the config
 creates initialized float32 parameters; ``config()`` returns the constructor arguments as
 plain JSON data; ``output_shape`` and ``flops`` follow from the configuration alone.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +40,8 @@ class Layer:
     #: Per-sample input shape this layer accepts, ``None`` for any size on that axis;
     #: ``None`` altogether for any rank. Subclasses set it from their configuration.
     input_spec: tuple | None = None
+    #: the name it is registered under (``register_layer`` sets it; model files store it)
+    registered_name: ClassVar[str]
     #: Whether each sample's output (and gradient) depends on that sample alone, so the batch
     #: may be split across workers (``vecnn.parallel``): False for BatchNorm (batch statistics)
     #: and, until a layer says otherwise, for layers vecnn does not know.
@@ -50,10 +54,10 @@ class Layer:
         self.input_grad = True
 
     # -- the computation -------------------------------------------------------------------
-    def forward(self, x, training: bool = False):
+    def forward(self, x: Any, training: bool = False) -> Any:
         return x
 
-    def backward(self, grad_y):
+    def backward(self, grad_y: Any) -> Any:
         return grad_y
 
     # -- configuration ---------------------------------------------------------------------
@@ -62,7 +66,7 @@ class Layer:
         return {}
 
     @classmethod
-    def from_config(cls, config: dict):
+    def from_config(cls, config: dict) -> Layer:
         """The layer ``config()`` describes; ``config`` must name constructor arguments only
         (``ValueError`` naming the key otherwise), whose values the constructor checks."""
         return cls(**check_config(cls, config))
@@ -78,8 +82,10 @@ class Layer:
         default builds the layer and reads them off (nothing sized by the configuration is
         allocated by the parameter-free built-ins; a user's own layer is the user's code)."""
         layer = cls.from_config(config)
-        return ({k: tuple(v.shape) for k, v in layer.params.items()},
-                {k: tuple(v.shape) for k, v in layer.state.items()})
+        return (
+            {k: tuple(v.shape) for k, v in layer.params.items()},
+            {k: tuple(v.shape) for k, v in layer.state.items()},
+        )
 
     def init_params(self, rng: np.random.Generator) -> None:
         """(Re-)initialize parameters and any random state from ``rng``."""
@@ -172,8 +178,9 @@ def check_number(where: str, name: str, value, low=None, high=None, low_open=Fal
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     v = float(value) if ok else math.nan
     if ok and math.isfinite(v):
-        ok = (low is None or (v > low if low_open else v >= low)) and \
-             (high is None or (v < high if high_open else v <= high))
+        ok = (low is None or (v > low if low_open else v >= low)) and (
+            high is None or (v < high if high_open else v <= high)
+        )
     else:
         ok = False
     if not ok:

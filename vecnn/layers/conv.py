@@ -26,6 +26,7 @@ overwritten. The column matrix is the only large temporary. When it would exceed
 (``col_budget`` bytes, default the module-level ``COLUMN_BUDGET``) the batch is processed in
 chunks of samples, with the same results.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,11 +49,11 @@ COLUMN_BUDGET = 32 * 2**20
 def pair(where: str, name: str, value, minimum: int = 1) -> tuple[int, int]:
     """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else is a ValueError naming ``name``."""
     vals = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
-                             for v in vals):
+    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in vals):
         kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{where}: expected {name} to be a {kind} integer or a pair of them, "
-                         f"received {name}={value!r}")
+        raise ValueError(
+            f"{where}: expected {name} to be a {kind} integer or a pair of them, received {name}={value!r}"
+        )
     return int(vals[0]), int(vals[1])
 
 
@@ -61,8 +62,7 @@ def check_window(where: str, kernel, stride, padding, dilation=(1, 1)) -> None:
     or a padded border larger than such an image, or a larger stride (the values may come from
     a model file, and padding is allocated per input)."""
     ext = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-    for name, (a, b) in (("kernel_size (dilated)", ext), ("stride", stride),
-                         ("padding", [2 * p + 1 for p in padding])):
+    for name, (a, b) in (("kernel_size (dilated)", ext), ("stride", stride), ("padding", [2 * p + 1 for p in padding])):
         check_size(f"{where}: {name} area", a * b, MAX_IMAGE_PIXELS, "VECNN_MAX_IMAGE_PIXELS")
 
 
@@ -96,7 +96,8 @@ def check_fits(layer, x, kernel, stride, padding, dilation=(1, 1)) -> tuple[int,
             f"{layer!r}: input of shape {fmt_shape(x.shape)} has spatial size {H}x{W} "
             f"(padded: {H + 2 * padding[0]}x{W + 2 * padding[1]}), smaller than the "
             f"{'dilated ' if dilation != (1, 1) else ''}kernel {ek[0]}x{ek[1]}; expected "
-            f"H >= {ek[0] - 2 * padding[0]} and W >= {ek[1] - 2 * padding[1]}")
+            f"H >= {ek[0] - 2 * padding[0]} and W >= {ek[1] - 2 * padding[1]}"
+        )
     return Ho, Wo
 
 
@@ -144,12 +145,20 @@ class Conv2D(Layer):
 
     batch_independent = True
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, init="he", seed=0):
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True, init="he", seed=0
+    ):
         super().__init__()
-        (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-         self.dilation, self.bias, self.init) = self._check_args(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, bias, init, seed)
+        (
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.bias,
+            self.init,
+        ) = self._check_args(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, init, seed)
         self.seed = seed
         self.col_budget = None
         self.input_spec = (self.in_channels, None, None)
@@ -159,8 +168,9 @@ class Conv2D(Layer):
         self.init_params(np.random.default_rng(seed))
 
     @staticmethod
-    def _check_args(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                    bias=True, init="he", seed=0):
+    def _check_args(
+        in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True, init="he", seed=0
+    ):
         """The checked ``(in_channels, out_channels, kernel_size, stride, padding, dilation,
         bias, init)``, sizes as pairs; allocates nothing."""
         where = f"Conv2D({in_channels!r}, {out_channels!r}, {kernel_size!r})"
@@ -176,8 +186,10 @@ class Conv2D(Layer):
                 raise ValueError(f"{where}: padding='same' needs stride 1, received stride={stride!r}")
             total = [d * (k - 1) for k, d in zip(kernel, dil)]
             if any(t % 2 for t in total):
-                raise ValueError(f"{where}: padding='same' needs an odd (dilated) kernel size, "
-                                 f"received kernel_size={kernel_size!r}, dilation={dilation!r}")
+                raise ValueError(
+                    f"{where}: padding='same' needs an odd (dilated) kernel size, "
+                    f"received kernel_size={kernel_size!r}, dilation={dilation!r}"
+                )
             padding = [t // 2 for t in total]
         pad = pair(where, "padding", padding, minimum=0)
         check_window(where, kernel, strides, pad, dil)
@@ -226,7 +238,7 @@ class Conv2D(Layer):
         N, C, H, W = x.shape
         buf = self._scratch(backend, "pad", (N, C, H + 2 * ph, W + 2 * pw), x.dtype)
         buf[...] = 0
-        buf[:, :, ph:ph + H, pw:pw + W] = x
+        buf[:, :, ph : ph + H, pw : pw + W] = x
         return buf
 
     def _columns(self, backend, start, stop):
@@ -239,15 +251,14 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         n, K = stop - start, kh * kw * C
         if self._rows_layout:
-            xs = channels_last(x[start:stop])                    # (n, H, W, C)
-            if K == C and not self.bias and self.padding == (0, 0) and self.stride == (1, 1) \
-                    and xs.flags.c_contiguous:
-                return xs.reshape(n * Ho * Wo, K)    # 1x1 kernel on contiguous input: no copy
+            xs = channels_last(x[start:stop])  # (n, H, W, C)
+            if K == C and not self.bias and self.padding == (0, 0) and self.stride == (1, 1) and xs.flags.c_contiguous:
+                return xs.reshape(n * Ho * Wo, K)  # 1x1 kernel on contiguous input: no copy
             buf = self._scratch(backend, "cols", (n * Ho * Wo, K + self.bias), x.dtype, "col" if self.bias else None)
             return backend.im2col(xs, self.kernel_size, self.stride, self.padding, self.dilation, buf, self)
         buf = self._scratch(backend, "cols", (K + self.bias, n * Ho * Wo), x.dtype, "row" if self.bias else None)
-        blocks = buf[:K].reshape(kh, kw, C, n, Ho, Wo)          # a view: buf is contiguous
-        xt = self._padded_nchw(backend, x[start:stop]).transpose(1, 0, 2, 3)   # (C, n, Hp, Wp)
+        blocks = buf[:K].reshape(kh, kw, C, n, Ho, Wo)  # a view: buf is contiguous
+        xt = self._padded_nchw(backend, x[start:stop]).transpose(1, 0, 2, 3)  # (C, n, Hp, Wp)
         for p in range(kh):
             for q in range(kw):
                 blocks[p, q] = xt[:, :, offset_slice(p, dh, sh, Ho), offset_slice(q, dw, sw, Wo)]
@@ -262,7 +273,7 @@ class Conv2D(Layer):
         O = self.out_channels
         K = W[0].size
         Wm = ops.get(W).empty((O, K + self.bias), W.dtype)
-        Wm[:, :K] = W.transpose(0, 2, 3, 1).reshape(O, K)   # (O, kh, kw, C) order, a small copy
+        Wm[:, :K] = W.transpose(0, 2, 3, 1).reshape(O, K)  # (O, kh, kw, C) order, a small copy
         if self.bias:
             Wm[:, -1] = self.params["b"]
         return Wm
@@ -270,7 +281,7 @@ class Conv2D(Layer):
     def _chunks(self, N, bytes_per_sample):
         """``(start, stop)`` sample ranges within the budget, of near-equal sizes."""
         step = chunk_size(N, bytes_per_sample, self._budget())
-        step = -(-N // -(-N // step))                # as many chunks, evened out
+        step = -(-N // -(-N // step))  # as many chunks, evened out
         return [(s, min(N, s + step)) for s in range(0, N, step)]
 
     # -- the computation -------------------------------------------------------------------
@@ -283,15 +294,15 @@ class Conv2D(Layer):
         N, L, O = x.shape[0], Ho * Wo, self.out_channels
         self._rows_layout = x.strides[1] < x.strides[3] and self.in_channels > 1  # channels-last memory
         self._x_in, self._x_shape, self._out_hw = x, x.shape, (Ho, Wo)
-        Wm = self._weight_matrix()                   # (O, K [+1])
-        Y = backend.scratch(self, "Y", (N * L, O), dtype)   # rows (n, i, j): channels-last output
+        Wm = self._weight_matrix()  # (O, K [+1])
+        Y = backend.scratch(self, "Y", (N * L, O), dtype)  # rows (n, i, j): channels-last output
         chunks = self._chunks(N, L * Wm.shape[1] * Y.itemsize)
         for s, e in chunks:
             cols = self._columns(backend, s, e)
-            A = cols if self._rows_layout else cols.T               # (rows, K+1)
-            backend.xp.matmul(A, Wm.T, out=Y[s * L:e * L])          # @ (K+1, O)
-        self._cols = cols if len(chunks) == 1 else None             # kept for dW unless chunked
-        return Y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)   # NCHW view, (N, Ho, Wo, O) memory
+            A = cols if self._rows_layout else cols.T  # (rows, K+1)
+            backend.xp.matmul(A, Wm.T, out=Y[s * L : e * L])  # @ (K+1, O)
+        self._cols = cols if len(chunks) == 1 else None  # kept for dW unless chunked
+        return Y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)  # NCHW view, (N, Ho, Wo, O) memory
 
     def backward(self, grad_y):
         N, C, H, W = self._x_shape
@@ -302,15 +313,15 @@ class Conv2D(Layer):
         dY = xp.ascontiguousarray(channels_last(grad_y)).reshape(N * L, O)  # free after a Conv2D
         dtype = self.params["W"].dtype
         K = self.kernel_size[0] * self.kernel_size[1] * C
-        dWt = backend.empty((K + self.bias, O), dtype)   # [dW | db]^T: the ones lane gives db
+        dWt = backend.empty((K + self.bias, O), dtype)  # [dW | db]^T: the ones lane gives db
         chunks = self._chunks(N, L * (K + self.bias) * dWt.itemsize)
         for s, e in chunks:
             cols = self._cols if self._cols is not None else self._columns(backend, s, e)
-            dYc = dY[s * L:e * L]                                   # (rows, O)
-            if self._rows_layout:                    # (K+1, rows) @ (rows, O): the faster
-                part = xp.matmul(cols.T, dYc, out=dWt if s == 0 else None)   # orientation here
-            else:                                    # thin first layer: one small GEMM per sample,
-                n = e - s                            # summed (OpenBLAS is slow on one long K)
+            dYc = dY[s * L : e * L]  # (rows, O)
+            if self._rows_layout:  # (K+1, rows) @ (rows, O): the faster
+                part = xp.matmul(cols.T, dYc, out=dWt if s == 0 else None)  # orientation here
+            else:  # thin first layer: one small GEMM per sample,
+                n = e - s  # summed (OpenBLAS is slow on one long K)
                 part = xp.matmul(cols.reshape(-1, n, L).transpose(1, 0, 2), dYc.reshape(n, L, O)).sum(axis=0)
                 if s == 0:
                     dWt[...] = part
@@ -330,26 +341,35 @@ class Conv2D(Layer):
         N, C, H, W = self._x_shape
         L = self._out_hw[0] * self._out_hw[1]
         K = self.kernel_size[0] * self.kernel_size[1] * C
-        Wm = self._weight_matrix()[:, :K]                           # (O, K)
+        Wm = self._weight_matrix()[:, :K]  # (O, K)
         dX = backend.scratch(self, "dX", (N, H, W, C), Wm.dtype, zero=True)
         for s, e in self._chunks(N, L * K * Wm.itemsize):
-            dcols = backend.xp.matmul(dY[s * L:e * L], Wm,
-                                      out=self._scratch(backend, "dcols", ((e - s) * L, K), Wm.dtype))
+            dcols = backend.xp.matmul(
+                dY[s * L : e * L], Wm, out=self._scratch(backend, "dcols", ((e - s) * L, K), Wm.dtype)
+            )
             backend.col2im(dcols, self.kernel_size, self.stride, self.padding, self.dilation, dX[s:e], self)
         return dX.transpose(0, 3, 1, 2)
 
     # -- configuration ---------------------------------------------------------------------
     def config(self):
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": plain(self.kernel_size), "stride": plain(self.stride),
-                "padding": plain(self.padding), "dilation": plain(self.dilation),
-                "bias": self.bias, "init": self.init}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": plain(self.kernel_size),
+            "stride": plain(self.stride),
+            "padding": plain(self.padding),
+            "dilation": plain(self.dilation),
+            "bias": self.bias,
+            "init": self.init,
+        }
 
     def output_shape(self, input_shape):
         C, H, W = input_shape
-        return (self.out_channels,
-                out_size(H, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
-                out_size(W, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
+        return (
+            self.out_channels,
+            out_size(H, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
+            out_size(W, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]),
+        )
 
     def flops(self, input_shape):
         _, Ho, Wo = self.output_shape(input_shape)

@@ -1,4 +1,5 @@
 """Dense (fully connected) layer: ``Z = X @ W + b`` for the whole batch in one matrix product."""
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,9 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, bias=True, init="he", seed=0):
         super().__init__()
-        self.in_features, self.out_features, self.bias, self.init = \
-            self._check_args(in_features, out_features, bias, init, seed)
+        self.in_features, self.out_features, self.bias, self.init = self._check_args(
+            in_features, out_features, bias, init, seed
+        )
         self.input_spec = (self.in_features,)
         self._alloc("W", (self.in_features, self.out_features))
         if self.bias:
@@ -96,22 +98,22 @@ class Dense(Layer):
             self.params["b"][...] = 0
 
     def forward(self, x, training=False):
-        Z = self._product(x)                          # (n, out)
+        Z = self._product(x)  # (n, out)
         if self.bias:
-            Z += self.params["b"]                     # broadcast over the batch
+            Z += self.params["b"]  # broadcast over the batch
         return Z
 
     def _product(self, x):
         """``x @ W`` for a checked input, keeping ``x`` (in ``W``'s dtype) for ``dW``."""
         self._check(x)
         W = self.params["W"]
-        self._x = x = x.astype(W.dtype, copy=False)   # (n, in)
+        self._x = x = x.astype(W.dtype, copy=False)  # (n, in)
         return x @ W
 
     def backward(self, grad_y):
         if getattr(self, "_x", None) is None:
             raise ValueError(f"{self!r}: backward called before forward (it needs the forward's input)")
-        if self.bias:                                      # db: (out,)
+        if self.bias:  # db: (out,)
             ops.get(grad_y).column_sums(grad_y, self.grads["b"])
         return self._backward_products(grad_y)
 
@@ -119,7 +121,7 @@ class Dense(Layer):
         ops.get(grad_y).xp.matmul(self._x.T, grad_y, out=self.grads["W"])  # dW = X^T dZ: (in, out)
         if not self.input_grad:
             return None
-        return grad_y @ self.params["W"].T                 # dX = dZ W^T: (n, in)
+        return grad_y @ self.params["W"].T  # dX = dZ W^T: (n, in)
 
     # -- Dense followed by ReLU, fused (Sequential runs them as one step; the results equal
     # the two layers' own forward and backward) ----------------------------------------------
@@ -149,8 +151,12 @@ class Dense(Layer):
         return self._backward_products(dz)
 
     def config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias, "init": self.init}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias,
+            "init": self.init,
+        }
 
     def output_shape(self, input_shape):
         return (self.out_features,)

@@ -1,4 +1,5 @@
 """Inverted dropout: scale at training time so inference is the identity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,9 +36,9 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             self._mask = None
             return x
-        backend = ops.get(x)                  # the masks come from the layer's NumPy generator
+        backend = ops.get(x)  # the masks come from the layer's NumPy generator
         keep = backend.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.rate)
-        self._mask = keep * backend.xp.asarray(1 / (1 - self.rate), dtype=x.dtype)   # 0 or 1/(1-p)
+        self._mask = keep * backend.xp.asarray(1 / (1 - self.rate), dtype=x.dtype)  # 0 or 1/(1-p)
         return x * self._mask
 
     def backward(self, grad_y):

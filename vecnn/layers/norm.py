@@ -4,6 +4,7 @@ Training mode normalizes with the batch's own mean and (biased) variance and upd
 running statistics in ``state`` (unbiased variance, as PyTorch does); eval mode uses the
 running statistics. ``gamma`` and ``beta`` are the trainable scale and shift.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,12 @@ from .dense import _positive_int, check_params
 
 
 class _BatchNorm(Layer):
-    axes: tuple            # axes reduced over, e.g. (0,) or (0, 2, 3)
-    param_shape: tuple     # how a (features,) vector broadcasts against the input
+    axes: tuple  # axes reduced over, e.g. (0,) or (0, 2, 3)
+    param_shape: tuple  # how a (features,) vector broadcasts against the input
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.num_features, self.eps, self.momentum = self._check_args(
-            type(self).__name__, num_features, eps, momentum)
+        self.num_features, self.eps, self.momentum = self._check_args(type(self).__name__, num_features, eps, momentum)
         self._alloc("gamma", (self.num_features,))
         self._alloc("beta", (self.num_features,))
         self.state["running_mean"] = ops.cpu().zeros(self.num_features, np.float32)
@@ -34,8 +34,11 @@ class _BatchNorm(Layer):
         where = f"{name}({num_features!r})"
         n = _positive_int(where, "num_features", num_features)
         check_params(where, [(n,), (n,)])
-        return (n, check_number(where, "eps", eps, low=0, low_open=True),
-                check_number(where, "momentum", momentum, 0, 1))
+        return (
+            n,
+            check_number(where, "eps", eps, low=0, low_open=True),
+            check_number(where, "momentum", momentum, 0, 1),
+        )
 
     @classmethod
     def param_shapes(cls, config):
@@ -74,15 +77,16 @@ class _BatchNorm(Layer):
         shape = self.param_shape
         gamma = self.params["gamma"].reshape(shape)
         beta = self.params["beta"].reshape(shape)
-        m = x.size // self.num_features                          # samples per feature
+        m = x.size // self.num_features  # samples per feature
         if training and m < 2:
-            raise ValueError(f"{self!r}: training needs more than one value per feature, "
-                             f"received input of shape {x.shape}")
+            raise ValueError(
+                f"{self!r}: training needs more than one value per feature, received input of shape {x.shape}"
+            )
         backend = ops.get(x)
         xp = backend.xp
         x2 = self._columns(x) if x.dtype == self.params["gamma"].dtype else None
         self._training = training
-        if x2 is not None:                        # (M, C) view: reductions over axis 0
+        if x2 is not None:  # (M, C) view: reductions over axis 0
             if training:
                 mean, var = backend.bn_stats(x2)
                 self._update_running(mean, var, m)
@@ -90,20 +94,21 @@ class _BatchNorm(Layer):
                 mean, var = self.state["running_mean"], self.state["running_var"]
             inv_std = (1 / xp.sqrt(var + self.eps)).astype(x2.dtype)
             self._inv_std = inv_std
-            self._xhat = self._xhat2 = None      # the previous batch's buffer may be reused
+            self._xhat = self._xhat2 = None  # the previous batch's buffer may be reused
             y, y2 = self._like("y", x, x2)
             xhat, xhat2 = self._like("xhat", x, x2)
-            backend.bn_normalize(x2, mean.astype(x2.dtype), inv_std, self.params["gamma"], self.params["beta"],
-                                 xhat2, y2)
+            backend.bn_normalize(
+                x2, mean.astype(x2.dtype), inv_std, self.params["gamma"], self.params["beta"], xhat2, y2
+            )
             self._xhat, self._xhat2 = xhat, xhat2
             return y
         if training:
-            mean = x.mean(axis=self.axes)                         # (C,)
-            var = x.var(axis=self.axes)                           # (C,) biased, as used to normalize
+            mean = x.mean(axis=self.axes)  # (C,)
+            var = x.var(axis=self.axes)  # (C,) biased, as used to normalize
             self._update_running(mean, var, m)
         else:
             mean, var = self.state["running_mean"], self.state["running_var"]
-        inv_std = 1 / xp.sqrt(var + self.eps)                     # (C,)
+        inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
         self._xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
         self._xhat2 = None
         self._inv_std = inv_std
@@ -118,7 +123,7 @@ class _BatchNorm(Layer):
     def backward(self, grad_y):
         shape = self.param_shape
         xhat, inv_std = self._xhat, self._inv_std
-        g = (self.params["gamma"] * inv_std).reshape(-1)         # (C,)
+        g = (self.params["gamma"] * inv_std).reshape(-1)  # (C,)
         m = grad_y.size // self.num_features
         xhat2 = self._xhat2
         g2 = None
@@ -127,12 +132,12 @@ class _BatchNorm(Layer):
             if g2 is not None and g2.shape != xhat2.shape:
                 g2 = None
         backend = ops.get(grad_y)
-        if g2 is not None:                         # (M, C) views: reductions over axis 0
+        if g2 is not None:  # (M, C) views: reductions over axis 0
             backend.bn_grad_sums(g2, xhat2, self.grads["gamma"], self.grads["beta"])
             if not self.input_grad:
                 return None
             dx, dx2 = self._like("dx", grad_y, xhat2)
-            if not self._training:                 # statistics are constants in eval mode
+            if not self._training:  # statistics are constants in eval mode
                 backend.xp.multiply(g2, g, out=dx2)
                 return dx
             b = self.grads["beta"] / m
@@ -141,11 +146,11 @@ class _BatchNorm(Layer):
             return dx
         xp = backend.xp
         xp.sum(grad_y * xhat, axis=self.axes, out=self.grads["gamma"])  # dgamma: (C,)
-        xp.sum(grad_y, axis=self.axes, out=self.grads["beta"])          # dbeta: (C,)
+        xp.sum(grad_y, axis=self.axes, out=self.grads["beta"])  # dbeta: (C,)
         if not self.input_grad:
             return None
         g = g.reshape(shape)
-        if not self._training:                     # statistics are constants in eval mode
+        if not self._training:  # statistics are constants in eval mode
             return grad_y * g
         # dX = gamma inv_std / m * (m dY - sum(dY) - xhat sum(dY xhat)), per feature
         dbeta = self.grads["beta"].reshape(shape)

@@ -8,6 +8,7 @@ Conv2D's output (channels-last in memory) hands the next Conv2D a channels-last 
 pooling is one of the backend's fused operations (``vecnn.ops``: ``maxpool_forward`` /
 ``maxpool_backward``).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ def _pad(x, padding, value):
     N, C, H, W = x.shape
     padded = ops.get(x).like(x, (N, C, H + 2 * ph, W + 2 * pw))
     padded[...] = value
-    padded[:, :, ph:ph + H, pw:pw + W] = x
+    padded[:, :, ph : ph + H, pw : pw + W] = x
     return padded
 
 
@@ -41,9 +42,11 @@ class _Pool2D(Layer):
         self.stride = self.kernel_size if stride is None else pair(where, "stride", stride)
         self.padding = pair(where, "padding", padding, minimum=0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{where}: expected padding of at most half the kernel size "
-                             f"({self.kernel_size[0] // 2}, {self.kernel_size[1] // 2}), "
-                             f"received padding={padding!r}")
+            raise ValueError(
+                f"{where}: expected padding of at most half the kernel size "
+                f"({self.kernel_size[0] // 2}, {self.kernel_size[1] // 2}), "
+                f"received padding={padding!r}"
+            )
         check_window(where, self.kernel_size, self.stride, self.padding)
         self.input_spec = (None, None, None)
 
@@ -52,8 +55,7 @@ class _Pool2D(Layer):
         return check_fits(self, x, self.kernel_size, self.stride, self.padding)
 
     def config(self):
-        return {"kernel_size": plain(self.kernel_size), "stride": plain(self.stride),
-                "padding": plain(self.padding)}
+        return {"kernel_size": plain(self.kernel_size), "stride": plain(self.stride), "padding": plain(self.padding)}
 
     def output_shape(self, input_shape):
         C, H, W = input_shape
@@ -89,9 +91,10 @@ class MaxPool2D(_Pool2D):
 
     def _forward(self, x, training, relu):
         out_hw = self._check_image(x)
-        self._saved = None                           # the previous batch's buffers may be reused
-        y, self._saved = ops.get(x).maxpool_forward(x, self.kernel_size, self.stride, self.padding, out_hw,
-                                                    relu, training, self)
+        self._saved = None  # the previous batch's buffers may be reused
+        y, self._saved = ops.get(x).maxpool_forward(
+            x, self.kernel_size, self.stride, self.padding, out_hw, relu, training, self
+        )
         return y
 
     def backward(self, grad_y):
@@ -134,18 +137,18 @@ class AvgPool2D(_Pool2D):
             for q in range(kw):
                 window = padded[:, :, offset_slice(p, 1, sh, Ho), offset_slice(q, 1, sw, Wo)]
                 y = window.copy(order="K") if y is None else ops.get(x).xp.add(y, window, out=y)
-        y *= 1.0 / (kh * kw)                        # a Python float keeps float32 float32
+        y *= 1.0 / (kh * kw)  # a Python float keeps float32 float32
         return y
 
     def backward(self, grad_y):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        (Ho, Wo), (N, C, H, W) = self._out_hw, self._x_shape
-        g = grad_y * (1.0 / (kh * kw))              # (N, C, Ho, Wo): each window's share
+        (Ho, Wo), (H, W) = self._out_hw, self._x_shape[2:]
+        g = grad_y * (1.0 / (kh * kw))  # (N, C, Ho, Wo): each window's share
         dpadded = ops.get(g).alloc_nchw(self._padded_shape, g.dtype, self._channels_last, zero=True)
         for p in range(kh):
             for q in range(kw):
                 dpadded[:, :, offset_slice(p, 1, sh, Ho), offset_slice(q, 1, sw, Wo)] += g
-        return dpadded[:, :, ph:ph + H, pw:pw + W]
+        return dpadded[:, :, ph : ph + H, pw : pw + W]
 
 
 @register_layer
@@ -158,12 +161,12 @@ class GlobalAvgPool2D(Layer):
     def forward(self, x, training=False):
         check_image(self, x, None)
         self._x_shape, self._channels_last = x.shape, x.strides[1] < x.strides[3]
-        return x.mean(axis=(2, 3))                  # (N, C)
+        return x.mean(axis=(2, 3))  # (N, C)
 
     def backward(self, grad_y):
         N, C, H, W = self._x_shape
         dx = ops.get(grad_y).alloc_nchw(self._x_shape, grad_y.dtype, self._channels_last)
-        dx[...] = (grad_y * (1.0 / (H * W)))[:, :, None, None]   # every pixel's share of the mean
+        dx[...] = (grad_y * (1.0 / (H * W)))[:, :, None, None]  # every pixel's share of the mean
         return dx
 
     def output_shape(self, input_shape):

@@ -4,6 +4,7 @@ The statistics are not trained: ``adapt(X_train)`` computes them (training data 
 the test split) and keeps them in ``state``, so they are saved in the model file with the
 weights and the loaded model preprocesses raw inputs exactly as in training.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,17 @@ _CHUNK = 4096  # rows per pass of adapt(): bounded float64 temporaries
 
 def _sample_shape(input_shape) -> tuple:
     """A per-sample shape: a non-empty sequence of positive integers within ``limits``."""
-    ok = isinstance(input_shape, (tuple, list)) and 0 < len(input_shape) <= 32 and all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1 for d in input_shape)
+    ok = (
+        isinstance(input_shape, (tuple, list))
+        and 0 < len(input_shape) <= 32
+        and all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= 1 for d in input_shape
+        )
+    )
     if not ok:
-        raise ValueError(f"Standardize: expected a per-sample input shape of positive sizes, "
-                         f"received input_shape={input_shape!r}")
+        raise ValueError(
+            f"Standardize: expected a per-sample input shape of positive sizes, received input_shape={input_shape!r}"
+        )
     return check_shape("Standardize: input_shape", input_shape)
 
 
@@ -107,6 +114,8 @@ class Standardize(Layer):
             self.input_spec = (None,) * len(shape)
 
     def _stats_shape(self) -> tuple:
+        if self.input_shape is None:
+            raise ValueError("Standardize: no input shape yet; call adapt(X_train) first")
         return _stats_shape(self.input_shape, self.per)
 
     def adapt(self, X) -> "Standardize":
@@ -115,11 +124,15 @@ class Standardize(Layer):
         xp = ops.get(X).xp if hasattr(X, "shape") else ops.cpu().xp
         X = xp.asarray(X)
         if X.ndim < 2 or len(X) == 0 or X.dtype.kind not in "fiub":
-            raise ValueError(f"Standardize.adapt: expected a non-empty numeric array of shape "
-                             f"(n, ...), received shape {X.shape} dtype {X.dtype}")
+            raise ValueError(
+                f"Standardize.adapt: expected a non-empty numeric array of shape "
+                f"(n, ...), received shape {X.shape} dtype {X.dtype}"
+            )
         if self.input_shape is not None and X.shape[1:] != self.input_shape:
-            raise ValueError(f"Standardize.adapt: this layer was made for input_shape "
-                             f"{self.input_shape}, received samples of shape {X.shape[1:]}")
+            raise ValueError(
+                f"Standardize.adapt: this layer was made for input_shape "
+                f"{self.input_shape}, received samples of shape {X.shape[1:]}"
+            )
         self._set_shape(X.shape[1:])
         stats = self._stats_shape()
         axes = tuple(i for i, s in enumerate((len(X), *stats)) if s == 1 or i == 0)
@@ -127,14 +140,14 @@ class Standardize(Layer):
         # two passes (mean, then squared deviations) in float64: no catastrophic cancellation
         total = xp.zeros((1, *stats))
         for i in range(0, len(X), _CHUNK):
-            total += X[i:i + _CHUNK].sum(axis=axes, keepdims=True, dtype=np.float64)
-        mean = total / count                                            # (1, *stats)
+            total += X[i : i + _CHUNK].sum(axis=axes, keepdims=True, dtype=np.float64)
+        mean = total / count  # (1, *stats)
         sq = xp.zeros((1, *stats))
         for i in range(0, len(X), _CHUNK):
-            d = X[i:i + _CHUNK] - mean                                  # float64 chunk
+            d = X[i : i + _CHUNK] - mean  # float64 chunk
             sq += xp.square(d, out=d).sum(axis=axes, keepdims=True)
         std = xp.sqrt(sq / count)
-        std[std < self.eps] = 1.0                                       # constant inputs: only center
+        std[std < self.eps] = 1.0  # constant inputs: only center
         self.state["mean"] = mean[0].astype(DTYPE)
         self.state["std"] = std[0].astype(DTYPE)
         return self
@@ -147,26 +160,29 @@ class Standardize(Layer):
 
     def forward(self, x, training=False):
         if not self.adapted:
-            raise ValueError("Standardize: no statistics yet; call adapt(X_train) first "
-                             "(or construct it with input_shape=...)")
+            raise ValueError(
+                "Standardize: no statistics yet; call adapt(X_train) first (or construct it with input_shape=...)"
+            )
         self._check(x)
-        self._inv_std = 1 / self.state["std"]                          # (*stats)
+        self._inv_std = 1 / self.state["std"]  # (*stats)
         return (x - self.state["mean"]) * self._inv_std
 
     def backward(self, grad_y):
         if not self.input_grad:
             return None
-        return grad_y * self._inv_std                                  # dX = dY / std
+        return grad_y * self._inv_std  # dX = dY / std
 
     def config(self):
-        return {"input_shape": None if self.input_shape is None else list(self.input_shape),
-                "per": self.per, "eps": self.eps}
+        return {
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "per": self.per,
+            "eps": self.eps,
+        }
 
     def check_state(self):
         std = self.state.get("std")
         if std is not None and not (std > 0).all():
-            raise ValueError(f"{self!r}: std holds values <= 0; a standard deviation adapted from data "
-                             f"is positive")
+            raise ValueError(f"{self!r}: std holds values <= 0; a standard deviation adapted from data is positive")
 
     def output_shape(self, input_shape):
         return tuple(input_shape)

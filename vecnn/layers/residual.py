@@ -10,6 +10,7 @@ flat buffers, optimizers and model files treat it like any other layer. When a `
 rebinds ``params[k]`` to a view of its flat buffer, the rebinding is passed on to the
 sub-layer that owns the entry, so the sub-layer computes with that same view.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,17 +38,20 @@ class _Linked(dict):
         try:
             table, sub = self._links[key]
         except KeyError:
-            raise KeyError(f"{key!r}: a residual block's tables only hold its sub-layers' "
-                           f"entries ({', '.join(self._links) or 'none'})") from None
+            raise KeyError(
+                f"{key!r}: a residual block's tables only hold its sub-layers' "
+                f"entries ({', '.join(self._links) or 'none'})"
+            ) from None
         table[sub] = value
         super().__setitem__(key, value)
 
 
-def _spec_class(where: str, spec) -> tuple[type, dict]:
+def _spec_class(where: str, spec) -> tuple[type[Layer], dict]:
     """The registered class and the config of a ``{"name": ..., "config": ...}`` dict."""
     if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
-        raise ValueError(f"{where}: expected a vecnn Layer or a {{'name': ..., 'config': ...}} dict, "
-                         f"received {_short(spec)}")
+        raise ValueError(
+            f"{where}: expected a vecnn Layer or a {{'name': ..., 'config': ...}} dict, received {_short(spec)}"
+        )
     config = spec.get("config")
     try:
         return lookup(LAYERS, "layer", spec["name"]), {} if config is None else config
@@ -65,7 +69,7 @@ def _layer(where: str, spec) -> Layer:
 
 def _short(value, limit=80) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_nesting(where: str, layers, projection) -> None:
@@ -80,8 +84,10 @@ def _check_nesting(where: str, layers, projection) -> None:
             config = spec.get("config")
             if isinstance(config, dict):
                 inner = config.get("layers")
-                todo += [(s, depth + 1) for s in [*(inner if isinstance(inner, (list, tuple)) else []),
-                                                  config.get("projection")]]
+                todo += [
+                    (s, depth + 1)
+                    for s in [*(inner if isinstance(inner, (list, tuple)) else []), config.get("projection")]
+                ]
 
 
 def _spec(layer: Layer) -> dict:
@@ -128,8 +134,10 @@ class Residual(Layer):
         if isinstance(layers, (Layer, dict)) or not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError(f"Residual: expected a non-empty list of layers, received {_short(layers)}")
         if not (projection is None or isinstance(projection, (bool, Layer, dict))):
-            raise ValueError(f"Residual: expected projection to be None, true, a Layer or a "
-                             f"{{'name': ..., 'config': ...}} dict, received {_short(projection)}")
+            raise ValueError(
+                f"Residual: expected projection to be None, true, a Layer or a "
+                f"{{'name': ..., 'config': ...}} dict, received {_short(projection)}"
+            )
         _check_nesting("Residual", layers, projection)
 
     @classmethod
@@ -148,13 +156,15 @@ class Residual(Layer):
             params.update((prefix + k, v) for k, v in p.items())
             state.update((prefix + k, v) for k, v in s.items())
 
-        convs = []                                     # (class, config or instance) of each Conv2D
+        convs = []  # (class, config or instance) of each Conv2D
         for i, spec in enumerate(layers):
             where = f"Residual: layers[{i}]"
             if isinstance(spec, Layer):
                 sub, sub_config = type(spec), spec
-                add(f"f.{i}.", ({k: v.shape for k, v in spec.params.items()},
-                                {k: v.shape for k, v in spec.state.items()}))
+                add(
+                    f"f.{i}.",
+                    ({k: v.shape for k, v in spec.params.items()}, {k: v.shape for k, v in spec.state.items()}),
+                )
             else:
                 sub, sub_config = _spec_class(where, spec)
                 try:
@@ -165,16 +175,20 @@ class Residual(Layer):
                 convs.append((sub, sub_config))
         if projection is True:
             if not convs:
-                raise ValueError("Residual: projection=True needs a Conv2D in layers to take the "
-                                 "channel counts from; pass the projection layer itself instead")
+                raise ValueError(
+                    "Residual: projection=True needs a Conv2D in layers to take the "
+                    "channel counts from; pass the projection layer itself instead"
+                )
             if not all(built_like(c, Conv2D) and isinstance(cfg, dict) for c, cfg in convs):
-                return super().param_shapes(config)   # (instances, or a user's Conv2D: build it)
+                return super().param_shapes(config)  # (instances, or a user's Conv2D: build it)
             cin = Conv2D._check_args(**convs[0][1])[0]
             cout = Conv2D._check_args(**convs[-1][1])[1]
             add("proj.", ({"W": (cout, cin, 1, 1)}, {}))
         elif isinstance(projection, Layer):
-            add("proj.", ({k: v.shape for k, v in projection.params.items()},
-                          {k: v.shape for k, v in projection.state.items()}))
+            add(
+                "proj.",
+                ({k: v.shape for k, v in projection.params.items()}, {k: v.shape for k, v in projection.state.items()}),
+            )
         elif isinstance(projection, dict):
             sub, sub_config = _spec_class("Residual: projection", projection)
             try:
@@ -188,13 +202,20 @@ class Residual(Layer):
 
         convs = [l for l in self.layers if isinstance(l, Conv2D)]
         if not convs:
-            raise ValueError("Residual: projection=True needs a Conv2D in layers to take the "
-                             "channel counts from; pass the projection layer itself instead")
+            raise ValueError(
+                "Residual: projection=True needs a Conv2D in layers to take the "
+                "channel counts from; pass the projection layer itself instead"
+            )
         stride = [1, 1]
         for c in convs:
             stride = [stride[0] * c.stride[0], stride[1] * c.stride[1]]
-        return Conv2D(convs[0].in_channels, convs[-1].out_channels, 1,
-                      stride=stride[0] if stride[0] == stride[1] else stride, bias=False)
+        return Conv2D(
+            convs[0].in_channels,
+            convs[-1].out_channels,
+            1,
+            stride=stride[0] if stride[0] == stride[1] else stride,
+            bias=False,
+        )
 
     def _parts(self):
         parts = [(f"f.{i}.", l) for i, l in enumerate(self.layers)]
@@ -203,8 +224,7 @@ class Residual(Layer):
     def _link(self):
         """(Re)gather the sub-layers' tables under prefixed keys."""
         for name in ("params", "grads", "state"):
-            links = {prefix + k: (getattr(l, name), k) for prefix, l in self._parts()
-                     for k in getattr(l, name)}
+            links = {prefix + k: (getattr(l, name), k) for prefix, l in self._parts() for k in getattr(l, name)}
             setattr(self, name, _Linked(links))
 
     # -- the flag Sequential sets on its first layer --------------------------------------
@@ -215,9 +235,9 @@ class Residual(Layer):
     @input_grad.setter
     def input_grad(self, value):
         self._input_grad = bool(value)
-        if "layers" in self.__dict__:                # (not yet while the constructor runs)
-            self.layers[0].input_grad = self._input_grad        # no dX wanted: f's first layer
-            if getattr(self, "projection", None) is not None:    # and the projection skip it
+        if "layers" in self.__dict__:  # (not yet while the constructor runs)
+            self.layers[0].input_grad = self._input_grad  # no dX wanted: f's first layer
+            if getattr(self, "projection", None) is not None:  # and the projection skip it
                 self.projection.input_grad = self._input_grad
 
     # -- the computation -------------------------------------------------------------------
@@ -230,17 +250,18 @@ class Residual(Layer):
             raise ValueError(
                 f"{self!r}: the residual path gives {fmt_shape(h.shape)} but the shortcut gives "
                 f"{fmt_shape(s.shape)} for input {fmt_shape(getattr(x, 'shape', ()))}; "
-                f"use projection=True (or a projection layer) when f changes the shape")
+                f"use projection=True (or a projection layer) when f changes the shape"
+            )
         return h + s
 
     def backward(self, grad_y):
         g = grad_y
         for layer in reversed(self.layers):
-            g = layer.backward(g)                    # (None from the first when no dX wanted)
+            g = layer.backward(g)  # (None from the first when no dX wanted)
         gs = grad_y if self.projection is None else self.projection.backward(grad_y)
         if not self._input_grad:
             return None
-        return g + gs                                # both paths carry dL/dx
+        return g + gs  # both paths carry dL/dx
 
     def sublayers(self):
         return [*self.layers, *([self.projection] if self.projection is not None else [])]
@@ -251,8 +272,10 @@ class Residual(Layer):
 
     # -- configuration ---------------------------------------------------------------------
     def config(self):
-        return {"layers": [_spec(l) for l in self.layers],
-                "projection": None if self.projection is None else _spec(self.projection)}
+        return {
+            "layers": [_spec(l) for l in self.layers],
+            "projection": None if self.projection is None else _spec(self.projection),
+        }
 
     def init_params(self, rng):
         seeds = rng.integers(0, 2**63, size=len(self._parts()))
@@ -269,13 +292,16 @@ class Residual(Layer):
         shape = tuple(input_shape)
         for layer in self.layers:
             shape = tuple(layer.output_shape(shape))
-        short = tuple(input_shape) if self.projection is None else \
-            tuple(self.projection.output_shape(tuple(input_shape)))
+        short = (
+            tuple(input_shape) if self.projection is None else tuple(self.projection.output_shape(tuple(input_shape)))
+        )
         if shape != short:
-            raise ValueError(f"{self!r}: the residual path gives {fmt_shape((None, *shape))} but the "
-                             f"shortcut gives {fmt_shape((None, *short))} for input "
-                             f"{fmt_shape((None, *input_shape))}; use projection=True (or a "
-                             f"projection layer) when f changes the shape")
+            raise ValueError(
+                f"{self!r}: the residual path gives {fmt_shape((None, *shape))} but the "
+                f"shortcut gives {fmt_shape((None, *short))} for input "
+                f"{fmt_shape((None, *input_shape))}; use projection=True (or a "
+                f"projection layer) when f changes the shape"
+            )
         return shape
 
     def flops(self, input_shape):
@@ -285,7 +311,7 @@ class Residual(Layer):
             shape = tuple(layer.output_shape(shape))
         if self.projection is not None:
             total += self.projection.flops(tuple(input_shape))
-        return total + math.prod(shape)           # the addition
+        return total + math.prod(shape)  # the addition
 
     def __repr__(self):
         inner = ", ".join(type(l).__name__ for l in self.layers)

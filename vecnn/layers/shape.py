@@ -1,4 +1,5 @@
 """Flatten: ``(n, C, H, W) -> (n, C*H*W)`` keeping C, H, W order (PyTorch's order)."""
+
 from __future__ import annotations
 
 import math

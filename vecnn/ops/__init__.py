@@ -19,9 +19,11 @@ Backends:
 ``report()`` (and ``vecnn backends``) says which backend serves each operation here and why a
 faster one is off.
 """
+
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +57,7 @@ def use(name: str) -> None:
     _kernels.enabled = name == "numba"
 
 
-def cpu():
+def cpu() -> NumPyBackend:
     """The CPU backend in use: compiled (numba) when available and enabled, else NumPy."""
     compiled = _kernels.get()
     if compiled is None:
@@ -73,7 +75,7 @@ def numpy_backend() -> NumPyBackend:
     return _numpy
 
 
-def by_name(name: str):
+def by_name(name: str) -> NumPyBackend:
     """The backend called ``name`` ("numpy", "numba", "cupy"); a ``ValueError`` when it is
     not available here."""
     if name == "numpy":
@@ -90,7 +92,7 @@ def by_name(name: str):
 _registered: dict = {}
 
 
-def register(array_type: type, backend) -> None:
+def register(array_type: type, backend: NumPyBackend | None) -> None:
     """Make ``backend`` the owner of ``array_type`` arrays (an accelerator of your own, or a
     stand-in device in tests); ``register(array_type, None)`` undoes it."""
     if backend is None:
@@ -99,7 +101,7 @@ def register(array_type: type, backend) -> None:
         _registered[array_type] = backend
 
 
-def get(*arrays):
+def get(*arrays: Any) -> NumPyBackend:
     """The backend owning ``arrays`` (the first array decides; scalars and None are skipped).
 
     A type no backend knows (a PyTorch tensor, a list) is a ``ValueError`` naming it."""
@@ -116,8 +118,10 @@ def get(*arrays):
             return cpu()
         if t.__module__.startswith("cupy"):
             return gpu()
-        raise ValueError(f"vecnn.ops: no backend computes on {t.__module__}.{t.__qualname__} arrays; "
-                         f"expected numpy.ndarray (CPU) or cupy.ndarray (GPU)")
+        raise ValueError(
+            f"vecnn.ops: no backend computes on {t.__module__}.{t.__qualname__} arrays; "
+            f"expected numpy.ndarray (CPU) or cupy.ndarray (GPU)"
+        )
     return cpu()
 
 
@@ -130,10 +134,12 @@ def gpu_problem() -> str | None:
     try:
         import cupy
     except ImportError as e:
-        return (f"CuPy is not installed ({e}); on a machine with an NVIDIA GPU install the extra "
-                f"that fits its CUDA: pip install 'vecnn[gpu-cuda13]' (CUDA 13) or 'vecnn[gpu-cuda12]' "
-                f"(CUDA 12); `nvidia-smi` shows the CUDA version")
-    except Exception as e:         # a broken install: say so rather than hide it
+        return (
+            f"CuPy is not installed ({e}); on a machine with an NVIDIA GPU install the extra "
+            f"that fits its CUDA: pip install 'vecnn[gpu-cuda13]' (CUDA 13) or 'vecnn[gpu-cuda12]' "
+            f"(CUDA 12); `nvidia-smi` shows the CUDA version"
+        )
+    except Exception as e:  # a broken install: say so rather than hide it
         return f"CuPy failed to import: {type(e).__name__}: {e}"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -141,8 +147,10 @@ def gpu_problem() -> str | None:
         runtime = _cuda_version(lambda: cupy.cuda.runtime.runtimeGetVersion())
         driver = _cuda_version(lambda: cupy.cuda.runtime.driverGetVersion())
         if runtime and driver and driver != "none" and driver < runtime:
-            return (f"CuPy is built for CUDA {runtime} but the driver supports CUDA {driver}: install "
-                    f"the vecnn extra for the driver's CUDA (gpu-cuda12 or gpu-cuda13)")
+            return (
+                f"CuPy is built for CUDA {runtime} but the driver supports CUDA {driver}: install "
+                f"the vecnn extra for the driver's CUDA (gpu-cuda12 or gpu-cuda13)"
+            )
         return f"no usable CUDA device ({type(e).__name__}: {e})"
     if count < 1:
         return "CuPy finds no CUDA device on this machine"
@@ -157,7 +165,7 @@ def _cuda_version(read):
     return "none" if v == 0 else f"{v // 1000}.{v % 1000 // 10}"
 
 
-def gpu():
+def gpu() -> NumPyBackend:
     """The CuPy backend; a ``ValueError`` naming what is missing (and how to get it) where
     there is no usable GPU."""
     global _gpu
@@ -173,7 +181,7 @@ def gpu():
     return _gpu
 
 
-def device(name: str):
+def device(name: str) -> NumPyBackend:
     """The backend for ``"cpu"``, ``"gpu"`` or ``"auto"`` (the GPU when there is one)."""
     if name == "cpu":
         return cpu()
@@ -185,14 +193,17 @@ def device(name: str):
 
 
 # -- saying what runs -----------------------------------------------------------------------
-def report() -> dict:
+def report() -> dict[str, Any]:
     """What computes here: the backends (available or not, and why), which backend serves
     each fused operation on the CPU and on the GPU, and the BLAS. Plain JSON data."""
     compiled = _kernels.get()
     numba_reason = None
     if compiled is None:
-        numba_reason = ("turned off (vecnn.kernels.enabled = False)" if not _kernels.enabled
-                        else f"numba kernels unavailable: {_kernels._kernels.error or 'unknown error'}")
+        numba_reason = (
+            "turned off (vecnn.kernels.enabled = False)"
+            if not _kernels.enabled
+            else f"numba kernels unavailable: {_kernels._kernels.error or 'unknown error'}"
+        )
     split, split_reason = None, None
     if compiled is not None:
         from . import _openblas
@@ -210,15 +221,31 @@ def report() -> dict:
         if compiled is not None and op in threaded:
             served = "numba + OpenBLAS threads" if split is not None else "numba (one thread)"
             note = "" if split is not None else f"OpenBLAS thread split off: {split_reason}"
-        operations.append({"operation": op, "what": what, "cpu": served,
-                           "gpu": "cupy" if gpu_reason is None else None, "note": note})
+        operations.append(
+            {"operation": op, "what": what, "cpu": served, "gpu": "cupy" if gpu_reason is None else None, "note": note}
+        )
     backends = [
-        {"name": "numpy", "device": "cpu", "available": True, "in_use": compiled is None,
-         "reason": NumPyBackend.summary},
-        {"name": "numba", "device": "cpu", "available": compiled is not None, "in_use": compiled is not None,
-         "reason": "NumPy arrays with the fused passes compiled by numba" if compiled is not None else numba_reason},
-        {"name": "cupy", "device": "gpu", "available": gpu_reason is None, "in_use": False,
-         "reason": "CUDA kernels and cuBLAS on an NVIDIA GPU" if gpu_reason is None else gpu_reason},
+        {
+            "name": "numpy",
+            "device": "cpu",
+            "available": True,
+            "in_use": compiled is None,
+            "reason": NumPyBackend.summary,
+        },
+        {
+            "name": "numba",
+            "device": "cpu",
+            "available": compiled is not None,
+            "in_use": compiled is not None,
+            "reason": "NumPy arrays with the fused passes compiled by numba" if compiled is not None else numba_reason,
+        },
+        {
+            "name": "cupy",
+            "device": "gpu",
+            "available": gpu_reason is None,
+            "in_use": False,
+            "reason": "CUDA kernels and cuBLAS on an NVIDIA GPU" if gpu_reason is None else gpu_reason,
+        },
     ]
     return {"backends": backends, "operations": operations, "blas": _blas()}
 
@@ -227,14 +254,26 @@ def _blas() -> list[dict]:
     try:
         from threadpoolctl import threadpool_info
 
-        return [{k: i.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
-                                        "architecture", "threading_layer", "filepath")}
-                for i in threadpool_info()]
-    except Exception as e:          # reported, not hidden
+        return [
+            {
+                k: i.get(k)
+                for k in (
+                    "user_api",
+                    "internal_api",
+                    "version",
+                    "num_threads",
+                    "architecture",
+                    "threading_layer",
+                    "filepath",
+                )
+            }
+            for i in threadpool_info()
+        ]
+    except Exception as e:  # reported, not hidden
         return [{"error": f"{type(e).__name__}: {e}"}]
 
 
-def format_report(info: dict | None = None) -> str:
+def format_report(info: dict[str, Any] | None = None) -> str:
     """``report()`` as the text ``vecnn backends`` prints."""
     info = report() if info is None else info
     lines = ["backends:"]
@@ -254,9 +293,11 @@ def format_report(info: dict | None = None) -> str:
         if "error" in b:
             lines.append(f"  could not inspect: {b['error']}")
             continue
-        lines.append(f"  {b.get('internal_api')} {b.get('version')} ({b.get('user_api')}), "
-                     f"{b.get('num_threads')} threads, kernel {b.get('architecture')}, "
-                     f"{b.get('threading_layer')}: {b.get('filepath')}")
+        lines.append(
+            f"  {b.get('internal_api')} {b.get('version')} ({b.get('user_api')}), "
+            f"{b.get('num_threads')} threads, kernel {b.get('architecture')}, "
+            f"{b.get('threading_layer')}: {b.get('filepath')}"
+        )
     return "\n".join(lines)
 
 

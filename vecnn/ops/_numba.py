@@ -7,6 +7,9 @@ only the file of the function it loads: a kernel here inlined into a kernel in a
 would stay stale in that file's cache). Addresses (OpenBLAS's functions, the share kernels of
 ``vecnn.ops._openblas``) are always arguments, never constants compiled into cached code.
 """
+
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, types
@@ -19,7 +22,7 @@ from numba.extending import intrinsic
 # No "contract": fused multiply-adds would round differently where LLVM forms them (the
 # vectorized body, the scalar tail, a kernel inlined elsewhere), so a result would depend on
 # where a range starts, e.g. on how many threads split it (vecnn.ops._openblas).
-opts = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+opts: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 zero = np.float32(0)
 # Momentum-like state decays geometrically where a weight gets no gradient (the weights of
 # always-zero pixels, dead units) and sinks into the subnormal range within a few hundred
@@ -39,7 +42,7 @@ def adam(p, g, m, v, old, b1, c1, b2, c2, eps, step_size, inv_sqrt_bc2, l2, deca
         gi = g[i] + l2 * pi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
-        mi = zero if abs(mi) < tiny else mi      # NaN stays NaN (the check sees it)
+        mi = zero if abs(mi) < tiny else mi  # NaN stays NaN (the check sees it)
         vi = zero if vi < tiny else vi
         m[i] = mi
         v[i] = vi
@@ -232,7 +235,7 @@ def bn_input_grad(g, xhat, a, b, d, dx):
 
 # -- convolution and pooling, on channels-last views (N, H, W, C), any strides: one pass over
 # memory each, where the NumPy versions make one whole-array pass per kernel offset
-conv_opts = dict(cache=True, nogil=True, error_model="numpy")
+conv_opts: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**conv_opts)
@@ -246,7 +249,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
     _, Ho, Wo, _ = y.shape
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
         # the common 2x2 / 2 pool: four loads and selects per output, vectorized over C
-        zero = x.dtype.type(0)                   # typed: a bare 0 would widen m to float64
+        zero = x.dtype.type(0)  # typed: a bare 0 would widen m to float64
         for n in range(N):
             for i in range(Ho):
                 for j in range(Wo):
@@ -254,7 +257,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
                     for c in range(C):
                         m, a = (zero, 255) if relu else (x[n, r, s, c], 0)
                         v = x[n, r, s, c]
-                        t = v > m                # relu only: offset 0 against the start value
+                        t = v > m  # relu only: offset 0 against the start value
                         m, a = (v, 0) if t else (m, a)
                         v = x[n, r, s + 1, c]
                         t = v > m or (v != v and not relu)
@@ -297,6 +300,7 @@ def maxpool_forward(x, kh, kw, sh, sw, ph, pw, y, arg, relu):
                                     y[n, i, j, c] = v
                                     arg[n, i, j, c] = k
 
+
 @njit(**conv_opts)
 def maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, dx, tiled):
     # dx (N, H, W, C): each dy goes to its window's winning position. ``tiled`` (stride ==
@@ -319,11 +323,12 @@ def maxpool_backward(dy, arg, kh, kw, sh, sw, ph, pw, dx, tiled):
                 else:
                     for c in range(C):
                         k = arg[n, i, j, c]
-                        if k == 255:                 # a pooled ReLU's zero-slope window
+                        if k == 255:  # a pooled ReLU's zero-slope window
                             continue
                         r = i * sh + k // kw - ph
                         s = j * sw + k % kw - pw
                         dx[n, r, s, c] += dy[n, i, j, c]
+
 
 @njit(**conv_opts)
 def col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dx):
@@ -348,6 +353,7 @@ def col2im(dcols, kh, kw, sh, sw, ph, pw, dh, dw, dx):
                         base = (p * kw + q) * C
                         for c in range(C):
                             dx[n, r, s, c] += dcols[row, base + c]
+
 
 @njit(**conv_opts)
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
@@ -374,7 +380,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
 
 
 # -- shares of a range, run on OpenBLAS's threads (vecnn.ops._openblas) ---------------------------
-_BLAS_SINGLE = 2        # OpenBLAS's mode flag for single precision (strides in 4-byte units)
+_BLAS_SINGLE = 2  # OpenBLAS's mode flag for single precision (strides in 4-byte units)
 # what vecnn.ops._openblas passes as fns: OpenBLAS's two functions, then the share kernels of SHARES
 _L1, _THREADS, _OPTIMIZER, _GATHER, _PROBE, _FINITE = range(6)
 
@@ -386,6 +392,7 @@ vp = ir.IntType(8).as_pointer()
 def f32ptr(typingctx, addr):
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], ir.FloatType().as_pointer())
+
     return types.CPointer(types.float32)(types.int64), codegen
 
 
@@ -395,6 +402,7 @@ def blas_threads(typingctx, address):
     def codegen(context, builder, sig, args):
         fn = builder.inttoptr(args[0], ir.FunctionType(i32, []).as_pointer())
         return builder.sext(builder.call(fn, []), i64)
+
     return types.int64(types.int64), codegen
 
 
@@ -409,13 +417,42 @@ def level1(typingctx, address, m, a, lda, b, ldb, c, function, nthreads):
         one = cgutils.alloca_once_value(builder, ir.Constant(ir.FloatType(), 1.0))
         ptr = lambda x: builder.inttoptr(x, vp)
         zero = ir.Constant(i64, 0)
-        builder.call(fn, [ir.Constant(i32, _BLAS_SINGLE), m_, zero, zero, builder.bitcast(one, vp),
-                          ptr(a_), lda_, ptr(b_), ldb_, ptr(c_), zero, ptr(f_), builder.trunc(n_, i32)])
+        builder.call(
+            fn,
+            [
+                ir.Constant(i32, _BLAS_SINGLE),
+                m_,
+                zero,
+                zero,
+                builder.bitcast(one, vp),
+                ptr(a_),
+                lda_,
+                ptr(b_),
+                ldb_,
+                ptr(c_),
+                zero,
+                ptr(f_),
+                builder.trunc(n_, i32),
+            ],
+        )
         return context.get_dummy_value()
+
     return types.void(*(types.int64,) * 9), codegen
 
-share_sig = types.int32(types.int64, types.int64, types.int64, types.float32, types.int64, types.int64,
-                        types.int64, types.int64, types.CPointer(types.int64), types.int64, types.voidptr)
+
+share_sig = types.int32(
+    types.int64,
+    types.int64,
+    types.int64,
+    types.float32,
+    types.int64,
+    types.int64,
+    types.int64,
+    types.int64,
+    types.CPointer(types.int64),
+    types.int64,
+    types.voidptr,
+)
 
 # Each cfunc below is one share: (width, _, _, _, a, lda, b, ldb, ctx, _, _) with a and b
 # advanced to the share's start; ctx holds the base addresses and the scalars.
@@ -438,8 +475,8 @@ def _optimizer_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
         chk = sgd(p, g, s1, old, f[0], f[1], f[2], f[3] != 0, f[4] != 0)
     else:
         chk = rmsprop(p, g, s1, old, f[0], f[1], f[2], f[3], f[4])
-    if chk != 0:                     # any share's NaN makes the result NaN (a benign race:
-        f[9] = chk                   # every writer writes a non-finite value)
+    if chk != 0:  # any share's NaN makes the result NaN (a benign race:
+        f[9] = chk  # every writer writes a non-finite value)
     return 0
 
 
@@ -450,6 +487,7 @@ def copy_bytes(typingctx, dst, src, nbytes):
         d, s, n = args
         cgutils.raw_memcpy(builder, builder.inttoptr(d, vp), builder.inttoptr(s, vp), n, 1)
         return context.get_dummy_value()
+
     return types.void(types.int64, types.int64, types.int64), codegen
 
 
@@ -484,7 +522,7 @@ def _probe_share(w, n_, k_, alpha, a, lda, b, ldb, c, ldc, sb):
     return 0
 
 
-run_opts = dict(cache=True, nogil=True)
+run_opts: dict[str, Any] = dict(cache=True, nogil=True)
 
 
 @njit(**run_opts)
@@ -506,8 +544,17 @@ def run_optimizer(fns, min_split, kind, p, g, s1, s2, old, f0, f1, f2, f3, f4, f
 def run_gather(fns, X, idx, out):
     ctx = np.empty(2, np.int64)
     ctx[0], ctx[1] = X.ctypes.data, X.shape[1]
-    level1(fns[_L1], idx.shape[0], idx.ctypes.data, 2, out.ctypes.data, X.shape[1], ctx.ctypes.data, fns[_GATHER],
-           blas_threads(fns[_THREADS]))
+    level1(
+        fns[_L1],
+        idx.shape[0],
+        idx.ctypes.data,
+        2,
+        out.ctypes.data,
+        X.shape[1],
+        ctx.ctypes.data,
+        fns[_GATHER],
+        blas_threads(fns[_THREADS]),
+    )
     return out
 
 
@@ -517,8 +564,17 @@ def run_finite_check(fns, x):
     result = np.zeros(1, np.float32)
     ctx = np.empty(1, np.int64)
     ctx[0] = result.ctypes.data
-    level1(fns[_L1], x.shape[0], x.ctypes.data, 1, x.ctypes.data, 1, ctx.ctypes.data, fns[_FINITE],
-           blas_threads(fns[_THREADS]))
+    level1(
+        fns[_L1],
+        x.shape[0],
+        x.ctypes.data,
+        1,
+        x.ctypes.data,
+        1,
+        ctx.ctypes.data,
+        fns[_FINITE],
+        blas_threads(fns[_THREADS]),
+    )
     return result[0]
 
 
@@ -541,10 +597,17 @@ def current_threads(fns):
 #: at import; None if this numba cannot compile them (vecnn.ops._openblas is then off, every other
 #: kernel stays on)
 #: SHARES_ERROR says why (``vecnn backends`` prints it)
-SHARES_ERROR = None
+def _address(share) -> int:
+    address = cfunc(share_sig, nogil=True, cache=True)(share).address
+    if address is None:
+        raise RuntimeError(f"numba compiled {share.__name__} without an address")
+    return address
+
+
+SHARES: tuple[int, ...] | None
+SHARES_ERROR: str | None = None
 try:
-    SHARES = tuple(cfunc(share_sig, nogil=True, cache=True)(f).address
-                   for f in (_optimizer_share, _gather_share, _probe_share, _finite_share))
-except Exception as e:      # reported, never silent: see vecnn.ops.report()
+    SHARES = tuple(_address(f) for f in (_optimizer_share, _gather_share, _probe_share, _finite_share))
+except Exception as e:  # reported, never silent: see vecnn.ops.report()
     SHARES = None
     SHARES_ERROR = f"{type(e).__name__}: {e}"

@@ -20,6 +20,7 @@ pthreads whose ``blas_level1_thread`` is found and splits a probe range as expec
 OpenBLAS has at the moment of the call (``threadpoolctl`` limits are respected).
 ``vecnn.kernels.enabled = False`` (or the NumPy backend) turns it off with the other kernels.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -51,13 +52,26 @@ def _find_functions():
     for lib in numpy_blas:
         if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "pthreads") != "pthreads":
             return None
-        if _version(lib.version) < (0, 3, 20):        # older releases numbered the mode flags otherwise
+        if _version(lib.version) < (0, 3, 20):  # older releases numbered the mode flags otherwise
             return None
         dll = ctypes.CDLL(lib.filepath)
         level1 = getattr(dll, "blas_level1_thread", None)
-        threads = next((fn for fn in (getattr(dll, name, None) for name in (
-            "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-            "openblas_get_num_threads")) if fn is not None), None)
+        threads = next(
+            (
+                fn
+                for fn in (
+                    getattr(dll, name, None)
+                    for name in (
+                        "scipy_openblas_get_num_threads64_",
+                        "openblas_get_num_threads64_",
+                        "scipy_openblas_get_num_threads",
+                        "openblas_get_num_threads",
+                    )
+                )
+                if fn is not None
+            ),
+            None,
+        )
         if level1 is not None and threads is not None:
             return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (level1, threads))
     return None
@@ -89,7 +103,7 @@ def _build():
     if c.SHARES is None:
         raise RuntimeError("this numba cannot compile the pool's share kernels")
 
-    fns = np.array([*blas, *c.SHARES], np.int64)      # addresses: arguments, never compiled in
+    fns = np.array([*blas, *c.SHARES], np.int64)  # addresses: arguments, never compiled in
     if not _verified(c, fns):
         raise RuntimeError("OpenBLAS's blas_level1_thread does not split as expected")
     return Pool(c, fns)
@@ -116,10 +130,17 @@ class Pool:
         """``out[:] = X[idx]`` split by rows, for C-contiguous float32 ``X`` (n, d) and
         ``out`` (len(idx), d) and ``idx`` of valid row numbers (not checked: the caller's)."""
         idx = np.ascontiguousarray(idx, np.int64)
-        if not (X.dtype == out.dtype == np.float32 and X.ndim == 2 and X.flags.c_contiguous
-                and out.flags.c_contiguous and out.shape == (len(idx), X.shape[1])):
-            raise ValueError(f"pool.gather: expected C-contiguous float32 X (n, d) and out (len(idx), d), "
-                             f"received X {X.dtype} {X.shape} and out {out.dtype} {out.shape}")
+        if not (
+            X.dtype == out.dtype == np.float32
+            and X.ndim == 2
+            and X.flags.c_contiguous
+            and out.flags.c_contiguous
+            and out.shape == (len(idx), X.shape[1])
+        ):
+            raise ValueError(
+                f"pool.gather: expected C-contiguous float32 X (n, d) and out (len(idx), d), "
+                f"received X {X.dtype} {X.shape} and out {out.dtype} {out.shape}"
+            )
         return self._c.run_gather(self._fns, X, idx, out)
 
     def finite_check(self, x) -> float:

@@ -26,6 +26,7 @@ which follows the compiled CPU backend (a NaN wins a window; under a fused ReLU 
 (``-ftz=true``, always added) flush to zero, as the compiled CPU backend does for optimizer
 state.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,17 +47,11 @@ OPTIONS = ("--fmad=false",)
 # Integer geometry arrives as int32 scalars; offsets are computed in ptrdiff_t.
 ELEMENTWISE = {
     # z = max(z + b, 0) in place (NaN stays NaN, as numpy.maximum)
-    "bias_relu": (
-        "T b", "T z",
-        "T t = z + b; z = (t > 0 || t != t) ? t : (T)0;"),
+    "bias_relu": ("T b", "T z", "T t = z + b; z = (t > 0 || t != t) ? t : (T)0;"),
     # y = max(x, 0) (NaN stays NaN, as numpy.maximum)
-    "relu": (
-        "T x", "T y",
-        "y = (x > 0 || x != x) ? x : (T)0;"),
+    "relu": ("T x", "T y", "y = (x > 0 || x != x) ? x : (T)0;"),
     # dx = g * (y > 0)
-    "relu_backward": (
-        "T y, T g", "T dx",
-        "dx = g * (T)(y > 0);"),
+    "relu_backward": ("T y, T g", "T dx", "dx = g * (T)(y > 0);"),
     # per row (one thread): lse = log sum exp(z - max); nll = lse - (z[y] - max), smoothed:
     # keep nll + eps (lse - mean(z - max)); grad = (softmax - keep [c == y] - off) inv_n;
     # hit = argmax == y. z, y, grad raw (n, C) / (n,), row i. A label outside [0, C) reads and
@@ -93,12 +88,15 @@ ELEMENTWISE = {
             if (eps != 0) gc -= off;
             grad[o + c] = gc * inv_n;
         }
-        """),
+        """,
+    ),
     # g' = g + l2 p;  m = b1 m + c1 g';  v = b2 v + c2 g'^2;
     # p = p decay - (m / (sqrt(v) inv_sqrt_bc2 + eps)) step_size;  old = p before
     "adam": (
-        ("T g, float32 b1, float32 c1, float32 b2, float32 c2, float32 eps, float32 step_size, "
-         "float32 inv_sqrt_bc2, float32 l2, float32 decay"),
+        (
+            "T g, float32 b1, float32 c1, float32 b2, float32 c2, float32 eps, float32 step_size, "
+            "float32 inv_sqrt_bc2, float32 l2, float32 decay"
+        ),
         "T p, T m, T v, T old",
         """
         T pi = p;
@@ -111,7 +109,8 @@ ELEMENTWISE = {
         T d = sqrtf(vi) * inv_sqrt_bc2 + eps;
         d = mi / d * step_size;
         p = (decay != 1 ? pi * decay : pi) - d;
-        """),
+        """,
+    ),
     # g' = g + l2 p;  with momentum: buf = g' (first step) or mu buf + g', then
     # g' = g' + mu buf (nesterov) or buf;  p = p - g' lr;  old = p before (mu == 0: buf untouched)
     "sgd": (
@@ -127,7 +126,8 @@ ELEMENTWISE = {
             gi = nesterov ? bi * mu + gi : bi;
         }
         p = pi - gi * lr;
-        """),
+        """,
+    ),
     # g' = g + l2 p;  sq = alpha sq + c g'^2;  p = p - (g' / (sqrt(sq) + eps)) lr;  old = p before
     "rmsprop": (
         "T g, float32 lr, float32 alpha, float32 c, float32 eps, float32 l2",
@@ -139,12 +139,15 @@ ELEMENTWISE = {
         T si = sq * alpha + (gi * gi) * c;
         sq = si;
         p = pi - gi / (sqrtf(si) + eps) * lr;
-        """),
+        """,
+    ),
     # cols[(n, oi, oj), (p, q, c)] = x[n, oi*sh + p*dh - ph, oj*sw + q*dw - pw, c], 0 in the
     # padding; one thread per element of cols[:, :K] (K = kh*kw*C), x raw (N, H, W, C)
     "im2col": (
-        ("raw T x, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
-         "int32 ph, int32 pw, int32 dh, int32 dw, int32 Ho, int32 Wo, int32 K"),
+        (
+            "raw T x, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
+            "int32 ph, int32 pw, int32 dh, int32 dw, int32 Ho, int32 Wo, int32 K"
+        ),
         "T cols",
         """
         ptrdiff_t row = i / K;
@@ -154,13 +157,16 @@ ELEMENTWISE = {
         ptrdiff_t n = row / Wo / Ho;
         int r = oi * sh + p * dh - ph, s = oj * sw + q * dw - pw;
         cols = (r >= 0 && r < H && s >= 0 && s < W) ? x[((n * H + r) * W + s) * C + c] : (T)0;
-        """),
+        """,
+    ),
     # dx[n, r, s, c] += sum over p, then q, of dcols[(n, oi, oj), (p, q, c)] for the outputs
     # (oi, oj) with oi*sh + p*dh - ph = r and oj*sw + q*dw - pw = s: im2col's adjoint, gathered
     # (one thread per dx element); dcols raw (rows, ld), its first K = kh*kw*C columns read
     "col2im": (
-        ("raw T dcols, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
-         "int32 ph, int32 pw, int32 dh, int32 dw, int32 Ho, int32 Wo, int32 ld"),
+        (
+            "raw T dcols, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
+            "int32 ph, int32 pw, int32 dh, int32 dw, int32 Ho, int32 Wo, int32 ld"
+        ),
         "T dx",
         """
         int c = (int)(i % C), s = (int)(i / C % W), r = (int)(i / C / W % H);
@@ -176,13 +182,16 @@ ELEMENTWISE = {
             }
         }
         dx = acc;
-        """),
+        """,
+    ),
     # y[n, oi, oj, c] = max of x[n, oi*sh + p - ph, oj*sw + q - pw, c] over the window (padding
     # skipped), arg = p*kw + q of the first maximum (row-major; NaN wins); relu: max(x, 0)
     # instead, starting from 0 with arg 255 (no gradient) and NaN never winning
     "maxpool_forward": (
-        ("raw T x, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
-         "int32 ph, int32 pw, int32 Ho, int32 Wo, int32 relu"),
+        (
+            "raw T x, int32 H, int32 W, int32 C, int32 kh, int32 kw, int32 sh, int32 sw, "
+            "int32 ph, int32 pw, int32 Ho, int32 Wo, int32 relu"
+        ),
         "T y, uint8 arg",
         """
         int c = (int)(i % C), oj = (int)(i / C % Wo), oi = (int)(i / C / Wo % Ho);
@@ -205,13 +214,16 @@ ELEMENTWISE = {
         }
         y = m;
         arg = (unsigned char)best;
-        """),
+        """,
+    ),
     # dx[n, r, s, c] = sum over q, then p, of dy[n, oi, oj, c] for the windows (oi, oj) whose
     # arg is (p, q) = (r + ph - oi*sh, s + pw - oj*sw): one thread per dx element, dy and arg
     # raw (N, Ho, Wo, C)
     "maxpool_backward": (
-        ("raw T dy, raw uint8 arg, int32 H, int32 W, int32 C, int32 kh, int32 kw, "
-         "int32 sh, int32 sw, int32 ph, int32 pw, int32 Ho, int32 Wo"),
+        (
+            "raw T dy, raw uint8 arg, int32 H, int32 W, int32 C, int32 kh, int32 kw, "
+            "int32 sh, int32 sw, int32 ph, int32 pw, int32 Ho, int32 Wo"
+        ),
         "T dx",
         """
         int c = (int)(i % C), s = (int)(i / C % W), r = (int)(i / C / W % H);
@@ -230,7 +242,8 @@ ELEMENTWISE = {
             acc += part;
         }
         dx = acc;
-        """),
+        """,
+    ),
 }
 
 #: (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity), CuPy
@@ -244,13 +257,16 @@ REDUCTIONS = {
 def cupy_kernel_factory(cupy):
     """``name -> kernel``: the CuPy kernel of ``ELEMENTWISE[name]`` or ``REDUCTIONS[name]``
     (compiled by CuPy on its first call, and cached on disk)."""
+
     def make(name):
         if name in ELEMENTWISE:
             in_params, out_params, body = ELEMENTWISE[name]
             return cupy.ElementwiseKernel(in_params, out_params, body, "vecnn_" + name, options=OPTIONS)
         in_params, out_params, map_expr, reduce_expr, post_map, identity = REDUCTIONS[name]
-        return cupy.ReductionKernel(in_params, out_params, map_expr, reduce_expr, post_map, identity,
-                                    "vecnn_" + name, options=OPTIONS)
+        return cupy.ReductionKernel(
+            in_params, out_params, map_expr, reduce_expr, post_map, identity, "vecnn_" + name, options=OPTIONS
+        )
+
     return make
 
 
@@ -331,18 +347,35 @@ class CuPyBackend(NumPyBackend):
         """One thread per row (the logits read from memory twice, the gradient written once),
         then the mean loss and the number of hits: two numbers to the host."""
         xp = self.xp
-        if not isinstance(y, self.ndarray):               # labels from the host
+        if not isinstance(y, self.ndarray):  # labels from the host
             y = xp.asarray(y)
         k = self._kernel("softmax_cross_entropy")
-        if (k is None or not _f32(z, grad) or z.ndim != 2 or grad.shape != z.shape or z.shape[0] == 0
-                or not (z.flags.c_contiguous and grad.flags.c_contiguous) or y.shape != z.shape[:1]
-                or y.dtype.kind not in "iu"):
+        if (
+            k is None
+            or not _f32(z, grad)
+            or z.ndim != 2
+            or grad.shape != z.shape
+            or z.shape[0] == 0
+            or not (z.flags.c_contiguous and grad.flags.c_contiguous)
+            or y.shape != z.shape[:1]
+            or y.dtype.kind not in "iu"
+        ):
             return super().softmax_cross_entropy(z, y, eps, grad)
         n, C = z.shape
         nll, hit = xp.empty(n, z.dtype), xp.empty(n, numpy.int32)
         labels = xp.ascontiguousarray(y, dtype=numpy.int64)
-        k(z, labels, numpy.int32(C), numpy.float32(eps), numpy.float32(1 - eps),
-          numpy.float32(eps / C), numpy.float32(1 / n), grad, nll, hit)
+        k(
+            z,
+            labels,
+            numpy.int32(C),
+            numpy.float32(eps),
+            numpy.float32(1 - eps),
+            numpy.float32(eps / C),
+            numpy.float32(1 / n),
+            grad,
+            nll,
+            hit,
+        )
         return float(nll.mean()), int(hit.sum())
 
     # -- checks ----------------------------------------------------------------------------
@@ -370,8 +403,7 @@ class CuPyBackend(NumPyBackend):
                 return z
         else:
             k = self._kernel("bias_relu")
-            if (k is not None and _f32(z, b) and z.ndim == 2 and b.ndim == 1
-                    and b.shape[0] == z.shape[1]):
+            if k is not None and _f32(z, b) and z.ndim == 2 and b.ndim == 1 and b.shape[0] == z.shape[1]:
                 k(b, z)
                 return z
         return super().bias_relu(z, b)
@@ -392,8 +424,13 @@ class CuPyBackend(NumPyBackend):
 
     def relu_backward_bias(self, y, g, dz, db):
         k = self._kernel("relu_backward")
-        if (k is not None and _f32(y, g, dz, db) and y.shape == g.shape == dz.shape
-                and dz.ndim == 2 and db.shape == dz.shape[1:]):
+        if (
+            k is not None
+            and _f32(y, g, dz, db)
+            and y.shape == g.shape == dz.shape
+            and dz.ndim == 2
+            and db.shape == dz.shape[1:]
+        ):
             k(y, g, dz)
             self.xp.sum(dz, axis=0, out=db)
             return dz
@@ -407,12 +444,11 @@ class CuPyBackend(NumPyBackend):
         Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         K = kh * kw * C
-        if (k is None or not _f32(x, cols) or cols.ndim != 2 or cols.shape[0] != N * Ho * Wo
-                or cols.shape[1] < K):
+        if k is None or not _f32(x, cols) or cols.ndim != 2 or cols.shape[0] != N * Ho * Wo or cols.shape[1] < K:
             return super().im2col(x, kernel, stride, padding, dilation, cols, owner)
-        xc = self.xp.ascontiguousarray(x)                 # raw-indexed: C order (N, H, W, C)
+        xc = self.xp.ascontiguousarray(x)  # raw-indexed: C order (N, H, W, C)
         k(xc, *_i32(H, W, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, K), cols[:, :K])
-        return cols                                       # the bias lane, cols[:, K:], untouched
+        return cols  # the bias lane, cols[:, K:], untouched
 
     def col2im(self, dcols, kernel, stride, padding, dilation, dx, owner):
         k = self._kernel("col2im")
@@ -421,10 +457,9 @@ class CuPyBackend(NumPyBackend):
         Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         K = kh * kw * C
-        if (k is None or not _f32(dcols, dx) or dcols.ndim != 2 or dcols.shape[0] != N * Ho * Wo
-                or dcols.shape[1] < K):
+        if k is None or not _f32(dcols, dx) or dcols.ndim != 2 or dcols.shape[0] != N * Ho * Wo or dcols.shape[1] < K:
             return super().col2im(dcols, kernel, stride, padding, dilation, dx, owner)
-        if not dcols.flags.c_contiguous:                  # raw-indexed: C order
+        if not dcols.flags.c_contiguous:  # raw-indexed: C order
             dcols = self.xp.ascontiguousarray(dcols[:, :K])
         k(dcols, *_i32(H, W, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, dcols.shape[1]), dx)
         return dx
@@ -441,7 +476,7 @@ class CuPyBackend(NumPyBackend):
         arg = self.scratch(owner, "arg", (N, Ho, Wo, C), numpy.uint8)
         xc = self.xp.ascontiguousarray(_channels_last(x))
         k(xc, *_i32(H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, bool(relu)), _channels_last(y), arg)
-        saved.arg = arg                      # 255 marks a pooled ReLU's zero-slope windows
+        saved.arg = arg  # 255 marks a pooled ReLU's zero-slope windows
         return y, saved
 
     def maxpool_backward(self, saved, dy, kernel, stride, padding, owner):
@@ -453,7 +488,7 @@ class CuPyBackend(NumPyBackend):
         dx = self.scratch(owner, "dx", saved.x_shape, saved.dtype, channels_last=saved.channels_last)
         dyc = self.xp.ascontiguousarray(_channels_last(dy), dtype=saved.dtype)
         k(dyc, saved.arg, *_i32(H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo), _channels_last(dx))
-        return dx                            # every element written: no zero-fill
+        return dx  # every element written: no zero-fill
 
     # -- optimizers: one fused pass, then one finiteness reduction ------------------------------
     def optimizer_update(self, rule, p, g, state, old, scalars) -> bool:
@@ -463,8 +498,13 @@ class CuPyBackend(NumPyBackend):
             return super().optimizer_update(rule, p, g, state, old, scalars)
         if rule == "sgd":
             lr, mu, l2, nesterov, first = scalars
-            args = (numpy.float32(lr), numpy.float32(mu), numpy.float32(l2),
-                    numpy.int32(bool(nesterov)), numpy.int32(bool(first)))
+            args = (
+                numpy.float32(lr),
+                numpy.float32(mu),
+                numpy.float32(l2),
+                numpy.int32(bool(nesterov)),
+                numpy.int32(bool(first)),
+            )
         else:
             args = tuple(numpy.float32(s) for s in scalars)
         k(g, *args, p, *state, old)

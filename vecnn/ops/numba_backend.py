@@ -7,6 +7,7 @@ run between matrix products (the optimizer pass, the batch gather, the finitenes
 split across OpenBLAS's own threads where its start-up probe verified that this works
 (``_openblas``, a private detail of this backend).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,7 @@ class NumbaBackend(NumPyBackend):
 
     def __init__(self, kernels):
         super().__init__(np)
-        self.k = kernels            # the compiled module (vecnn.ops._numba)
+        self.k = kernels  # the compiled module (vecnn.ops._numba)
 
     @property
     def pool(self):
@@ -69,7 +70,7 @@ class NumbaBackend(NumPyBackend):
             flat = x.reshape(-1)
             pool = self.pool if flat.size >= MIN_ELEMENTS else None
             if pool is not None:
-                check = pool.finite_check(flat)          # split across BLAS's threads
+                check = pool.finite_check(flat)  # split across BLAS's threads
             else:
                 check = self.k.finite_check(flat)
             if check == 0:
@@ -82,7 +83,7 @@ class NumbaBackend(NumPyBackend):
         if _rows(z) and (b is None or (b.dtype == _F32 and b.ndim == 1)):
             if b is not None:
                 self.k.bias_relu(z, b)
-            else:                                   # the ReLU layer's own kernel (NaN -> 0 like it)
+            else:  # the ReLU layer's own kernel (NaN -> 0 like it)
                 self.k.relu_forward(z.reshape(-1), z.reshape(-1))
             return z
         return super().bias_relu(z, b)
@@ -90,7 +91,7 @@ class NumbaBackend(NumPyBackend):
     def relu(self, x, out):
         xf, of = _flat(x), _flat(out)
         if xf is not None and of is not None and _f32(x, out) and _same_order(x, out):
-            self.k.relu_forward(xf, of)              # one pass, no mask array
+            self.k.relu_forward(xf, of)  # one pass, no mask array
             return out
         return super().relu(x, out)
 
@@ -115,14 +116,14 @@ class NumbaBackend(NumPyBackend):
 
     # -- losses ------------------------------------------------------------------------------
     def softmax_cross_entropy(self, z, y, eps, grad):
-        if _rows(z, grad) and y.dtype == np.int64:   # one pass per row over the logits
+        if _rows(z, grad) and y.dtype == np.int64:  # one pass per row over the logits
             loss, correct = self.k.softmax_cross_entropy(z, y, eps, grad)
             return float(loss), int(correct)
         return super().softmax_cross_entropy(z, y, eps, grad)
 
     # -- batch normalization -----------------------------------------------------------------
     def bn_stats(self, x2):
-        if _rows(x2):                                # one pass, float64 accumulators
+        if _rows(x2):  # one pass, float64 accumulators
             C = x2.shape[1]
             mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
             self.k.bn_stats(x2, mean, var)
@@ -166,28 +167,26 @@ class NumbaBackend(NumPyBackend):
         y = self.scratch(owner, "y", (N, C, Ho, Wo), x.dtype, channels_last=saved.channels_last)
         arg = self.scratch(owner, "arg", (N, Ho, Wo, C), np.uint8)
         self.k.maxpool_forward(_channels_last(x), kh, kw, *stride, *padding, _channels_last(y), arg, relu)
-        saved.arg = arg                              # 255 marks a pooled ReLU's zero-slope windows
+        saved.arg = arg  # 255 marks a pooled ReLU's zero-slope windows
         return y, saved
 
     def maxpool_backward(self, saved, dy, kernel, stride, padding, owner):
         if saved.arg is None:
             return super().maxpool_backward(saved, dy, kernel, stride, padding, owner)
         (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, saved.out_hw
-        tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)     # every element written once
-        dx = self.scratch(owner, "dx", saved.x_shape, saved.dtype, zero=not tiled,
-                          channels_last=saved.channels_last)
+        tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)  # every element written once
+        dx = self.scratch(owner, "dx", saved.x_shape, saved.dtype, zero=not tiled, channels_last=saved.channels_last)
         dyc = np.ascontiguousarray(_channels_last(dy))  # (N, Ho, Wo, C); a small copy at most
         self.k.maxpool_backward(dyc, saved.arg, kh, kw, sh, sw, ph, pw, _channels_last(dx), tiled)
-        if tiled:                                    # rows / columns past the last window
-            dx[:, :, sh * Ho:, :] = 0
-            dx[:, :, :sh * Ho, sw * Wo:] = 0
+        if tiled:  # rows / columns past the last window
+            dx[:, :, sh * Ho :, :] = 0
+            dx[:, :, : sh * Ho, sw * Wo :] = 0
         return dx
 
     # -- optimizers: one fused pass, split across BLAS's threads when verified -----------------
     def optimizer_update(self, rule, p, g, state, old, scalars) -> bool:
         buffers = (p, g, *state, old)
-        if not all(a.dtype == _F32 and a.ndim == 1 and a.flags.c_contiguous and a.shape == p.shape
-                   for a in buffers):
+        if not all(a.dtype == _F32 and a.ndim == 1 and a.flags.c_contiguous and a.shape == p.shape for a in buffers):
             return super().optimizer_update(rule, p, g, state, old, scalars)
         pool = self.pool
         if pool is not None:
@@ -199,9 +198,16 @@ class NumbaBackend(NumPyBackend):
     # -- data --------------------------------------------------------------------------------
     def gather(self, X, idx, out):
         pool = self.pool
-        if (pool is not None and X.dtype == _F32 and X.flags.c_contiguous and out is not None
-                and out.flags.c_contiguous and out.dtype == _F32 and out.shape[0] == len(idx)):
-            rows = X.reshape(len(X), -1)             # the gather split across BLAS's threads
+        if (
+            pool is not None
+            and X.dtype == _F32
+            and X.flags.c_contiguous
+            and out is not None
+            and out.flags.c_contiguous
+            and out.dtype == _F32
+            and out.shape[0] == len(idx)
+        ):
+            rows = X.reshape(len(X), -1)  # the gather split across BLAS's threads
             flat = out.reshape(len(idx), -1)
             if flat.shape[1] == rows.shape[1]:
                 pool.gather(rows, idx, flat)

@@ -8,13 +8,13 @@ passes with one-pass kernels, the CuPy backend (``cupy_backend``) runs this same
 directly except through ``self.xp`` (``as_strided`` and ``errstate`` aside, which each backend
 names for itself), so the same lines run on the GPU.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 
 import numpy
-
 
 
 def _free_refs() -> int:
@@ -35,7 +35,7 @@ class _MaxPoolSaved:
 
     def __init__(self, backend, x, out_hw):
         self.backend, self.x_shape, self.out_hw = backend, x.shape, out_hw
-        self.channels_last = x.ndim == 4 and x.strides[1] < x.strides[3]   # channels fastest
+        self.channels_last = x.ndim == 4 and x.strides[1] < x.strides[3]  # channels fastest
         self.dtype = x.dtype
         self.index = self.x = self.relu_y = self.arg = None
 
@@ -112,8 +112,13 @@ class NumPyBackend:
         size = math.prod(shape)
         buf = cache.get(name)
         # a free buffer is referenced by the cache, ``buf`` here and getrefcount's argument only
-        if (buf is None or type(buf) is not self.ndarray or buf.size < size or buf.dtype != dtype
-                or sys.getrefcount(buf) > _FREE_REFS):
+        if (
+            buf is None
+            or type(buf) is not self.ndarray
+            or buf.size < size
+            or buf.dtype != dtype
+            or sys.getrefcount(buf) > _FREE_REFS
+        ):
             buf = cache[name] = self.empty(size, dtype)
             if zero:
                 buf.fill(0)
@@ -181,15 +186,15 @@ class NumPyBackend:
         xp = self.xp
         n, C = z.shape
         rows = xp.arange(n)
-        shifted = z - z.max(axis=1, keepdims=True)                  # (n, C), max 0 per row
+        shifted = z - z.max(axis=1, keepdims=True)  # (n, C), max 0 per row
         xp.exp(shifted, out=grad)
-        sum_e = grad.sum(axis=1, keepdims=True)                     # (n, 1)
-        lse = xp.log(sum_e)[:, 0]                                   # log-sum-exp, shifted
-        nll = lse - shifted[rows, y]                                # -log p_y
+        sum_e = grad.sum(axis=1, keepdims=True)  # (n, 1)
+        lse = xp.log(sum_e)[:, 0]  # log-sum-exp, shifted
+        nll = lse - shifted[rows, y]  # -log p_y
         if eps:
             nll = (1 - eps) * nll + eps * (lse - shifted.mean(axis=1))
-        grad /= sum_e                                               # softmax
-        grad[rows, y] -= 1 - eps                                    # one label per row: no duplicates
+        grad /= sum_e  # softmax
+        grad[rows, y] -= 1 - eps  # one label per row: no duplicates
         if eps:
             grad -= eps / C
         grad *= 1 / n
@@ -227,8 +232,9 @@ class NumPyBackend:
         """Read-only window view ``(N, Ho, Wo, kh, kw, C)`` of channels-last ``xpad`` ``(N, Hp, Wp, C)``."""
         sN, sH, sW, sC = xpad.strides
         (kh, kw), (sh, sw), (dh, dw), (Ho, Wo) = kernel, stride, dilation, out_hw
-        return self.as_strided(xpad, (xpad.shape[0], Ho, Wo, kh, kw, xpad.shape[3]),
-                               (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC))
+        return self.as_strided(
+            xpad, (xpad.shape[0], Ho, Wo, kh, kw, xpad.shape[3]), (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC)
+        )
 
     def pad_channels_last(self, x, padding, owner, value=0):
         """``x`` (N, H, W, C) with a border of ``value`` ``padding`` wide on H and W, in
@@ -239,7 +245,7 @@ class NumPyBackend:
         N, H, W, C = x.shape
         buf = self.scratch(owner, "pad", (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
         buf[...] = value
-        buf[:, ph:ph + H, pw:pw + W] = x
+        buf[:, ph : ph + H, pw : pw + W] = x
         return buf
 
     def im2col(self, x, kernel, stride, padding, dilation, cols, owner):
@@ -253,9 +259,10 @@ class NumPyBackend:
         padded = self.pad_channels_last(x, padding, owner)
         view = self.windows(padded, kernel, stride, dilation, (Ho, Wo))
         r, e = cols.strides
-        blocks = self.as_strided(cols, (N, Ho, Wo, kh, kw, C), (Ho * Wo * r, Wo * r, r, kw * C * e, C * e, e),
-                                 writeable=True)           # disjoint: each column entry once
-        self.xp.copyto(blocks, view)       # the one copy: window view -> GEMM operand
+        blocks = self.as_strided(
+            cols, (N, Ho, Wo, kh, kw, C), (Ho * Wo * r, Wo * r, r, kw * C * e, C * e, e), writeable=True
+        )  # disjoint: each column entry once
+        self.xp.copyto(blocks, view)  # the one copy: window view -> GEMM operand
         return cols
 
     def col2im(self, dcols, kernel, stride, padding, dilation, dx, owner):
@@ -266,7 +273,7 @@ class NumPyBackend:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
         Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        D = dcols[:, :kh * kw * C].reshape(N, Ho, Wo, kh, kw, C)
+        D = dcols[:, : kh * kw * C].reshape(N, Ho, Wo, kh, kw, C)
         target = dx
         if ph or pw:
             target = self.scratch(owner, "dpad", (N, H + 2 * ph, W + 2 * pw, C), dx.dtype, zero=True)
@@ -275,7 +282,7 @@ class NumPyBackend:
             for q in range(kw):
                 target[:, rows, offset_slice(q, dw, sw, Wo)] += D[:, :, :, p, q]
         if target is not dx:
-            dx += target[:, ph:ph + H, pw:pw + W]
+            dx += target[:, ph : ph + H, pw : pw + W]
         return dx
 
     # -- max pooling -------------------------------------------------------------------------
@@ -291,16 +298,16 @@ class NumPyBackend:
             x = saved.relu_y = self.xp.maximum(x, 0)
         y, saved.index = self._pool(x, kernel, stride, padding, out_hw, keep_index=training)
         if not training:
-            saved.x = x                              # a backward after eval recomputes the index
+            saved.x = x  # a backward after eval recomputes the index
         return y, saved
 
     def _pool(self, x, kernel, stride, padding, out_hw, keep_index):
         (kh, kw), (sh, sw), (Ho, Wo) = kernel, stride, out_hw
         padded = self._pad_nchw(x, padding, -math.inf)
         cols = [padded[:, :, :, offset_slice(q, 1, sw, Wo)] for q in range(kw)]
-        m, iw = self._first_max(cols, keep_index)                  # (N, C, Hp, Wo)
+        m, iw = self._first_max(cols, keep_index)  # (N, C, Hp, Wo)
         rows = [m[:, :, offset_slice(p, 1, sh, Ho)] for p in range(kh)]
-        y, ih = self._first_max(rows, keep_index)                  # (N, C, Ho, Wo)
+        y, ih = self._first_max(rows, keep_index)  # (N, C, Ho, Wo)
         return y, ((iw, ih, m.shape, padded.shape) if keep_index else None)
 
     def _pad_nchw(self, x, padding, value):
@@ -310,7 +317,7 @@ class NumPyBackend:
         N, C, H, W = x.shape
         padded = self.like(x, (N, C, H + 2 * ph, W + 2 * pw))
         padded[...] = value
-        padded[:, :, ph:ph + H, pw:pw + W] = x
+        padded[:, :, ph : ph + H, pw : pw + W] = x
         return padded
 
     def _first_max(self, slices, keep_index=True):
@@ -326,7 +333,7 @@ class NumPyBackend:
             return m, None
         idx = xp.greater(slices[1], slices[0]).astype(xp.uint8)
         for q in range(2, len(slices)):
-            gt = xp.greater(slices[q], m)               # strictly greater: earlier offsets win ties
+            gt = xp.greater(slices[q], m)  # strictly greater: earlier offsets win ties
             xp.maximum(m, slices[q], out=m)
             xp.copyto(idx, q, where=gt)
         return m, idx
@@ -339,28 +346,28 @@ class NumPyBackend:
         dst = self.alloc_nchw(shape, saved.dtype, saved.channels_last, zero=not tiled)
         for p in range(k):
             target = dst[_axis_slice(axis, offset_slice(p, 1, s, n_out))]
-            if idx is None:                             # kernel 1 along this axis
+            if idx is None:  # kernel 1 along this axis
                 target[...] = dy
             elif tiled:
                 self.xp.multiply(dy, idx == p, out=target)
             else:
                 target += dy * (idx == p)
         covered = s * (n_out - 1) + k
-        if tiled and covered < shape[axis]:             # rows / columns past the last window
+        if tiled and covered < shape[axis]:  # rows / columns past the last window
             dst[_axis_slice(axis, slice(covered, None))] = 0
         return dst
 
     def maxpool_backward(self, saved, dy, kernel, stride, padding, owner):
         """The input gradient of ``maxpool_forward`` (its ``saved``) for output gradient ``dy``."""
         (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, saved.out_hw
-        if saved.index is None:                                    # forward ran in eval mode
+        if saved.index is None:  # forward ran in eval mode
             saved.index = self._pool(saved.x, kernel, stride, padding, saved.out_hw, keep_index=True)[1]
         iw, ih, m_shape, padded_shape = saved.index
-        dm = self._route(saved, m_shape, dy, ih, kh, 2, sh, Ho)          # (N, C, Hp, Wo)
-        dxp = self._route(saved, padded_shape, dm, iw, kw, 3, sw, Wo)    # (N, C, Hp, Wp)
+        dm = self._route(saved, m_shape, dy, ih, kh, 2, sh, Ho)  # (N, C, Hp, Wo)
+        dxp = self._route(saved, padded_shape, dm, iw, kw, 3, sw, Wo)  # (N, C, Hp, Wp)
         H, W = saved.x_shape[2:]
-        dx = dxp[:, :, ph:ph + H, pw:pw + W]
-        if saved.relu_y is not None:                               # the ReLU's zero slope
+        dx = dxp[:, :, ph : ph + H, pw : pw + W]
+        if saved.relu_y is not None:  # the ReLU's zero slope
             dx = dx * (saved.relu_y > 0)
         return dx
 
@@ -380,22 +387,22 @@ class NumPyBackend:
     def _adam(self, p, g, m, v, b1, c1, b2, c2, eps, step_size, inv_sqrt_bc2, l2, decay):
         xp, d = self.xp, self._tmp(p)
         if l2:
-            g = g + l2 * p                              # L2 penalty: g + wd p
+            g = g + l2 * p  # L2 penalty: g + wd p
         m *= b1
         xp.multiply(g, c1, out=d)
-        m += d                                          # m = b1 m + (1-b1) g
+        m += d  # m = b1 m + (1-b1) g
         v *= b2
         xp.multiply(g, g, out=d)
         d *= c2
-        v += d                                          # v = b2 v + (1-b2) g^2
+        v += d  # v = b2 v + (1-b2) g^2
         xp.sqrt(v, out=d)
         d *= inv_sqrt_bc2
-        d += eps                                        # sqrt(v_hat) + eps
+        d += eps  # sqrt(v_hat) + eps
         xp.divide(m, d, out=d)
         d *= step_size
         if decay != 1:
-            p *= decay                                  # AdamW: shrink the weights directly
-        p -= d                                          # p -= lr m_hat / (sqrt(v_hat) + eps)
+            p *= decay  # AdamW: shrink the weights directly
+        p -= d  # p -= lr m_hat / (sqrt(v_hat) + eps)
 
     def _sgd(self, p, g, buf, lr, mu, l2, nesterov, first):
         xp, d = self.xp, self._tmp(p)
@@ -403,13 +410,13 @@ class NumPyBackend:
             g = g + l2 * p
         if mu:
             if first:
-                buf[...] = g                            # torch starts the buffer at g
+                buf[...] = g  # torch starts the buffer at g
             else:
                 buf *= mu
-                buf += g                                # v = mu v + g
+                buf += g  # v = mu v + g
             if nesterov:
                 xp.multiply(buf, mu, out=d)
-                d += g                                  # g + mu v
+                d += g  # g + mu v
                 g = d
             else:
                 g = buf
@@ -423,12 +430,12 @@ class NumPyBackend:
         s *= alpha
         xp.multiply(g, g, out=d)
         d *= c
-        s += d                                          # s = alpha s + (1-alpha) g^2
+        s += d  # s = alpha s + (1-alpha) g^2
         xp.sqrt(s, out=d)
         d += eps
         xp.divide(g, d, out=d)
         d *= lr
-        p -= d                                          # p -= lr g / (sqrt(s) + eps)
+        p -= d  # p -= lr g / (sqrt(s) + eps)
 
     # -- data --------------------------------------------------------------------------------
     def gather(self, X, idx, out):
@@ -445,4 +452,3 @@ def _axis_slice(axis, sl):
     index = [slice(None)] * 4
     index[axis] = sl
     return tuple(index)
-

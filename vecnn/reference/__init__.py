@@ -46,6 +46,7 @@ The rules a twin keeps (``tests/test_reference.py`` enforces them):
 The helpers below (``to_array``, ``zeros``, ``map_nested``, ``flatten``, ``unflatten``,
 ``check_shape``) are shared by the twin files.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -61,8 +62,10 @@ LOSS_TWINS: dict[str, object] = {}
 
 def _register(table: dict, kind: str, name: str):
     if not isinstance(name, str):
-        raise TypeError(f"register_{kind}: expected the registered name as a string, received {name!r}; "
-                        f"write @register_{kind}(\"Name\")")
+        raise TypeError(
+            f"register_{kind}: expected the registered name as a string, received {name!r}; "
+            f'write @register_{kind}("Name")'
+        )
 
     def add(twin):
         for method in ("forward", "backward"):
@@ -124,7 +127,7 @@ def to_array(nested, dtype):
     return np.array(nested, dtype=dtype)
 
 
-def zeros(shape) -> list:
+def zeros(shape) -> list | float:
     """Nested lists of ``0.0`` with ``shape``: the twin's accumulator."""
     if len(shape) == 0:
         return 0.0
@@ -153,7 +156,7 @@ def unflatten(flat: list, shape) -> list:
     if len(shape) == 0:
         return flat[0]
     step = len(flat) // shape[0] if shape[0] else 0
-    return [unflatten(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [unflatten(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def check_shape(layer, x) -> None:
@@ -164,8 +167,7 @@ def check_shape(layer, x) -> None:
     if spec is not None:
         check_input(f"reference twin of {layer!r}", x, spec)
     elif getattr(x, "ndim", 0) < 1:
-        raise ValueError(f"reference twin of {layer!r}: expected a batch array of shape (n, ...), "
-                         f"received {x!r}")
+        raise ValueError(f"reference twin of {layer!r}: expected a batch array of shape (n, ...), received {x!r}")
 
 
 # every module of this package registers its twins on import: adding a file adds twins
@@ -176,5 +178,14 @@ def _import_twin_modules():
 
 _import_twin_modules()
 
-__all__ = ["forward", "backward", "loss_forward", "loss_backward", "register_twin",
-           "register_loss_twin", "get_twin", "TWINS", "LOSS_TWINS"]
+__all__ = [
+    "forward",
+    "backward",
+    "loss_forward",
+    "loss_backward",
+    "register_twin",
+    "register_loss_twin",
+    "get_twin",
+    "TWINS",
+    "LOSS_TWINS",
+]

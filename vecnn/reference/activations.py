@@ -3,6 +3,7 @@
 Elementwise layers work on any input shape, so each twin walks the nested lists with
 ``map_nested`` down to single floats. Softmax works on the last axis: it walks down to each row.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,9 +96,9 @@ def gelu_grad(v, layer):
         t = math.tanh(_SQRT_2_OVER_PI * (v + _C * v * v * v))
         d_inner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _C * v * v)
         return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * d_inner
-    cdf = 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))              # Phi(v)
-    pdf = math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)       # phi(v)
-    return cdf + v * pdf                                          # d(v Phi(v))/dv
+    cdf = 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))  # Phi(v)
+    pdf = math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)  # phi(v)
+    return cdf + v * pdf  # d(v Phi(v))/dv
 
 
 _twin("ReLU", relu, relu_grad)
@@ -114,7 +115,7 @@ def softmax_row(z: list) -> list:
     for v in z:
         if v > top:
             top = v
-    e = [math.exp(v - top) for v in z]                 # shifted: exp never overflows
+    e = [math.exp(v - top) for v in z]  # shifted: exp never overflows
     total = 0.0
     for v in e:
         total += v
@@ -142,7 +143,7 @@ class SoftmaxTwin:
     @staticmethod
     def forward(layer, x, training=False):
         check_shape(layer, x)
-        if x.ndim < 2:                                 # (n,): the last axis is the batch axis
+        if x.ndim < 2:  # (n,): the last axis is the batch axis
             return to_array(softmax_row(x.tolist()), x.dtype)
         return to_array(_rows(softmax_row, x.tolist()), x.dtype)
 

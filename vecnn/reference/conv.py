@@ -8,6 +8,7 @@ where reads outside the image are the zero padding (skipped). The backward pass 
 loops and sends each output gradient ``g = dY[i][o][y][x]`` back along every product:
 ``dW[o][c][p][q] += g * X[...]``, ``dX[...] += g * W[o][c][p][q]``, ``db[o] += g``.
 """
+
 from __future__ import annotations
 
 from . import check_shape, register_twin, to_array, zeros
@@ -41,20 +42,20 @@ class Conv2DTwin:
     @staticmethod
     def forward(layer, x, training=False):
         (n, C, H, W, O, Ho, Wo), (ax_h, ax_w) = _geometry(layer, x)
-        X = x.tolist()                                           # (n, C, H, W)
-        Wt = layer.params["W"].tolist()                          # (O, C, kh, kw)
+        X = x.tolist()  # (n, C, H, W)
+        Wt = layer.params["W"].tolist()  # (O, C, kh, kw)
         b = layer.params["b"].tolist() if layer.bias else [0.0] * O
         Y = zeros((n, O, Ho, Wo))
-        for i in range(n):                                       # every sample
-            for o in range(O):                                   # every output channel
-                for y in range(Ho):                              # every output row
+        for i in range(n):  # every sample
+            for o in range(O):  # every output channel
+                for y in range(Ho):  # every output row
                     rows = _taps(H, *ax_h, y)
-                    for xo in range(Wo):                         # every output column
+                    for xo in range(Wo):  # every output column
                         cols = _taps(W, *ax_w, xo)
                         z = b[o]
-                        for c in range(C):                       # every input channel
-                            for p, r in rows:                    # every kernel row
-                                for q, s in cols:                # every kernel column
+                        for c in range(C):  # every input channel
+                            for p, r in rows:  # every kernel row
+                                for q, s in cols:  # every kernel column
                                     z += X[i][c][r][s] * Wt[o][c][p][q]
                         Y[i][o][y][xo] = z
         return to_array(Y, x.dtype)
@@ -63,7 +64,7 @@ class Conv2DTwin:
     def backward(layer, x, grad_y, training=False):
         (n, C, H, W, O, Ho, Wo), (ax_h, ax_w) = _geometry(layer, x)
         X = x.tolist()
-        dY = grad_y.tolist()                                     # (n, O, Ho, Wo)
+        dY = grad_y.tolist()  # (n, O, Ho, Wo)
         Wt = layer.params["W"].tolist()
         kh, kw = layer.kernel_size
         dX = zeros((n, C, H, W))

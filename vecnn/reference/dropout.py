@@ -6,6 +6,7 @@ the layer's call, ``rng.random(x.shape, dtype=np.float32) >= rate``. The copy le
 layer's generator where it was; both ``forward`` and ``backward`` therefore expect
 ``layer.rng`` in the state it had before the layer's own forward pass (the seed state).
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,9 @@ def _apply(layer, x, values, training):
     if not training or layer.rate == 0:
         return to_array(values.tolist(), x.dtype)
     scale = 1.0 / (1.0 - layer.rate)
-    return to_array(map_nested(lambda v, keep: v * scale if keep else 0.0,
-                               values.tolist(), keep_mask(layer, x)), x.dtype)
+    return to_array(
+        map_nested(lambda v, keep: v * scale if keep else 0.0, values.tolist(), keep_mask(layer, x)), x.dtype
+    )
 
 
 @register_twin("Dropout")
@@ -39,4 +41,4 @@ class DropoutTwin:
 
     @staticmethod
     def backward(layer, x, grad_y, training=False):
-        return _apply(layer, x, grad_y, training), {}   # the same mask and scale on the way back
+        return _apply(layer, x, grad_y, training), {}  # the same mask and scale on the way back

@@ -1,11 +1,12 @@
 """Loop twins of the losses, with PyTorch's ``reduction="mean"``.
 
-    CrossEntropy   per sample: lse = log sum_j e^(z_j); nll = lse - z_y
-                   with smoothing eps: (1 - eps) nll + eps (lse - mean_j z_j); averaged over samples
-                   d/dz_j = (softmax_j - (1 - eps) [j == y] - eps / C) / n
-    MSE            mean over all elements of (p - t)^2;             d/dp = 2 (p - t) / N
-    BCEWithLogits  mean of max(z, 0) - z t + log(1 + e^-|z|);      d/dz = (sigmoid(z) - t) / N
+CrossEntropy   per sample: lse = log sum_j e^(z_j); nll = lse - z_y
+               with smoothing eps: (1 - eps) nll + eps (lse - mean_j z_j); averaged over samples
+               d/dz_j = (softmax_j - (1 - eps) [j == y] - eps / C) / n
+MSE            mean over all elements of (p - t)^2;             d/dp = 2 (p - t) / N
+BCEWithLogits  mean of max(z, 0) - z t + log(1 + e^-|z|);      d/dz = (sigmoid(z) - t) / N
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ def _log_sum_exp(z: list) -> float:
             top = v
     total = 0.0
     for v in z:
-        total += math.exp(v - top)                    # shifted: exp never overflows
+        total += math.exp(v - top)  # shifted: exp never overflows
     return top + math.log(total)
 
 
@@ -34,7 +35,7 @@ class CrossEntropyTwin:
         Z, labels = pred.tolist(), [int(t) for t in np.asarray(target).tolist()]
         eps = loss.label_smoothing
         total = 0.0
-        for z, y in zip(Z, labels):                   # every sample: z is (C,)
+        for z, y in zip(Z, labels):  # every sample: z is (C,)
             lse = _log_sum_exp(z)
             nll = lse - z[y]
             if eps:
@@ -55,8 +56,8 @@ class CrossEntropyTwin:
             C = len(z)
             row = []
             for j in range(C):
-                p = math.exp(z[j] - lse)              # softmax
-                q = (1 - eps) * (1.0 if j == y else 0.0) + eps / C   # smoothed one-hot
+                p = math.exp(z[j] - lse)  # softmax
+                q = (1 - eps) * (1.0 if j == y else 0.0) + eps / C  # smoothed one-hot
                 row.append((p - q) / n)
             grad.append(row)
         return to_array(grad, pred.dtype)

@@ -11,6 +11,7 @@ them; eval mode uses the running statistics in ``layer.state``, which are then c
 
 The twins compute, never update, the running statistics: a twin is a pure function.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ def bn_forward(layer, channels: list, training: bool) -> list:
     """``channels[c]`` is the list of channel ``c``'s values; returns the outputs, same layout."""
     gamma, beta = layer.params["gamma"].tolist(), layer.params["beta"].tolist()
     out = []
-    for c, values in enumerate(channels):              # every channel
+    for c, values in enumerate(channels):  # every channel
         mean, inv_std = _stats(layer, channels, c, training)
         out.append([gamma[c] * (v - mean) * inv_std + beta[c] for v in values])
     return out
@@ -53,7 +54,7 @@ def bn_backward(layer, channels: list, grads: list, training: bool):
     """Returns ``(dx per channel, dgamma, dbeta)``."""
     gamma = layer.params["gamma"].tolist()
     dx, dgamma, dbeta = [], [], []
-    for c, values in enumerate(channels):              # every channel
+    for c, values in enumerate(channels):  # every channel
         mean, inv_std = _stats(layer, channels, c, training)
         dy = grads[c]
         m = len(values)
@@ -64,9 +65,9 @@ def bn_backward(layer, channels: list, grads: list, training: bool):
             db += dy[k]
         dgamma.append(dg)
         dbeta.append(db)
-        if training:                                   # mean and var depend on every value
+        if training:  # mean and var depend on every value
             dx.append([gamma[c] * inv_std * (dy[k] - (db + xhat[k] * dg) / m) for k in range(m)])
-        else:                                          # running statistics are constants
+        else:  # running statistics are constants
             dx.append([gamma[c] * inv_std * dy[k] for k in range(m)])
     return dx, dgamma, dbeta
 
@@ -120,11 +121,12 @@ def _twin(name, gather, scatter):
         def backward(layer, x, grad_y, training=False):
             check_shape(layer, x)
             C = layer.num_features
-            dx, dgamma, dbeta = bn_backward(layer, gather(x.tolist(), C), gather(grad_y.tolist(), C),
-                                            training)
+            dx, dgamma, dbeta = bn_backward(layer, gather(x.tolist(), C), gather(grad_y.tolist(), C), training)
             dtype = layer.params["gamma"].dtype
-            return (to_array(scatter(dx, x.shape), x.dtype),
-                    {"gamma": to_array(dgamma, dtype), "beta": to_array(dbeta, dtype)})
+            return (
+                to_array(scatter(dx, x.shape), x.dtype),
+                {"gamma": to_array(dgamma, dtype), "beta": to_array(dbeta, dtype)},
+            )
 
     Twin.__name__ = Twin.__qualname__ = f"{name}Twin"
     return register_twin(name)(Twin)

@@ -5,6 +5,7 @@ in row-major order (as in PyTorch), padding being ``-inf`` (never chosen). AvgPo
 the window's in-image values divided by ``kh*kw`` (zero padding counts, PyTorch's default);
 each input in the window gets ``g / (kh*kw)``. GlobalAvgPool2D: the mean over the whole image.
 """
+
 from __future__ import annotations
 
 from . import check_shape, register_twin, to_array, zeros
@@ -30,7 +31,7 @@ def _argmax(plane, rows, cols):
     for r in rows:
         for s in cols:
             v = plane[r][s]
-            if best is None or v > best:                         # strictly greater: first one wins
+            if best is None or v > best:  # strictly greater: first one wins
                 best, where = v, (r, s)
     return best, where
 
@@ -42,9 +43,9 @@ class MaxPool2DTwin:
         (n, C, H, W, Ho, Wo), rows, cols = _windows(layer, x)
         X = x.tolist()
         Y = zeros((n, C, Ho, Wo))
-        for i in range(n):                                       # every sample
-            for c in range(C):                                   # every channel
-                for y in range(Ho):                              # every window
+        for i in range(n):  # every sample
+            for c in range(C):  # every channel
+                for y in range(Ho):  # every window
                     for xo in range(Wo):
                         Y[i][c][y][xo] = _argmax(X[i][c], rows[y], cols[xo])[0]
         return to_array(Y, x.dtype)
@@ -59,7 +60,7 @@ class MaxPool2DTwin:
                 for y in range(Ho):
                     for xo in range(Wo):
                         r, s = _argmax(X[i][c], rows[y], cols[xo])[1]
-                        dX[i][c][r][s] += dY[i][c][y][xo]        # overlapping windows add up
+                        dX[i][c][r][s] += dY[i][c][y][xo]  # overlapping windows add up
         return to_array(dX, x.dtype), {}
 
 
@@ -68,7 +69,7 @@ class AvgPool2DTwin:
     @staticmethod
     def forward(layer, x, training=False):
         (n, C, H, W, Ho, Wo), rows, cols = _windows(layer, x)
-        area = layer.kernel_size[0] * layer.kernel_size[1]       # padding counts in the mean
+        area = layer.kernel_size[0] * layer.kernel_size[1]  # padding counts in the mean
         X = x.tolist()
         Y = zeros((n, C, Ho, Wo))
         for i in range(n):

@@ -1,4 +1,5 @@
 """Loop twin of Standardize: every value minus its mean, divided by its standard deviation."""
+
 from __future__ import annotations
 
 from . import check_shape, flatten, register_twin, to_array, unflatten
@@ -10,11 +11,11 @@ def _per_value(layer, name, dims):
     out = []
     for k in range(_count(dims)):
         idx, rest = [], k
-        for d in reversed(dims):                           # position k -> index tuple
+        for d in reversed(dims):  # position k -> index tuple
             idx.append(rest % d)
             rest //= d
         v = table
-        for i, size in zip(reversed(idx), sizes):          # size-1 axes of the statistic broadcast
+        for i, size in zip(reversed(idx), sizes):  # size-1 axes of the statistic broadcast
             v = v[i if size > 1 else 0]
         out.append(v)
     return out
@@ -35,7 +36,7 @@ class StandardizeTwin:
         dims = x.shape[1:]
         mean, std = _per_value(layer, "mean", dims), _per_value(layer, "std", dims)
         out = []
-        for sample in x.tolist():                          # every sample, every value
+        for sample in x.tolist():  # every sample, every value
             flat = flatten(sample)
             out.append(unflatten([(flat[k] - mean[k]) / std[k] for k in range(len(flat))], dims))
         return to_array(out, x.dtype).reshape(x.shape)
@@ -46,7 +47,7 @@ class StandardizeTwin:
         dims = x.shape[1:]
         std = _per_value(layer, "std", dims)
         dX = []
-        for sample in grad_y.tolist():                     # dX = dY / std, value by value
+        for sample in grad_y.tolist():  # dX = dY / std, value by value
             flat = flatten(sample)
             dX.append(unflatten([flat[k] / std[k] for k in range(len(flat))], dims))
         return to_array(dX, x.dtype).reshape(x.shape), {}

@@ -5,6 +5,7 @@ twin recomputes rather than caches) and of the projection, then adds the two pat
 value. Backward runs the twins backward through ``f`` and the projection and adds the two
 gradients of ``x``; parameter gradients come back under the block's prefixed keys.
 """
+
 from __future__ import annotations
 
 from . import backward as twin_backward
@@ -30,7 +31,7 @@ class ResidualTwin:
 
     @staticmethod
     def backward(layer, x, grad_y, training=False):
-        inputs = [x]                                             # the input of every layer of f
+        inputs = [x]  # the input of every layer of f
         for sub in layer.layers[:-1]:
             inputs.append(twin_forward(sub, inputs[-1], training))
         grads = {}
