@@ -172,3 +172,23 @@ def test_splitting_batches_across_threads_is_cpu_only(gpu, rng):
     with pytest.raises(ValueError, match="workers=2 splits batches across CPU threads"):
         model.fit(X, y, workers=2, verbose=0)
     model.fit(X, y, workers="auto", verbose=0, epochs=1)  # auto: one worker there
+
+
+def test_moving_keeps_a_layers_own_private_arrays(gpu, rng):
+    """Only scratch memory is dropped on a move or a dtype change, never a layer's own arrays."""
+
+    class Shift(L.Layer):
+        batch_independent = True
+
+        def __init__(self):
+            super().__init__()
+            self._offset = np.full(3, 2.0, F)
+
+        def forward(self, x, training=False):
+            return x + self._offset
+
+    model = vn.Sequential([L.Dense(3, 3), Shift()], seed=0)
+    model.layers[1].astype(np.float64)
+    model.to("gpu").to("cpu")
+    assert model.layers[1]._offset.tolist() == [2.0, 2.0, 2.0]
+    assert model.predict(np.zeros((2, 3), F)).shape == (2, 3)

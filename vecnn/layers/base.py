@@ -135,11 +135,10 @@ class Layer:
         return self
 
     def drop_scratch(self) -> None:
-        """Forget scratch memory and what a forward kept for its backward (after a move or a
-        dtype change: the next forward allocates afresh)."""
-        for key in [k for k, v in self.__dict__.items() if k.startswith("_") and not callable(v)]:
-            if key in ("_bufs", "_outs", "_ones") or hasattr(self.__dict__[key], "shape"):
-                del self.__dict__[key]
+        """Forget the scratch memory (``backend.scratch``'s ``_bufs``) after a move or a dtype
+        change: the next forward allocates afresh on the new device. What a forward keeps for its
+        backward is replaced by the next forward; a layer's own private arrays are left alone."""
+        self.__dict__.pop("_bufs", None)
 
     # -- helpers shared by subclasses -----------------------------------------------------
     def _check(self, x) -> None:
