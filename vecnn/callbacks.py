@@ -13,6 +13,9 @@ import sys
 
 class Callback:
     model = None
+    #: in a distributed fit (``vecnn.distributed``) only rank 0 runs this callback: set by
+    #: callbacks that write files or print, which one rank does for all
+    root_only = False
 
     def set_model(self, model):
         self.model = model
@@ -110,6 +113,8 @@ class ModelCheckpoint(_Monitor):
     """Save the model after each epoch to ``filepath`` (``{epoch}`` and metric names may be
     formatted in), or only when ``monitor`` improves if ``save_best_only``. Saves are atomic."""
 
+    root_only = True
+
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
         super().__init__(monitor, mode)
         self.filepath = str(filepath)
@@ -128,6 +133,8 @@ class ModelCheckpoint(_Monitor):
 class ProgressBar(Callback):
     """A tqdm bar per epoch counting samples (its rate is samples per second), with the running
     loss and metrics of the batches already computed."""
+
+    root_only = True
 
     def __init__(self, epochs, n_samples, file=None, mininterval=0.25):
         self.epochs, self.n = epochs, n_samples
@@ -167,6 +174,8 @@ class ProgressBar(Callback):
 
 class EpochLogger(Callback):
     """One line per epoch on standard error (``fit(verbose=2)``)."""
+
+    root_only = True
 
     def __init__(self, epochs, file=None):
         self.epochs, self.file = epochs, file or sys.stderr

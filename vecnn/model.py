@@ -324,6 +324,7 @@ class Sequential:
         augment: Callable[[Any, np.random.Generator], Any] | None = None,
         initial_epoch: int = 0,
         workers: int | str = "auto",
+        distributed: Any = False,
     ) -> History:
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
@@ -360,6 +361,15 @@ class Sequential:
             single-threaded BLAS; their gradients are averaged (``vecnn.parallel``). "auto": one
             per BLAS thread for convolutional networks without BatchNorm (where it measures
             faster), else 1, which leaves all cores to BLAS.
+        distributed : bool, "auto" or vecnn.distributed.Communicator
+            Train data-parallel across the ranks of an MPI job (``mpiexec -n K python
+            script.py``; needs ``pip install 'vecnn[mpi]'``): every rank calls ``fit`` with the
+            same model, data and arguments; each global batch of ``batch_size`` rows is split
+            across the ranks and their gradients summed with one Allreduce per step, which
+            gives the weights one process computes (without dropout or BatchNorm). Rank 0
+            alone shows progress and runs callbacks that write files. ``True``: all ranks of
+            ``MPI.COMM_WORLD``; ``"auto"``: that when launched by ``mpiexec`` with several
+            ranks; ``False`` (default): this process alone. See ``vecnn.distributed``.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")
@@ -375,9 +385,17 @@ class Sequential:
             raise ValueError(f"fit: expected validation_split to be a number in [0, 1), received {validation_split!r}")
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             raise ValueError(f"fit: expected callbacks to be a list of Callback, received {type(callbacks).__name__}")
-        # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy process
-        # (vecnn.threads); in force from the input checks to the last validation
-        governor, blas = _threads.governor()
+        comm = None
+        if distributed is not False and distributed is not None:
+            from . import distributed as _dist
+
+            comm = _dist.resolve(distributed)
+        if comm is not None:  # each rank takes its share of the node's cores for the whole fit
+            governor, blas = None, _threads.BlasLimit(comm.threads_per_rank())
+        else:
+            # BLAS threads chosen by timing the steps: all cores alone, fewer beside a busy
+            # process (vecnn.threads); in force from the input checks to the last validation
+            governor, blas = _threads.governor()
         try:
             return self._fit(
                 X,
@@ -394,6 +412,7 @@ class Sequential:
                 initial_epoch,
                 workers,
                 governor,
+                comm,
             )
         finally:
             if blas is not None:
@@ -415,10 +434,40 @@ class Sequential:
         initial_epoch,
         workers,
         governor,
+        comm=None,
     ):
-        """``fit`` after its argument checks, under the thread governor (None: no choice to make)."""
+        """``fit`` after its argument checks, under the thread governor (None: no choice to
+        make); ``comm``: the ranks of a distributed fit (``vecnn.distributed``)."""
+        if comm is None:
+            X, y, validation_data, workers = self._check_fit_data(
+                X, y, batch_size, validation_data, validation_split, workers
+            )
+        else:
+            from . import distributed as _dist
+
+            # every rank checks its input; an error on one rank is raised on all (naming it),
+            # never left for the others to wait on in a collective
+            X, y, validation_data, workers = _dist.checked_everywhere(
+                comm,
+                lambda: self._check_fit_data(X, y, batch_size, validation_data, validation_split, workers, comm),
+            )
+        device = ops.get(self.flat_params)
+        return self._fit_checked(
+            X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
+            workers, governor, comm, device,
+        )  # fmt: skip
+
+    def _check_fit_data(self, X, y, batch_size, validation_data, validation_split, workers, comm=None):
+        """The training and validation arrays, checked and cast, and the worker count."""
         X, y = self._check_Xy(X, y, training=True)
         self.metadata["input_shape"] = list(X.shape[1:])  # what predict and evaluate then expect
+        if comm is not None:
+            if workers not in ("auto", 1):
+                raise ValueError(
+                    f"fit: workers={workers!r} splits batches across threads; a distributed fit "
+                    f"runs one worker per rank (workers=1 or 'auto')"
+                )
+            workers = 1
         workers = _parallel.check_workers(self, workers, batch_size)
         if validation_data is not None and validation_split:
             raise ValueError("fit: pass validation_data or validation_split, not both")
@@ -438,7 +487,22 @@ class Sequential:
             except (TypeError, ValueError):
                 raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
             validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
-        device = ops.get(self.flat_params)
+        if comm is not None:
+            k = comm.size
+            bn = _has_batch_norm(self.layers)
+            need = 2 * k if bn else k
+            if batch_size < need or len(X) < need:
+                why = "two rows of every batch (BatchNorm's statistics)" if bn else "at least one row of every batch"
+                raise ValueError(
+                    f"fit(distributed): each of the {k} ranks needs {why}: expected batch_size and the "
+                    f"training samples >= {need}, received batch_size={batch_size} and {len(X)} samples"
+                )
+        return X, y, validation_data, workers
+
+    def _fit_checked(
+        self, X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
+        workers, governor, comm, device,
+    ):  # fmt: skip
         if device is not ops.get(X) and augment is None:
             # the training data moves to the model's device once (augmentation draws from a
             # NumPy generator on the host: then each batch moves after it is augmented)
@@ -453,37 +517,69 @@ class Sequential:
         rng = np.random.default_rng(seed) if seed is not None else self._shuffle_rng
         history = History()
         cbs = [history, *(callbacks or [])]
-        if verbose == 1:
+        root = comm is None or comm.is_root
+        if verbose == 1 and root:
             cbs.append(ProgressBar(epochs, len(X)))
-        elif verbose == 2:
+        elif verbose == 2 and root:
             cbs.append(EpochLogger(epochs))
         for cb in cbs:
             if not isinstance(cb, Callback):
                 raise ValueError(f"fit: callbacks must be vecnn Callback instances, received {cb!r}")
+        if not root:  # files are written, and progress shown, by rank 0
+            cbs = [cb for cb in cbs if not cb.root_only]
+        for cb in cbs:
             cb.set_model(self)
         self.stop_training = False
-        split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
+        if comm is not None:
+            from . import distributed as _dist
+
+            split: Any = _dist.MPIDataParallel(self, comm)
+            split.start(
+                X,
+                y,
+                validation_data,
+                {
+                    "batch_size": batch_size,
+                    "epochs": [initial_epoch, epochs],
+                    "seed": seed,
+                    "shuffle": shuffle,
+                    "augment": None if augment is None else repr(augment),
+                    "callbacks": [type(cb).__name__ for cb in cbs if not cb.root_only],
+                },
+            )
+            guard = _dist.guard(comm, "fit", collective=(FloatingPointError,))
+        else:
+            split = _parallel.DataParallel.of(self, workers) if workers > 1 else None
+            guard = nullcontext()
         if split is not None:
-            governor = None  # the split sets its own threads: one per worker
+            governor = None  # the split sets its own threads: one per worker (per rank)
         changes_before = len(governor.history) if governor is not None else 0
-        for cb in cbs:
-            cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
+        with guard:
             for cb in cbs:
-                cb.on_epoch_begin(epoch)
-            with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
-                # divergence is detected and reported in _train_epoch
-                logs = self._train_epoch(
-                    X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor
-                )
-            if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, _checked=True).items()})
+                cb.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                for cb in cbs:
+                    cb.on_epoch_begin(epoch)
+                with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
+                    # divergence is detected and reported in _train_epoch (on every rank alike)
+                    logs = self._train_epoch(
+                        X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor
+                    )
+                if validation_data is not None:
+                    scores = (
+                        split.evaluate(*validation_data)
+                        if comm is not None
+                        else self.evaluate(*validation_data, _checked=True)
+                    )
+                    logs.update({f"val_{k}": v for k, v in scores.items()})
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, logs)
+                if comm is not None:
+                    self.stop_training = split.should_stop(self.stop_training)
+                if self.stop_training:
+                    break
             for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        for cb in cbs:
-            cb.on_train_end()
+                cb.on_train_end()
         # (step, BLAS threads) at every change the governor made; empty when it made none
         history.thread_changes = governor.history[changes_before:] if governor is not None else []
         return history
@@ -492,8 +588,9 @@ class Sequential:
         n = len(X)
         data, device = ops.get(X), ops.get(self.flat_params)
         starts = list(range(0, n, batch_size))
-        if len(starts) > 1 and n - starts[-1] == 1 and _has_batch_norm(self.layers):
-            starts.pop()  # BatchNorm cannot learn from one sample: it joins the batch before
+        ranks = getattr(split, "ranks", 1)  # a distributed step splits each batch across ranks
+        if len(starts) > 1 and n - starts[-1] < 2 * ranks and _has_batch_norm(self.layers):
+            starts.pop()  # BatchNorm cannot learn from one sample (per rank): it joins the batch before
         ends = starts[1:] + [n]
         # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
         widest = max(e - s for s, e in zip(starts, ends))
@@ -511,10 +608,13 @@ class Sequential:
         batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
         for step, (start, end) in enumerate(zip(starts, ends)):
             idx = order[start:end]
-            m = len(idx)
+            m = mine = len(idx)  # the batch's rows, and those this process computes
+            if ranks > 1:
+                lo, hi = split.rows(m)
+                idx, mine = idx[lo:hi], hi - lo
             for keep, v in zip(saved, state):
                 keep[...] = v
-            xs = data.gather(X, idx, batch[:m])  # compiled: split across BLAS's threads
+            xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
             ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
@@ -524,8 +624,8 @@ class Sequential:
                 value = loss.forward(self.forward(xs, training=True), ys)
                 self.backward(loss.backward())
                 metrics = loss.last_metrics()
-            else:  # the batch split across worker threads
-                value, metrics = split.step(xs, ys)
+            else:  # the batch split across worker threads, or across ranks (its share here)
+                value, metrics = split.step(xs, ys, m)
             if not (math.isfinite(value) and opt.step(params, grads)):
                 if math.isfinite(value):
                     opt.undo(params)
@@ -537,10 +637,10 @@ class Sequential:
                     f"non-finite (NaN or Inf); the weights from before that step were restored. "
                     f"Try a smaller learning rate or gradient clipping (clip_norm=...)"
                 )
-            total_loss += value * m
-            seen += m
+            total_loss += value * mine
+            seen += mine
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v * m
+                sums[k] = sums.get(k, 0.0) + v * mine
             if batch_cbs:  # running means, only when someone shows them
                 running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
                 for cb in batch_cbs:
@@ -549,6 +649,8 @@ class Sequential:
                 governor.tick(m)
         if governor is not None:
             governor.pause()  # validation and callbacks are not steps
+        if ranks > 1:  # the whole epoch's figures, the same on every rank
+            total_loss, seen, sums = split.epoch_logs(total_loss, seen, sums)
         return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
 
     # -- inference -------------------------------------------------------------------------

@@ -146,7 +146,10 @@ class DataParallel:
                 self._results[i] = e
             self._done.release()
 
-    def step(self, x, y):
+    #: processes a batch is split across (threads share the process: the whole batch is here)
+    ranks = 1
+
+    def step(self, x, y, m=None):
         n, k = len(x), len(self.replicas)
         bounds = [n * i // k for i in range(k + 1)]
         shares = [(bounds[i], bounds[i + 1]) for i in range(k) if bounds[i + 1] > bounds[i]]

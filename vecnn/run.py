@@ -363,6 +363,8 @@ class RunRecorder(Callback):
     """At the end of every epoch: writes a checkpoint and the metrics file, then removes the
     checkpoints no longer kept (``prune_checkpoints``) and vecnn's leftover temporary files."""
 
+    root_only = True
+
     def __init__(self, run_dir, run_config: dict, history: dict | None = None, keep: int = KEEP_CHECKPOINTS):
         self.run_dir = Path(run_dir)
         self.run_config = run_config

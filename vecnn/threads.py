@@ -64,6 +64,19 @@ class BlasThreads:
             lib.set_num_threads(n)
 
 
+class BlasLimit(BlasThreads):
+    """BLAS limited to ``n`` threads (never above the count already in force) until
+    ``restore``: a distributed fit's share of the node's cores (``vecnn.distributed``)."""
+
+    def __init__(self, n: int):
+        try:
+            super().__init__()
+        except Exception:  # threadpoolctl cannot inspect this process: leave threads alone
+            self._libs, self._original, self.ceiling = [], [], 1
+            return
+        self.set(max(1, min(int(n), self.ceiling)))
+
+
 class Governor:
     """Chooses the BLAS thread count of a training loop by timing it (see the module docs).
 
