@@ -523,21 +523,31 @@ def _warn_if_diverged(history, n_classes, lr):
 
 # -- train ----------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    with contextlib.ExitStack() as stack:  # releases the run's lock however the command ends
-        return _train(args, stack)
+    from . import distributed
+
+    # under `mpiexec -n K` (K > 1) the ranks train one model data-parallel: rank 0 writes the
+    # run directory and prints; a failure on any rank ends the whole job (MPI_Abort)
+    comm = distributed.resolve("auto")
+    with distributed.guard(comm, "vecnn train"), contextlib.ExitStack() as stack:
+        # the stack releases the run's lock however the command ends
+        return _train(args, stack, comm)
 
 
-def _train(args, stack) -> int:
+def _train(args, stack, comm=None) -> int:
     from . import backend, optim
     from . import run as R
 
+    root = comm is None or comm.is_root  # the process that writes the run directory and prints
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS and v is not None}
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out RUN_DIR, the run directory to continue")
         out = Path(args.out)
-        R.check_out_dir(out, resume=True)
-        stack.callback(R.start(out, resume=True).release)
+        if comm is not None:
+            comm.agree({"--out": str(out)}, "vecnn train")
+        if root:
+            R.check_out_dir(out, resume=True)
+            stack.callback(R.start(out, resume=True).release)
         saved = R.read_config(out)
         diffs = [
             f"--{k.replace('_', '-')}: run has {saved.get(k)!r}, given {v!r}"
@@ -562,9 +572,25 @@ def _train(args, stack) -> int:
                 f"{cfg['model'] if cfg['model'].isidentifier() else 'spec'}"
             )
         )
-        R.check_out_dir(out, resume=False)  # before loading anything; written only once the model is built
+        if comm is not None:  # rank 0's directory (a name from the clock may differ by a second)
+            out = Path(comm.allgather_bytes(str(out).encode())[0].decode())
+        if root:
+            R.check_out_dir(out, resume=False)  # before loading anything; written only once the model is built
     _check_data_flags(cfg, given)
-    device = _train_device(cfg, given, out, args.resume)  # before any data is loaded or directory made
+    cfg["ranks"] = comm.size if comm is not None else 1
+    if comm is not None:
+        import vecnn
+
+        comm.agree(
+            {
+                "vecnn version": vecnn.__version__,
+                "--out": str(out),
+                "--resume": args.resume,
+                **{f"--{k.replace('_', '-')}": cfg.get(k) for k in (*RUN_KEYS, "epochs", "device")},
+            },
+            "vecnn train",
+        )
+    device = _train_device(cfg, given, out, args.resume, comm)  # before any data is loaded or directory made
     if cfg.get("threads"):
         backend.set_num_threads(cfg["threads"])
 
@@ -592,6 +618,8 @@ def _train(args, stack) -> int:
                 )
             raise UsageError(f"--resume: {ck} holds epoch {start}, past the {target} epochs of {out / 'config.json'}")
         if start == target and _same_weights(model_path, model):
+            if not root:
+                return EXIT_OK
             print(
                 f"vecnn train: nothing to do: the run in {out} already has its {target} epochs and its "
                 f"model.vecnn; pass --epochs N (N > {target}) to train more",
@@ -609,11 +637,13 @@ def _train(args, stack) -> int:
                 file=sys.stderr,
             )
             model.optimizer.schedule = optim.CosineLR(steps, min_lr=schedule.min_lr)
-        R.write_config(out, cfg)
-        print(
-            f"resuming {out} from {ck.name}: {start} of {target} epochs done; device {_device_text(device)}",
-            file=sys.stderr,
-        )
+        if root:
+            R.write_config(out, cfg)
+            print(
+                f"resuming {out} from {ck.name}: {start} of {target} epochs done; device "
+                f"{_device_text(device)}{_ranks_text(comm)}",
+                file=sys.stderr,
+            )
     else:
         model = _build_model(cfg, X_fit, len(class_names), source)
         model.class_names = class_names
@@ -623,15 +653,16 @@ def _train(args, stack) -> int:
         from .losses import get as get_loss
 
         model.loss = get_loss("cross_entropy")
-        stack.callback(R.start(out, resume=False).release)
         cfg["architecture"] = model.config()
-        R.write_config(out, cfg)
-        R.save_checkpoint(model, R.checkpoint_path(out, 0), 0, {}, cfg)
-        if not args.quiet:
+        if root:
+            stack.callback(R.start(out, resume=False).release)
+            R.write_config(out, cfg)
+            R.save_checkpoint(model, R.checkpoint_path(out, 0), 0, {}, cfg)
+        if not args.quiet and root:
             print(
                 f"training {cfg['model']} on {source}: {len(X_fit):,} samples, {cfg['epochs']} epoch"
                 f"{'s' if cfg['epochs'] != 1 else ''}, "
-                f"device {_device_text(device)}; run directory {out}",
+                f"device {_device_text(device)}{_ranks_text(comm)}; run directory {out}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -651,9 +682,12 @@ def _train(args, stack) -> int:
                 callbacks=[recorder],
                 augment=augment,
                 verbose=0 if args.quiet else 1,
-                workers=cfg.get("workers", "auto"),
+                workers=1 if comm is not None else cfg.get("workers", "auto"),
+                distributed=comm or False,
             )
     except KeyboardInterrupt:
+        if not root:
+            return EXIT_INTERRUPTED
         ck = R.latest_checkpoint(out)
         named = R.CHECKPOINT_RE.match(ck.name) if ck is not None else None
         done = int(named.group(1)) if named else 0  # (epoch 0's is written before the first)
@@ -669,6 +703,8 @@ def _train(args, stack) -> int:
             f"--lr {cfg['lr']:g} ({cfg['optimizer']}) with --model {cfg['model']}: {e}; "
             f"the last good checkpoint is {ck}"
         ) from None
+    if not root:  # rank 0 saves, evaluates on the test set, plots and prints
+        return EXIT_OK
 
     model.save(model_path)
     _warn_if_diverged(recorder.history, len(class_names), cfg["lr"])
@@ -683,7 +719,13 @@ def _train(args, stack) -> int:
     return EXIT_OK
 
 
-def _train_device(cfg, given, out, resume):
+def _ranks_text(comm) -> str:
+    if comm is None:
+        return ""
+    return f", {comm.size} MPI ranks ({comm.threads_per_rank()} BLAS thread(s) each)"
+
+
+def _train_device(cfg, given, out, resume, comm=None):
     """The backend ``vecnn train`` computes on, from ``--device`` (or, resuming, the device in
     the run's config.json). Refused, with what is missing and how to get it, before anything is
     loaded or written: no run directory is left behind by a run that could never start.
@@ -700,6 +742,8 @@ def _train_device(cfg, given, out, resume):
         flag = f"--device {name}" + (f" (the run's, from {out / 'config.json'})" if resume else "")
     try:
         backend = ops.device(name)
+        if comm is not None and backend.device == "gpu":
+            ops.select_gpu(comm.local_rank)  # one rank per GPU of the node
     except ValueError as e:
         hint = "; pass --device cpu to continue it on the CPU" if resume and "device" not in given else ""
         raise UsageError(f"{flag}: {e}{hint}") from None

@@ -431,6 +431,7 @@ FIELDS = {
     ),
     "vecnn_run": (lambda v: v == RUN_MARK, f"{RUN_MARK}"),
     "device": (lambda v: v in ("cpu", "gpu"), "cpu or gpu"),
+    "ranks": (lambda v: _is_int(v) and v >= 1, "a positive integer (MPI ranks)"),
 }
 
 

@@ -181,6 +181,16 @@ def gpu() -> NumPyBackend:
     return _gpu
 
 
+def select_gpu(local_rank: int) -> int:
+    """Make GPU ``local_rank % (GPUs on this node)`` this process's CUDA device, before
+    anything is allocated on it: one rank per GPU under ``mpiexec`` (``vecnn.distributed``).
+    Returns the device's index; a ``ValueError`` where there is no GPU backend."""
+    xp = gpu().xp
+    index = int(local_rank) % max(1, int(xp.cuda.runtime.getDeviceCount()))
+    xp.cuda.Device(index).use()
+    return index
+
+
 def device(name: str) -> NumPyBackend:
     """The backend for ``"cpu"``, ``"gpu"`` or ``"auto"`` (the GPU when there is one)."""
     if name == "cpu":
