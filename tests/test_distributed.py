@@ -332,3 +332,43 @@ def test_resolve_without_distribution_is_none():
     assert distributed.resolve(False) is None and distributed.resolve(None) is None
     with pytest.raises(ValueError, match="distributed"):
         distributed.resolve("yes")
+
+
+# -- the scaling benchmark's model (benchmarks/bench_mpi.py) ----------------------------------
+
+
+def test_ring_allreduce_cost_and_efficiencies():
+    from vecnn.bench import mpi as bench
+
+    nbytes, bw, lat = 4e6, 1e9, 1e-5
+    assert bench.ring_allreduce_seconds(nbytes, 1, bw, lat) == 0
+    # 2 nodes: each sends half the buffer twice (reduce-scatter, all-gather), 2 messages
+    assert bench.ring_allreduce_seconds(nbytes, 2, bw, lat) == pytest.approx(nbytes / bw + 2 * lat)
+    # many nodes: the bandwidth term tends to twice the buffer, whatever K
+    big = bench.ring_allreduce_seconds(nbytes, 10_000, bw, 0.0)
+    assert 2 * nbytes / bw * 0.999 < big < 2 * nbytes / bw
+    assert bench.weak_efficiency(0.09, 0.01) == pytest.approx(0.9)
+    # free communication and compute linear in the batch: strong scaling is perfect
+    assert bench.strong_efficiency(0.8, 0.1, 0.0, 8) == pytest.approx(1.0)
+    rows = bench.predict(100_000, {128: 0.05, 16: 0.008, 2: 0.002}, 128)
+    assert [(r["network"], r["nodes"]) for r in rows] == [(n, k) for n, _, _ in bench.NETWORKS for k in bench.NODES]
+    for r in rows:
+        assert 0 < r["strong"] <= r["weak"] < 1
+    assert [r["strong_batch"] for r in rows[:2]] == [16, 2]
+
+
+@needs_mpi
+def test_scaling_benchmark_runs(tmp_path):
+    out = tmp_path / "mpi.json"
+    proc = run_plain(
+        python(HERE.parent / "benchmarks/bench_mpi.py", "--nets", "mlp", "--limit", "512", "--epochs", "1",
+               "--repeats", "1", "--reduces", "5", "--batch-size", "64", "--synthetic", "--json", out),
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    ok(proc)
+    report = json.loads(out.read_text())
+    mlp = report["nets"]["mlp"]
+    assert mlp["parameters"] == vn.presets.build("mlp", (1, 28, 28), 10).flat_params.size
+    assert mlp["one_rank"][0] > 0 and mlp["two_ranks"][0] > 0 and mlp["allreduce_s"] > 0
+    assert sorted(mlp["step_s"]) == ["2", "64", "8"]
+    assert "weak" in proc.stdout and "BLAS" in proc.stdout
