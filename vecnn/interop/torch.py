@@ -8,9 +8,16 @@ statistics) and transposed where they do not (vecnn's Dense ``W`` is ``(in, out)
 >>> from vecnn.interop.torch import to_torch, from_torch
 >>> net = to_torch(model)            # doctest: +SKIP
 >>> model2 = from_torch(net)         # doctest: +SKIP
+
+``from_torch`` maps a module only where vecnn computes exactly what torch computes, in eval
+mode and in training mode (Dropout's masks aside: both draw them at random); every module or
+argument it cannot reproduce is a ``ValueError`` naming the module (its place in the network
+and its repr) and the argument. See ``from_torch`` for what maps.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -29,6 +36,7 @@ def _t(a):
     return _torch().from_numpy(np.ascontiguousarray(a).copy())
 
 
+@functools.cache
 def _modules():
     """torch.nn modules for the vecnn layers torch has no twin of (defined on first use)."""
     torch = _torch()
@@ -128,94 +136,446 @@ def to_torch(model):
     return net.float().eval()
 
 
-def _layer_from_torch(m, where):
+# -- from torch ------------------------------------------------------------------------------
+# Each converter takes (module, where, rank), rank being the number of axes of the module's
+# input where the modules before it fix it (None where they do not), and returns
+# (layer, params, state, output rank). Only the exact torch classes map: a subclass may
+# compute something else.
+
+SUPPORTED = (
+    "Linear, Conv2d, BatchNorm1d, BatchNorm2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, "
+    "Flatten, Dropout, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1) followed by Flatten(), "
+    "Identity, nested Sequential"
+)
+
+
+def _describe(m) -> str:
+    text = " ".join(repr(m).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _refuse(where, m, what):
+    raise ValueError(f"from_torch: {where} {_describe(m)}: {what}")
+
+
+def _build(where, m, make):
+    """``make()``, a vecnn constructor's ValueError re-raised naming the torch module."""
+    try:
+        return make()
+    except ValueError as e:
+        raise ValueError(f"from_torch: {where} {_describe(m)}: {e}") from None
+
+
+def _array(where, m, name, t):
+    """Tensor ``t`` (``m.<name>``) as a float32 NumPy array."""
+    torch = _torch()
+    if t is None:
+        _refuse(where, m, f"it has no {name}")
+    if t.is_meta:
+        _refuse(where, m, f"its {name} is on the meta device (never materialized): there are no values to copy")
+    if not t.is_floating_point():
+        _refuse(where, m, f"its {name} has dtype {t.dtype}; expected real floating-point values")
+    return t.detach().cpu().to(torch.float32).numpy().copy()
+
+
+def _two(v) -> tuple:
+    """A torch size argument (int or tuple) as a pair, as torch reads it."""
+    if isinstance(v, (tuple, list)):
+        return tuple(v) * 2 if len(v) == 1 else tuple(v)
+    return (v, v)
+
+
+def _check_hooks(where, m):
+    for attr, kind in (
+        ("_forward_pre_hooks", "forward pre-"),
+        ("_forward_hooks", "forward "),
+        ("_backward_pre_hooks", "backward pre-"),
+        ("_backward_hooks", "backward "),
+    ):
+        n = len(getattr(m, attr, None) or {})
+        if n:
+            _refuse(
+                where,
+                m,
+                f"it has {n} {kind}hook(s) registered, which may change what it computes and cannot be "
+                f"carried over to vecnn; remove them first",
+            )
+
+
+def _linear(m, where, rank):
     from .. import layers as L
 
-    torch = _torch()
-    nn = torch.nn
-    a = lambda t: t.detach().cpu().numpy().astype(np.float32)
-    if isinstance(m, nn.Linear):
-        layer = L.Dense(m.in_features, m.out_features, bias=m.bias is not None)
-        values = {"W": a(m.weight).T, **({"b": a(m.bias)} if m.bias is not None else {})}
-        return layer, values, {}
-    if isinstance(m, nn.Conv2d):
-        if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise ValueError(f"from_torch: {where} {m}: only groups=1, zero padding given as numbers is supported")
-        layer = L.Conv2D(
+    if rank not in (None, 2):
+        _refuse(
+            where,
+            m,
+            f"its input has {rank} axes here; torch applies Linear to the last axis of any input, vecnn's "
+            f"Dense takes (n, features) only: put a Flatten() before it",
+        )
+    bias = m.bias is not None
+    layer = _build(where, m, lambda: L.Dense(m.in_features, m.out_features, bias=bias))
+    values = {"W": _array(where, m, "weight", m.weight).T}
+    if bias:
+        values["b"] = _array(where, m, "bias", m.bias)
+    return layer, values, {}, 2
+
+
+def _conv2d(m, where, rank):
+    from .. import layers as L
+
+    if m.groups != 1:
+        _refuse(
+            where, m, f"groups={m.groups} is not supported (vecnn's Conv2D has no grouped or depthwise convolution)"
+        )
+    padding = m.padding
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        total = [d * (k - 1) for k, d in zip(_two(m.kernel_size), _two(m.dilation))]
+        if any(t % 2 for t in total):
+            _refuse(
+                where,
+                m,
+                f"padding='same' with kernel_size={m.kernel_size} and dilation={m.dilation} is not supported: "
+                f"torch then pads one row/column more at the bottom/right than at the top/left, vecnn pads "
+                f"both sides equally (an odd dilated kernel size maps)",
+            )
+        padding = tuple(t // 2 for t in total)
+    elif isinstance(padding, str):
+        _refuse(where, m, f"padding={padding!r} is not supported")
+    if m.padding_mode != "zeros" and any(_two(padding)):
+        _refuse(
+            where,
+            m,
+            f"padding_mode={m.padding_mode!r} is not supported with padding={m.padding!r} "
+            f"(vecnn's Conv2D pads with zeros: padding_mode='zeros')",
+        )
+    bias = m.bias is not None
+    layer = _build(
+        where,
+        m,
+        lambda: L.Conv2D(
             m.in_channels,
             m.out_channels,
-            m.kernel_size,
-            stride=m.stride,
-            padding=m.padding,
-            dilation=m.dilation,
-            bias=m.bias is not None,
-        )
-        return layer, {"W": a(m.weight), **({"b": a(m.bias)} if m.bias is not None else {})}, {}
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        cls = L.BatchNorm1D if isinstance(m, nn.BatchNorm1d) else L.BatchNorm2D
-        layer = cls(m.num_features, eps=m.eps, momentum=m.momentum if m.momentum is not None else 0.1)
-        return (
-            layer,
-            {"gamma": a(m.weight), "beta": a(m.bias)},
-            {"running_mean": a(m.running_mean), "running_var": a(m.running_var)},
-        )
-    pool_args = lambda p: dict(stride=p.stride, padding=p.padding)
-    simple = [
-        (nn.ReLU, lambda: L.ReLU()),
-        (nn.Sigmoid, lambda: L.Sigmoid()),
-        (nn.Tanh, lambda: L.Tanh()),
-        (nn.LeakyReLU, lambda: L.LeakyReLU(m.negative_slope)),
-        (nn.GELU, lambda: L.GELU(m.approximate)),
-        (nn.Dropout, lambda: L.Dropout(m.p)),
-        (nn.MaxPool2d, lambda: L.MaxPool2D(m.kernel_size, **pool_args(m))),
-        (nn.AvgPool2d, lambda: L.AvgPool2D(m.kernel_size, **pool_args(m))),
-    ]
-    for cls, make in simple:
-        if isinstance(m, cls):
-            return make(), {}, {}
-    if isinstance(m, nn.Softmax) and m.dim in (-1, 1):
-        return L.Softmax(), {}, {}
-    if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
-        return L.Flatten(), {}, {}
-    if (
-        isinstance(m, nn.Sequential)
-        and len(m) == 2
-        and isinstance(m[0], nn.AdaptiveAvgPool2d)
-        and m[0].output_size in (1, (1, 1))
-        and isinstance(m[1], nn.Flatten)
-    ):
-        return L.GlobalAvgPool2D(), {}, {}
-    if type(m).__name__ == "Standardize" and hasattr(m, "vecnn_config"):  # made by to_torch
-        return L.Standardize(**m.vecnn_config), {}, {"mean": a(m.mean), "std": a(m.std)}
-    if type(m).__name__ == "Residual" and isinstance(getattr(m, "f", None), nn.Sequential):
-        parts = [_layer_from_torch(sub, f"{where}.f.{i}") for i, sub in enumerate(m.f)]
-        proj = None if m.proj is None else _layer_from_torch(m.proj, f"{where}.proj")
-        layer = L.Residual([p[0] for p in parts], projection=None if proj is None else proj[0])
-        named = [(f"f.{i}.", p) for i, p in enumerate(parts)] + ([("proj.", proj)] if proj else [])
-        return (
-            layer,
-            {pre + k: v for pre, p in named for k, v in p[1].items()},
-            {pre + k: v for pre, p in named for k, v in p[2].items()},
-        )
-    raise ValueError(
-        f"from_torch: {where} {type(m).__name__} has no vecnn equivalent (supported: Linear, Conv2d, "
-        f"BatchNorm1d/2d, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Flatten, Dropout, "
-        f"MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1)+Flatten)"
+            _two(m.kernel_size),
+            stride=_two(m.stride),
+            padding=_two(padding),
+            dilation=_two(m.dilation),
+            bias=bias,
+        ),
     )
+    values = {"W": _array(where, m, "weight", m.weight)}
+    if bias:
+        values["b"] = _array(where, m, "bias", m.bias)
+    return layer, values, {}, 4
+
+
+def _batchnorm(m, where, rank):
+    from .. import layers as L
+
+    if not m.track_running_stats:
+        _refuse(
+            where,
+            m,
+            "track_running_stats=False is not supported: torch then normalizes with the batch's own "
+            "statistics in eval mode too, vecnn's BatchNorm with its running statistics",
+        )
+    if m.momentum is None:
+        _refuse(
+            where,
+            m,
+            "momentum=None (a cumulative average of the batch statistics) is not supported: vecnn's "
+            "BatchNorm keeps an exponential moving average with a fixed momentum between 0 and 1",
+        )
+    frozen = "affine=False" if not m.affine else "bias=False" if m.bias is None else None
+    if frozen:
+        _refuse(
+            where,
+            m,
+            f"{frozen} is not supported: vecnn's BatchNorm always trains a scale and a shift (gamma and "
+            f"beta) and cannot hold them fixed, so training would differ (for inference alone, use "
+            f"affine=True with weight 1 and bias 0)",
+        )
+    if m.running_mean is None or m.running_var is None:
+        _refuse(where, m, "it has no running statistics (running_mean / running_var are None)")
+    cls, out_rank = (L.BatchNorm1D, 2) if type(m) is _torch().nn.BatchNorm1d else (L.BatchNorm2D, 4)
+    layer = _build(where, m, lambda: cls(m.num_features, eps=m.eps, momentum=m.momentum))
+    values = {"gamma": _array(where, m, "weight", m.weight), "beta": _array(where, m, "bias", m.bias)}
+    state = {
+        "running_mean": _array(where, m, "running_mean", m.running_mean),
+        "running_var": _array(where, m, "running_var", m.running_var),
+    }
+    return layer, values, state, out_rank
+
+
+def _pool_args(m, where):
+    """``(kernel_size, stride, padding)`` of a torch MaxPool2d/AvgPool2d, refusing ceil_mode."""
+    kernel = _two(m.kernel_size)
+    stride = kernel if m.stride is None or m.stride in ((), []) else _two(m.stride)
+    if m.ceil_mode and stride != (1, 1):  # with stride 1 the sizes divide: ceil == floor
+        _refuse(
+            where,
+            m,
+            f"ceil_mode=True is not supported with stride={m.stride!r}: torch then adds a partial window "
+            f"at the bottom/right edge where the sizes do not divide, vecnn's pools floor the output size "
+            f"(ceil_mode=False)",
+        )
+    return kernel, stride, _two(m.padding)
+
+
+def _maxpool2d(m, where, rank):
+    from .. import layers as L
+
+    if _two(m.dilation) != (1, 1):
+        _refuse(where, m, f"dilation={m.dilation!r} is not supported (vecnn's MaxPool2D has no dilation)")
+    if m.return_indices:
+        _refuse(where, m, "return_indices=True is not supported (vecnn's MaxPool2D returns the pooled values only)")
+    kernel, stride, padding = _pool_args(m, where)
+    return _build(where, m, lambda: L.MaxPool2D(kernel, stride=stride, padding=padding)), {}, {}, 4
+
+
+def _avgpool2d(m, where, rank):
+    from .. import layers as L
+
+    kernel, stride, padding = _pool_args(m, where)
+    if not m.count_include_pad and any(padding):
+        _refuse(
+            where,
+            m,
+            f"count_include_pad=False is not supported with padding={m.padding!r}: vecnn's AvgPool2D divides "
+            f"every window by kh*kw, the zero padding included (count_include_pad=True)",
+        )
+    if m.divisor_override is not None and m.divisor_override != kernel[0] * kernel[1]:
+        _refuse(
+            where,
+            m,
+            f"divisor_override={m.divisor_override!r} is not supported: vecnn's AvgPool2D divides by "
+            f"kh*kw = {kernel[0] * kernel[1]}",
+        )
+    return _build(where, m, lambda: L.AvgPool2D(kernel, stride=stride, padding=padding)), {}, {}, 4
+
+
+def _activation(make):
+    return lambda m, where, rank: (_build(where, m, lambda: make(m)), {}, {}, rank)
+
+
+def _dropout(m, where, rank):
+    from .. import layers as L
+
+    if not 0 <= m.p < 1:
+        _refuse(where, m, f"p={m.p!r} is not supported (vecnn's Dropout takes 0 <= rate < 1)")
+    return L.Dropout(m.p), {}, {}, rank
+
+
+def _softmax(m, where, rank):
+    from .. import layers as L
+
+    dim = m.dim
+    if dim is None and rank is not None:  # torch's legacy choice (with a warning): 0 for 1 or 3 axes, else 1
+        dim = 0 if rank in (1, 3) else 1
+    last = dim == -1 or (rank is not None and -rank <= dim < rank and dim % rank == rank - 1)
+    if not last:
+        known = (
+            f"the input has {rank} axes here, so dim={rank - 1} or dim=-1 maps"
+            if rank is not None
+            else "the number of axes of its input is not fixed by the modules before it, so only dim=-1 maps"
+        )
+        _refuse(where, m, f"dim={m.dim!r} is not supported: vecnn's Softmax is over the last axis, and {known}")
+    return L.Softmax(), {}, {}, rank
+
+
+def _flatten_ok(m, rank) -> bool:
+    """Whether ``m`` (a torch Flatten) keeps the batch axis and flattens all the others."""
+    if (m.start_dim, m.end_dim) == (1, -1):
+        return True
+    if rank is None or not all(-rank <= d < rank for d in (m.start_dim, m.end_dim)):
+        return False
+    return m.start_dim % rank == 1 and m.end_dim % rank == rank - 1
+
+
+def _flatten(m, where, rank):
+    from .. import layers as L
+
+    if not _flatten_ok(m, rank):
+        _refuse(
+            where,
+            m,
+            f"start_dim={m.start_dim}, end_dim={m.end_dim} is not supported: vecnn's Flatten keeps the batch "
+            f"axis and flattens all the others (start_dim=1, end_dim=-1)",
+        )
+    return L.Flatten(), {}, {}, 2
+
+
+def _standardize(m, where, rank):
+    from .. import layers as L
+
+    layer = _build(where, m, lambda: L.Standardize(**m.vecnn_config))
+    state = {"mean": _array(where, m, "mean", m.mean), "std": _array(where, m, "std", m.std)}
+    return layer, {}, state, rank
+
+
+def _residual(m, where, rank):
+    from .. import layers as L
+
+    nn = _torch().nn
+    if type(m.f) is not nn.Sequential:
+        _refuse(where, m, f"its f is a {type(m.f).__name__}; expected a torch.nn.Sequential")
+    _check_hooks(f"{where}.f", m.f)
+    parts, out_rank = _convert(_inline([(f"{where}.f.{i}", sub) for i, sub in enumerate(m.f)]), rank)
+    proj = None
+    if m.proj is not None:
+        projs, _ = _convert(_inline([(f"{where}.proj", m.proj)]), rank)
+        if len(projs) != 1:
+            _refuse(where, m, f"its proj maps to {len(projs)} vecnn layers; expected one")
+        proj = projs[0]
+    layer = _build(where, m, lambda: L.Residual([p[0] for p in parts], projection=None if proj is None else proj[0]))
+    named = [(f"f.{i}.", p) for i, p in enumerate(parts)] + ([("proj.", proj)] if proj else [])
+    values = {pre + k: v for pre, p in named for k, v in p[1].items()}
+    state = {pre + k: v for pre, p in named for k, v in p[2].items()}
+    return layer, values, state, out_rank
+
+
+@functools.cache
+def _converters():
+    """torch module class -> converter (the exact class only)."""
+    from .. import layers as L
+
+    nn = _torch().nn
+    Standardize, Residual = _modules()
+    return {
+        nn.Linear: _linear,
+        nn.Conv2d: _conv2d,
+        nn.BatchNorm1d: _batchnorm,
+        nn.BatchNorm2d: _batchnorm,
+        nn.MaxPool2d: _maxpool2d,
+        nn.AvgPool2d: _avgpool2d,
+        nn.ReLU: _activation(lambda m: L.ReLU()),  # inplace changes nothing computed
+        nn.Sigmoid: _activation(lambda m: L.Sigmoid()),
+        nn.Tanh: _activation(lambda m: L.Tanh()),
+        nn.LeakyReLU: _activation(lambda m: L.LeakyReLU(m.negative_slope)),
+        nn.GELU: _activation(lambda m: L.GELU(m.approximate)),
+        nn.Dropout: _dropout,
+        nn.Softmax: _softmax,
+        nn.Flatten: _flatten,
+        Standardize: _standardize,
+        Residual: _residual,
+    }
+
+
+def _inline(named):
+    """``[(where, module)]`` with nested ``Sequential``s spliced in and ``Identity``s dropped."""
+    nn = _torch().nn
+    out = []
+    for where, m in named:
+        _check_hooks(where, m)
+        if type(m) is nn.Sequential:
+            out += _inline([(f"{where}.{i}", sub) for i, sub in enumerate(m)])
+        elif type(m) is not nn.Identity:
+            out.append((where, m))
+    return out
+
+
+def _convert(items, rank):
+    """``(layer, params, state, where, module)`` for each ``(where, module)``, and the output rank."""
+    nn = _torch().nn
+    converters = _converters()
+    built = []
+    i = 0
+    while i < len(items):
+        where, m = items[i]
+        if type(m) is nn.AdaptiveAvgPool2d:
+            _global_pool(items, i)
+            from .. import layers as L
+
+            built.append((L.GlobalAvgPool2D(), {}, {}, where, m))
+            rank, i = 2, i + 2
+            continue
+        convert = converters.get(type(m))
+        if convert is None:
+            base = next((c for c in type(m).__mro__[1:] if c in converters), None)
+            if base is not None:
+                _refuse(
+                    where,
+                    m,
+                    f"{type(m).__name__} is a subclass of {base.__module__}.{base.__name__}; only "
+                    f"{base.__name__} itself maps (a subclass may compute something else)",
+                )
+            raise ValueError(
+                f"from_torch: {where} {type(m).__name__} has no vecnn equivalent: {_describe(m)} "
+                f"(supported: {SUPPORTED})"
+            )
+        layer, values, state, rank = convert(m, where, rank)
+        built.append((layer, values, state, where, m))
+        i += 1
+    return built, rank
+
+
+def _global_pool(items, i):
+    """Check that ``items[i]`` (an AdaptiveAvgPool2d) and the next module are GlobalAvgPool2D."""
+    nn = _torch().nn
+    where, m = items[i]
+    if m.output_size not in (1, (1, 1), [1, 1]):
+        _refuse(
+            where,
+            m,
+            f"output_size={m.output_size!r} is not supported: only AdaptiveAvgPool2d(1) directly followed "
+            f"by Flatten() maps (to vecnn's GlobalAvgPool2D)",
+        )
+    nxt = items[i + 1][1] if i + 1 < len(items) else None
+    if type(nxt) is not nn.Flatten or not _flatten_ok(nxt, 4):
+        after = "it is the last module" if nxt is None else f"{items[i + 1][0]} is {_describe(nxt)}"
+        _refuse(
+            where,
+            m,
+            f"AdaptiveAvgPool2d(1) maps only when Flatten() (start_dim=1, end_dim=-1) follows it directly: "
+            f"the two together are vecnn's GlobalAvgPool2D, and vecnn has no layer that keeps the "
+            f"(n, C, 1, 1) shape; here {after}",
+        )
 
 
 def from_torch(net, seed=0):
-    """A vecnn ``Sequential`` equivalent to the ``torch.nn.Sequential`` ``net`` (weights copied)."""
+    """A vecnn ``Sequential`` computing exactly what the ``torch.nn.Sequential`` ``net`` computes.
+
+    Weights and BatchNorm statistics are copied (as float32). What maps, each only as the exact
+    torch class (a subclass is refused):
+
+    - ``Linear`` (on ``(n, features)`` input), ``Conv2d`` (``groups=1``; zero padding, or any
+      ``padding_mode`` without padding; ``padding='same'`` with an odd dilated kernel size);
+    - ``BatchNorm1d`` / ``BatchNorm2d`` with ``affine=True``, a bias, ``track_running_stats=True``
+      and a number as ``momentum``;
+    - ``MaxPool2d`` (``dilation=1``, ``return_indices=False``), ``AvgPool2d``
+      (``count_include_pad=False`` only without padding, ``divisor_override`` only ``kh*kw``),
+      both with ``ceil_mode=False`` or stride 1;
+    - ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``, ``GELU``, ``Dropout`` (``p < 1``),
+      ``Softmax`` over the last axis, ``Flatten`` of every axis but the batch axis,
+      ``AdaptiveAvgPool2d(1)`` directly followed by ``Flatten()`` (``GlobalAvgPool2D``);
+    - nested ``Sequential``s (spliced in), ``Identity`` (dropped), and what ``to_torch`` writes.
+
+    Anything else, a module with hooks among them, is a ``ValueError`` naming the module (its
+    place, e.g. ``module 3`` or ``module 2.1``, and its repr) and what is not supported.
+    """
     from ..model import Sequential
 
     torch = _torch()
     if not isinstance(net, torch.nn.Sequential):
         raise ValueError(f"from_torch: expected a torch.nn.Sequential, received {type(net).__name__}")
-    built = [_layer_from_torch(m, f"module {i}") for i, m in enumerate(net)]
-    model = Sequential([layer for layer, _, _ in built], seed=seed)
-    for layer, values, state in built:
-        for k, v in values.items():
-            layer.params[k][...] = v
-        for k, v in state.items():
-            layer.state[k][...] = v
+    from torch.nn.modules import module as tm
+
+    hooks = [n for n in ("forward_pre", "forward", "backward_pre", "backward") if getattr(tm, f"_global_{n}_hooks", {})]
+    if hooks:
+        raise ValueError(
+            f"from_torch: global module hooks are registered ({', '.join(hooks)}), which may change what "
+            f"every module computes and cannot be carried over to vecnn; remove them first"
+        )
+    _check_hooks("the network", net)
+    built, _ = _convert(_inline([(f"module {i}", m) for i, m in enumerate(net)]), None)
+    if not built:
+        raise ValueError(f"from_torch: {_describe(net)} holds no module that computes anything (only Identity)")
+    model = Sequential([b[0] for b in built], seed=seed)
+    for layer, values, state, where, m in built:
+        for table, arrays in ((layer.params, values), (layer.state, state)):
+            for k, v in arrays.items():
+                if table[k].shape != v.shape:
+                    _refuse(where, m, f"its {k} has shape {v.shape}; {layer!r} expects {table[k].shape}")
+                table[k][...] = v
     return model
