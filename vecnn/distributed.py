@@ -347,19 +347,24 @@ class MPIDataParallel:
         r, k = self.comm.rank, self.comm.size
         return m * r // k, m * (r + 1) // k
 
-    def step(self, xs, ys, m: int):
+    def step(self, xs, ys, m: int, ws=None, weight: float | None = None, total: float | None = None):
         """Forward and backward on this rank's rows ``xs`` of a global batch of ``m`` rows; one
         Allreduce. Returns this rank's mean loss and metrics (0 and {} for no rows). A
         non-finite loss on any rank makes the reduced gradient non-finite on every rank, so
-        every rank sees the step fail alike."""
+        every rank sees the step fail alike. With sample weights, ``ws`` are this rank's rows'
+        weights (None: all equal), ``weight`` their sum and ``total`` the whole batch's (every
+        rank holds every weight: no communication), and the share's weighted-mean gradient
+        counts ``weight / total``."""
         model = self.model
         grads = model.flat_grads
         if len(xs):
             loss = model.loss
-            value = loss.forward(model.forward(xs, training=True), ys)
+            out = model.forward(xs, training=True)
+            value = loss.forward(out, ys) if ws is None else loss.forward(out, ys, ops.get(out).asarray(ws))
             model.backward(loss.backward())
             metrics = loss.last_metrics()
-            grads *= len(xs) / m  # this share's weight in the batch's mean
+            # this share's weight in the batch's mean
+            grads *= len(xs) / m if weight is None or total is None else (weight / total if total > 0 else 0.0)
             if not np.isfinite(value):
                 grads[:1] = np.nan
         else:
@@ -368,12 +373,13 @@ class MPIDataParallel:
         self.comm.allreduce_(grads)
         return value, metrics
 
-    def epoch_logs(self, total_loss: float, seen: int, sums: dict) -> tuple[float, int, dict]:
-        """The epoch's sums over all ranks (one Allreduce of a few float64s)."""
+    def epoch_logs(self, total_loss: float, seen: float, sums: dict) -> tuple[float, float, dict]:
+        """The epoch's sums over all ranks (one Allreduce of a few float64s); ``seen``: rows,
+        or their weights' sum."""
         keys = sorted(sums)
         buf = np.array([total_loss, seen, *(sums[k] for k in keys)], np.float64)
         self.comm.allreduce_(buf)
-        return float(buf[0]), int(round(buf[1])), {k: float(v) for k, v in zip(keys, buf[2:])}
+        return float(buf[0]), float(buf[1]), {k: float(v) for k, v in zip(keys, buf[2:])}
 
     def evaluate(self, X, y, batch_size: int = 1024) -> dict:
         """``model.evaluate`` over the whole of ``(X, y)``: each rank evaluates its share and the

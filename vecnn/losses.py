@@ -3,6 +3,13 @@
 Reductions match PyTorch's ``reduction="mean"``: CrossEntropy averages over samples; MSE and
 BCEWithLogits over all elements, with no 1/2 factor. Each loss also knows how to score
 predictions (``metrics``) so ``evaluate`` can report accuracy or error without being told.
+
+Per-sample weights (``forward(pred, target, weight)``, what ``fit(sample_weight=...)`` passes):
+the loss is the weighted mean of the per-row losses, ``sum_i w_i l_i / sum_i w_i`` (a row's
+loss being its mean over its elements for MSE and BCEWithLogits), as scikit-learn's
+MLPClassifier since 1.7 and PyTorch's ``reduction="none"`` followed by a weighted mean compute
+it; weights all equal give the unweighted mean. Rows whose weights sum to zero give a loss,
+gradient and metrics of zero. Without weights the fused unweighted pass runs unchanged.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from .registry import LOSSES, check_config, lookup, register_loss
 class Loss:
     """Base class. Subclasses implement ``forward``, ``backward``, ``check_target`` and ``metrics``."""
 
-    def forward(self, pred: Any, target: Any) -> float:
-        """The mean loss of ``pred`` against ``target``; keeps what ``backward`` needs."""
+    def forward(self, pred: Any, target: Any, weight: Any = None) -> float:
+        """The mean loss of ``pred`` against ``target``; keeps what ``backward`` needs.
+        ``weight`` (losses with ``weighted = True``): one non-negative weight per row, giving
+        the weighted mean of the per-row losses."""
         raise NotImplementedError
 
     def backward(self) -> Any:
@@ -29,6 +38,8 @@ class Loss:
 
     #: whether the targets are class labels (integers) rather than values
     classifier = False
+    #: whether ``forward`` takes per-row weights (``fit(sample_weight=...)`` needs it)
+    weighted = False
     #: the name it is registered under (``register_loss`` sets it)
     registered_name: ClassVar[str]
     _pred: Any  # the last forward's predictions and targets (for ``last_metrics``)
@@ -69,9 +80,30 @@ def _array(a):
     return a if hasattr(a, "shape") and hasattr(a, "dtype") else ops.cpu().asarray(a)
 
 
-def _check_pair(name: str, pred, target):
+def _check_pair(name: str, pred, target, weight=None):
     if len(pred) != len(target):
         raise ValueError(f"{name}: pred has {len(pred)} samples but target has {len(target)}")
+    if weight is not None and (getattr(weight, "shape", None) != (len(pred),)):
+        raise ValueError(
+            f"{name}: expected one weight per sample, shape ({len(pred)},), received "
+            f"{getattr(weight, 'shape', type(weight).__name__)}"
+        )
+
+
+def _row_scale(pred, weight):
+    """``(w, total)``: the weights as a column that broadcasts against ``pred``'s rows, in its
+    dtype and on its device, and their sum (float64)."""
+    backend = ops.get(pred)
+    w = backend.asarray(weight).astype(pred.dtype, copy=False)
+    total = float(w.sum(dtype=np.float64))
+    return w.reshape((len(w),) + (1,) * (pred.ndim - 1)), total
+
+
+def _weighted_mean(per_row, w, total) -> float:
+    """``sum_i w_i per_row_i / sum_i w_i`` (0 when the weights sum to 0), in float64."""
+    if total <= 0:
+        return 0.0
+    return float((w.reshape(-1) * per_row).sum(dtype=np.float64) / total)
 
 
 @register_loss(name="cross_entropy")
@@ -84,6 +116,7 @@ class CrossEntropy(Loss):
     """
 
     classifier = True
+    weighted = True
 
     @classmethod
     def _check_config(cls, config):
@@ -99,17 +132,36 @@ class CrossEntropy(Loss):
             raise ValueError(f"CrossEntropy: expected 0 <= label_smoothing < 1, received {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, pred, target):
+    def forward(self, pred, target, weight=None):
         if pred.ndim != 2:
             raise ValueError(f"CrossEntropy: expected logits of shape (n, classes), received {pred.shape}")
-        _check_pair("CrossEntropy", pred, target)
+        _check_pair("CrossEntropy", pred, target, weight)
         n = pred.shape[0]
         backend = ops.get(pred)
         self._grad = backend.empty(pred.shape, pred.dtype)
         # softmax, log-sum-exp loss, gradient and argmax in one fused pass over the logits
         loss, correct = backend.softmax_cross_entropy(pred, target, self.label_smoothing, self._grad)
         self._accuracy = correct / n
-        return loss
+        if weight is None:
+            return loss
+        # weighted: the fused pass's gradient rows (softmax - target) / n, each scaled by
+        # n w_i / sum(w); the loss and accuracy from per-row values (whole-array operations)
+        xp = backend.xp
+        w, total = _row_scale(pred, weight)
+        target = backend.asarray(target)
+        eps = self.label_smoothing
+        shifted = pred - pred.max(axis=1, keepdims=True)
+        lse = xp.log(xp.exp(shifted).sum(axis=1))
+        nll = lse - shifted[xp.arange(n), target]
+        if eps:
+            nll = (1 - eps) * nll + eps * (lse - shifted.mean(axis=1))
+        hit = (pred.argmax(axis=1) == target).astype(pred.dtype)
+        if total > 0:
+            self._grad *= w * pred.dtype.type(n / total)
+        else:
+            self._grad[...] = 0
+        self._accuracy = _weighted_mean(hit, w, total)
+        return _weighted_mean(nll, w, total)
 
     def backward(self):
         return self._grad
@@ -142,8 +194,12 @@ class CrossEntropy(Loss):
             )
         return y
 
-    def metrics(self, pred, target):
-        return {"accuracy": float((pred.argmax(axis=1) == target).mean())}
+    def metrics(self, pred, target, weight=None):
+        hit = pred.argmax(axis=1) == target
+        if weight is None:
+            return {"accuracy": float(hit.mean())}
+        w, total = _row_scale(pred, weight)
+        return {"accuracy": _weighted_mean(hit.astype(pred.dtype), w, total)}
 
     def last_metrics(self):
         return {"accuracy": self._accuracy}
@@ -172,20 +228,40 @@ def _check_values(where, pred_shape, target):
 class MSE(Loss):
     """Mean squared error over all elements: ``mean((pred - target)**2)``."""
 
-    def forward(self, pred, target):
-        _check_pair("MSE", pred, target)
-        self._pred, self._target = pred, target
+    weighted = True
+
+    def forward(self, pred, target, weight=None):
+        _check_pair("MSE", pred, target, weight)
+        self._pred, self._target, self._weight = pred, target, weight
         self._diff = pred - target.reshape(pred.shape)
-        return float((self._diff * self._diff).mean())
+        if weight is None:
+            return float((self._diff * self._diff).mean())
+        w, total = _row_scale(pred, weight)
+        # d/dpred of sum_i w_i mean_j(d_ij^2) / sum(w): 2 d_ij w_i / (row size * sum(w))
+        self._scale = w * pred.dtype.type(2 / (max(self._diff[0].size, 1) * total)) if total > 0 else w * 0
+        return _weighted_mean(_row_mean(self._diff * self._diff), w, total)
 
     def backward(self):
+        if self._weight is not None:
+            return self._diff * self._scale
         return self._diff * (2 / self._diff.size)
 
     check_target = staticmethod(_check_values)
 
-    def metrics(self, pred, target):
+    def metrics(self, pred, target, weight=None):
         d = pred - target.reshape(pred.shape)
-        return {"mse": float((d * d).mean()), "mae": float(abs(d).mean())}
+        if weight is None:
+            return {"mse": float((d * d).mean()), "mae": float(abs(d).mean())}
+        w, total = _row_scale(pred, weight)
+        return {"mse": _weighted_mean(_row_mean(d * d), w, total), "mae": _weighted_mean(_row_mean(abs(d)), w, total)}
+
+    def last_metrics(self):
+        return self.metrics(self._pred, self._target, self._weight)
+
+
+def _row_mean(a):
+    """The mean of each row of ``a`` over its other axes (``(n,)``)."""
+    return a.reshape(len(a), -1).mean(axis=1)
 
 
 @register_loss(name="bce_with_logits")
@@ -196,20 +272,29 @@ class BCEWithLogits(Loss):
     """
 
     classifier = True
+    weighted = True
 
-    def forward(self, pred, target):
-        _check_pair("BCEWithLogits", pred, target)
+    def forward(self, pred, target, weight=None):
+        _check_pair("BCEWithLogits", pred, target, weight)
         z, t = pred, target.reshape(pred.shape)
         self._z, self._t = z, t
-        self._pred, self._target = pred, target
+        self._pred, self._target, self._weight = pred, target, weight
         xp = ops.get(z).xp
-        return float((xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-abs(z)))).mean())
+        elementwise = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-abs(z)))
+        if weight is None:
+            return float(elementwise.mean())
+        w, total = _row_scale(pred, weight)
+        # d/dz of sum_i w_i mean_j(l_ij) / sum(w): (s - t) w_i / (row size * sum(w))
+        self._scale = w * pred.dtype.type(1 / (max(z[0].size, 1) * total)) if total > 0 else w * 0
+        return _weighted_mean(_row_mean(elementwise), w, total)
 
     def backward(self):
         z = self._z
         xp = ops.get(z).xp
         e = xp.exp(-abs(z))
         s = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(z) without overflow
+        if self._weight is not None:
+            return (s - self._t) * self._scale
         return (s - self._t) * (1 / z.size)
 
     def check_target(self, where, pred_shape, target):
@@ -220,8 +305,15 @@ class BCEWithLogits(Loss):
             )
         return t
 
-    def metrics(self, pred, target):
-        return {"accuracy": float(((pred > 0) == (target.reshape(pred.shape) > 0.5)).mean())}
+    def metrics(self, pred, target, weight=None):
+        hit = (pred > 0) == (target.reshape(pred.shape) > 0.5)
+        if weight is None:
+            return {"accuracy": float(hit.mean())}
+        w, total = _row_scale(pred, weight)
+        return {"accuracy": _weighted_mean(_row_mean(hit.astype(pred.dtype)), w, total)}
+
+    def last_metrics(self):
+        return self.metrics(self._pred, self._target, self._weight)
 
 
 ALIASES = {

@@ -56,6 +56,51 @@ def _has_batch_norm(layers) -> bool:
     return any(isinstance(l, _BatchNorm) for l in _walk(layers))
 
 
+def _class_row_weights(class_weight, y, loss, out_shape):
+    """Each row's weight from ``fit``'s ``class_weight`` (a dict or "balanced") and its labels."""
+    if not loss.classifier:
+        raise ValueError(f"fit: class_weight: needs a classifier loss (cross_entropy), the loss is {loss!r}")
+    yh = ops.get(y).to_host(y) if not isinstance(y, np.ndarray) else y
+    if isinstance(loss, _losses.CrossEntropy):
+        labels, n_classes = yh, int(out_shape[-1])
+    else:  # BCEWithLogits: one output, 0/1 targets
+        if tuple(out_shape) != (1,) or not np.isin(yh, (0, 1)).all():
+            raise ValueError(
+                f"fit: class_weight: with {loss!r} it needs one output and targets 0 or 1, "
+                f"received outputs of shape {tuple(out_shape)}"
+            )
+        labels, n_classes = yh.reshape(-1).astype(np.int64), 2
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"fit: class_weight: expected a dict or 'balanced', received {class_weight!r}")
+        counts = np.bincount(labels, minlength=n_classes)
+        present = np.flatnonzero(counts)
+        table = np.zeros(n_classes, np.float64)
+        table[present] = len(labels) / (len(present) * counts[present])
+    elif isinstance(class_weight, dict):
+        table = np.ones(n_classes, np.float64)
+        for key, value in class_weight.items():
+            if (
+                isinstance(key, bool)
+                or not isinstance(key, (int, np.integer, float, np.floating))
+                or not float(key).is_integer()
+                or not 0 <= key < n_classes
+            ):
+                raise ValueError(
+                    f"fit: class_weight: unknown class {key!r}: the model's classes are the labels 0 .. {n_classes - 1}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"fit: class_weight: the weight of class {key!r} is {value!r}, not a number")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"fit: class_weight: the weight of class {key!r} must be finite and >= 0, received {value!r}"
+                )
+            table[int(key)] = value
+    else:
+        raise ValueError(f"fit: class_weight: expected a dict or 'balanced', received {type(class_weight).__name__}")
+    return table.astype(np.float32)[labels]
+
+
 @register_model
 class Sequential:
     """A stack of layers applied in order.
@@ -325,6 +370,8 @@ class Sequential:
         initial_epoch: int = 0,
         workers: int | str = "auto",
         distributed: Any = False,
+        sample_weight: ArrayLike | None = None,
+        class_weight: dict | str | None = None,
     ) -> History:
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
@@ -370,6 +417,20 @@ class Sequential:
             alone shows progress and runs callbacks that write files. ``True``: all ranks of
             ``MPI.COMM_WORLD``; ``"auto"``: that when launched by ``mpiexec`` with several
             ranks; ``False`` (default): this process alone. See ``vecnn.distributed``.
+        sample_weight : array of shape (n,), optional
+            One finite non-negative weight per training row (cast to float32; with
+            ``validation_split`` the held-out rows' weights are dropped with them). Each
+            mini-batch's loss is the weighted mean ``sum_i w_i l_i / sum_i w_i`` of its rows'
+            losses (scikit-learn's MLPClassifier since 1.7), so weights all equal train exactly
+            as no weights, integer weights on a full batch equal repeating rows, and a batch
+            whose weights are all zero changes nothing. The epoch's loss and metrics are the
+            weighted means; validation is unweighted. Also with ``workers`` and ``distributed``
+            (each share's gradient weighted by its share of the batch's weight sum).
+        class_weight : dict {label: weight} or "balanced", optional
+            Classifier losses only (``cross_entropy``; ``bce_with_logits`` with one output and
+            0/1 targets): each row's weight is multiplied by its class's (classes missing from
+            the dict: 1). ``"balanced"``: ``n_samples / (n_classes * count of the class)`` over
+            the training rows, as scikit-learn computes it.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")
@@ -413,6 +474,8 @@ class Sequential:
                 workers,
                 governor,
                 comm,
+                sample_weight,
+                class_weight,
             )
         finally:
             if blas is not None:
@@ -435,31 +498,40 @@ class Sequential:
         workers,
         governor,
         comm=None,
+        sample_weight=None,
+        class_weight=None,
     ):
         """``fit`` after its argument checks, under the thread governor (None: no choice to
         make); ``comm``: the ranks of a distributed fit (``vecnn.distributed``)."""
+        weights = (sample_weight, class_weight)
         if comm is None:
-            X, y, validation_data, workers = self._check_fit_data(
-                X, y, batch_size, validation_data, validation_split, workers
+            X, y, validation_data, workers, w = self._check_fit_data(
+                X, y, batch_size, validation_data, validation_split, workers, None, weights
             )
         else:
             from . import distributed as _dist
 
             # every rank checks its input; an error on one rank is raised on all (naming it),
             # never left for the others to wait on in a collective
-            X, y, validation_data, workers = _dist.checked_everywhere(
+            X, y, validation_data, workers, w = _dist.checked_everywhere(
                 comm,
-                lambda: self._check_fit_data(X, y, batch_size, validation_data, validation_split, workers, comm),
+                lambda: self._check_fit_data(
+                    X, y, batch_size, validation_data, validation_split, workers, comm, weights
+                ),
             )
         device = ops.get(self.flat_params)
         return self._fit_checked(
             X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
-            workers, governor, comm, device,
+            workers, governor, comm, device, w,
         )  # fmt: skip
 
-    def _check_fit_data(self, X, y, batch_size, validation_data, validation_split, workers, comm=None):
-        """The training and validation arrays, checked and cast, and the worker count."""
+    def _check_fit_data(
+        self, X, y, batch_size, validation_data, validation_split, workers, comm=None, weights=(None, None)
+    ):
+        """The training and validation arrays, checked and cast, the worker count and the
+        training rows' weights (None: unweighted)."""
         X, y = self._check_Xy(X, y, training=True)
+        w = self._check_weights(*weights, y, X.shape[1:])
         self.metadata["input_shape"] = list(X.shape[1:])  # what predict and evaluate then expect
         if comm is not None:
             if workers not in ("auto", 1):
@@ -481,6 +553,13 @@ class Sequential:
                     f"{n_val} for validation and {len(X) - n_val} for training"
                 )
             X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+            if w is not None:
+                w = w[:-n_val]
+        if w is not None and not float(w.sum(dtype=np.float64)) > 0:
+            raise ValueError(
+                f"fit: sample_weight: the weights of the {len(w)} training rows are all zero "
+                f"(after class_weight{' and validation_split' if validation_split else ''})"
+            )
         if validation_data is not None:
             try:
                 Xv, yv = validation_data
@@ -497,11 +576,50 @@ class Sequential:
                     f"fit(distributed): each of the {k} ranks needs {why}: expected batch_size and the "
                     f"training samples >= {need}, received batch_size={batch_size} and {len(X)} samples"
                 )
-        return X, y, validation_data, workers
+        return X, y, validation_data, workers, w
+
+    def _check_weights(self, sample_weight, class_weight, y, input_shape):
+        """The rows' weights (float32, shape (n,)) from ``fit``'s ``sample_weight`` and
+        ``class_weight``, or None when neither is given."""
+        if sample_weight is None and class_weight is None:
+            return None
+        loss = self.loss
+        if not getattr(loss, "weighted", False):
+            what = "sample_weight" if sample_weight is not None else "class_weight"
+            raise ValueError(f"fit: {what}: the loss {loss!r} does not take per-sample weights")
+        n = len(y)
+        w = None
+        if sample_weight is not None:
+            a = sample_weight if hasattr(sample_weight, "shape") and hasattr(sample_weight, "dtype") else None
+            if a is None:
+                try:
+                    a = np.asarray(sample_weight)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"fit: sample_weight: expected an array of shape ({n},), {e}") from None
+            a = ops.get(a).to_host(a) if not isinstance(a, np.ndarray) else a
+            if a.dtype.kind not in "fiub":
+                raise ValueError(f"fit: sample_weight: expected real numbers, received dtype {a.dtype}")
+            if a.ndim != 1 or len(a) != n:
+                raise ValueError(
+                    f"fit: sample_weight: expected shape ({n},), one weight per row of X, received {a.shape}"
+                )
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                bad = int(np.flatnonzero(~np.isfinite(a))[0])
+                raise ValueError(f"fit: sample_weight: contains NaN or Inf, the first at index {bad} ({a[bad]})")
+            if len(a) and a.min() < 0:
+                bad = int(np.flatnonzero(a < 0)[0])
+                raise ValueError(f"fit: sample_weight: weights must be >= 0, received {a[bad]} at index {bad}")
+            w = a.astype(np.float32)
+            if not np.isfinite(w).all():
+                raise ValueError("fit: sample_weight: weights too large for float32")
+        if class_weight is not None:
+            cw = _class_row_weights(class_weight, y, loss, self.shapes(input_shape)[-1])
+            w = cw if w is None else w * cw
+        return w
 
     def _fit_checked(
         self, X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
-        workers, governor, comm, device,
+        workers, governor, comm, device, w=None,
     ):  # fmt: skip
         if device is not ops.get(X) and augment is None:
             # the training data moves to the model's device once (augmentation draws from a
@@ -545,6 +663,7 @@ class Sequential:
                     "shuffle": shuffle,
                     "augment": None if augment is None else repr(augment),
                     "callbacks": [type(cb).__name__ for cb in cbs if not cb.root_only],
+                    "sample weights": None if w is None else _dist.digest(w),
                 },
             )
             guard = _dist.guard(comm, "fit", collective=(FloatingPointError,))
@@ -563,7 +682,7 @@ class Sequential:
                 with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
                     # divergence is detected and reported in _train_epoch (on every rank alike)
                     logs = self._train_epoch(
-                        X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor
+                        X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor, w
                     )
                 if validation_data is not None:
                     scores = (
@@ -584,7 +703,7 @@ class Sequential:
         history.thread_changes = governor.history[changes_before:] if governor is not None else []
         return history
 
-    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None):
+    def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None, w=None):
         n = len(X)
         data, device = ops.get(X), ops.get(self.flat_params)
         starts = list(range(0, n, batch_size))
@@ -609,9 +728,19 @@ class Sequential:
         for step, (start, end) in enumerate(zip(starts, ends)):
             idx = order[start:end]
             m = mine = len(idx)  # the batch's rows, and those this process computes
+            ws, weight, total = None, mine, m  # rows' weights (None: all 1), this process's and the batch's sums
+            if w is not None:
+                ws = w[data.to_host(idx) if data.device != "cpu" else idx]
+                total = float(ws.sum(dtype=np.float64))
+                weight = total
+                if ws[0] > 0 and ws.min() == ws.max():
+                    ws = None  # weights all equal: the weighted mean is the mean (the fused pass)
             if ranks > 1:
                 lo, hi = split.rows(m)
                 idx, mine = idx[lo:hi], hi - lo
+                if w is not None:
+                    weight = float(w[data.to_host(idx) if data.device != "cpu" else idx].sum(dtype=np.float64))
+                    ws = None if ws is None else ws[lo:hi]
             for keep, v in zip(saved, state):
                 keep[...] = v
             xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
@@ -621,11 +750,14 @@ class Sequential:
             if data is not device:  # augmented on the host: now to the device
                 xs, ys = device.asarray(xs), device.asarray(ys)
             if split is None:
-                value = loss.forward(self.forward(xs, training=True), ys)
+                out = self.forward(xs, training=True)
+                value = loss.forward(out, ys) if ws is None else loss.forward(out, ys, device.asarray(ws))
                 self.backward(loss.backward())
                 metrics = loss.last_metrics()
-            else:  # the batch split across worker threads, or across ranks (its share here)
-                value, metrics = split.step(xs, ys, m)
+            elif ranks > 1:  # the batch split across ranks (its share here)
+                value, metrics = split.step(xs, ys, m, ws, weight, total)
+            else:  # the batch split across worker threads
+                value, metrics = split.step(xs, ys, m, ws)
             if not (math.isfinite(value) and opt.step(params, grads)):
                 if math.isfinite(value):
                     opt.undo(params)
@@ -637,10 +769,10 @@ class Sequential:
                     f"non-finite (NaN or Inf); the weights from before that step were restored. "
                     f"Try a smaller learning rate or gradient clipping (clip_norm=...)"
                 )
-            total_loss += value * mine
-            seen += mine
+            total_loss += value * weight
+            seen += weight
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v * mine
+                sums[k] = sums.get(k, 0.0) + v * weight
             if batch_cbs:  # running means, only when someone shows them
                 running = {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
                 for cb in batch_cbs:
@@ -651,6 +783,7 @@ class Sequential:
             governor.pause()  # validation and callbacks are not steps
         if ranks > 1:  # the whole epoch's figures, the same on every rank
             total_loss, seen, sums = split.epoch_logs(total_loss, seen, sums)
+        seen = seen or 1  # (weights all zero in an epoch: nothing to average)
         return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
 
     # -- inference -------------------------------------------------------------------------

@@ -149,22 +149,31 @@ class DataParallel:
     #: processes a batch is split across (threads share the process: the whole batch is here)
     ranks = 1
 
-    def step(self, x, y, m=None):
+    def step(self, x, y, m=None, w=None):
+        """Forward and backward on the batch ``x, y`` split across the workers; ``w``: the rows'
+        weights (None: all 1), each share's gradient then weighted by its share of their sum."""
         n, k = len(x), len(self.replicas)
         bounds = [n * i // k for i in range(k + 1)]
         shares = [(bounds[i], bounds[i + 1]) for i in range(k) if bounds[i + 1] > bounds[i]]
+        cut = (lambda s, e: (x[s:e], y[s:e])) if w is None else (lambda s, e: (x[s:e], y[s:e], w[s:e]))
         for i, (s, e) in enumerate(shares[1:], 1):
-            self._jobs[i] = (x[s:e], y[s:e])
+            self._jobs[i] = cut(s, e)
             self._go[i].release()
-        first = _forward_backward(self.model, x[shares[0][0] : shares[0][1]], y[shares[0][0] : shares[0][1]])
+        first = _forward_backward(self.model, *cut(*shares[0]))
         for _ in shares[1:]:
             self._done.acquire()
         results = [first] + self._results[1 : len(shares)]
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        # each share's gradient is the mean over its rows: weight it by its share of the batch
-        weights = [(e - s) / n for s, e in shares]
+        # each share's gradient is the (weighted) mean over its rows: weight it by its share of
+        # the batch's rows (or of their weights' sum)
+        if w is None:
+            weights = [(e - s) / n for s, e in shares]
+        else:
+            sums = [float(w[s:e].sum(dtype=np.float64)) for s, e in shares]
+            total = sum(sums)
+            weights = [t / total if total > 0 else 0.0 for t in sums]
         grads = self.model.flat_grads
         grads *= weights[0]  # Python floats keep the buffers' dtype
         for rep, w in zip(self.replicas[1 : len(shares)], weights[1:]):
@@ -186,9 +195,10 @@ def _key(model, workers):
     )  # a layer changed in place (Dropout.rate)
 
 
-def _forward_backward(model, x, y):
+def _forward_backward(model, x, y, w=None):
     loss = model.loss
-    value = loss.forward(model.forward(x, training=True), y)
+    out = model.forward(x, training=True)
+    value = loss.forward(out, y) if w is None else loss.forward(out, y, w)
     model.backward(loss.backward())
     return value, loss.last_metrics()
 
