@@ -1,6 +1,8 @@
 """fit(sample_weight=..., class_weight=...): per-batch weighted means, checked against an
 independent float64 NumPy reference of one step, and the equivalences the semantics promise."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -269,3 +271,51 @@ def test_a_loss_without_weights_refuses_them(rng):
     t = rng.standard_normal((20, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"sample_weight: the loss .* does not take per-sample weights"):
         mlp().fit(X, t, loss=Plain(), verbose=0, sample_weight=np.ones(20))
+
+
+# -- across MPI ranks -----------------------------------------------------------------------------
+def _mpi_case(distributed):
+    """Two epochs of a weighted fit (some rows weigh nothing, one rank's share of some batches
+    among them); run in-process and, as this file's ``__main__``, under ``mpiexec -n 2``."""
+    rng = np.random.default_rng(7)
+    X, y = data(rng, n=100)
+    w = rng.uniform(0, 2, 100)
+    w[:20] = 0
+    model = mlp()
+    h = model.fit(
+        X, y, optimizer=vn.optim.Adam(lr=1e-2), epochs=2, batch_size=32, seed=5, verbose=0, sample_weight=w,
+        class_weight={1: 2.0}, distributed=distributed,
+    )  # fmt: skip
+    return model.flat_params, np.array(h.history["loss"]), np.array(h.history["accuracy"])
+
+
+def test_two_mpi_ranks_train_what_one_process_trains_with_weights(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("mpi4py")
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("needs the mpi extra: pip install 'vecnn[mpi]' (mpiexec)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    argv = [mpiexec, "--oversubscribe", "-n", "2", sys.executable, __file__, str(tmp_path)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    params, loss, acc = _mpi_case(False)
+    for r in range(2):
+        got = np.load(tmp_path / f"rank{r}.npz")
+        np.testing.assert_allclose(got["params"], params, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
+        np.testing.assert_allclose(got["accuracy"], acc, rtol=1e-5)
+
+
+if __name__ == "__main__":  # one rank of the test above
+    from vecnn import distributed as _dist
+
+    params, loss, acc = _mpi_case(True)
+    np.savez(f"{sys.argv[1]}/rank{_dist.world().rank}.npz", params=params, loss=loss, accuracy=acc)
