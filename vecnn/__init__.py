@@ -9,7 +9,15 @@ __version__ = "0.1.0"
 
 from . import backend, callbacks, init, layers, losses, optim
 from .backend import set_num_threads
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+)
 from .io import load_model as load
 from .model import Sequential
 from .registry import register_layer, register_loss
@@ -40,6 +48,9 @@ __all__ = [
     "EarlyStopping",
     "History",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "LearningRateScheduler",
+    "CSVLogger",
     "data",
     "reference",
     "gradcheck",

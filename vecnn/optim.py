@@ -108,6 +108,15 @@ class Optimizer:
         Rescale the gradient so its global L2 norm is at most ``clip_norm``.
     schedule : Schedule or None
         ``lr(step)`` as a function of the step count.
+
+    Attributes
+    ----------
+    lr_scale : float
+        A multiplier on top of the (scheduled) rate, 1.0 unless a callback changed it
+        (``ReduceLROnPlateau``, ``LearningRateScheduler``): the rate of step ``t`` is
+        ``lr_scale * schedule(t, lr)`` (``lr_scale * lr`` without a schedule). Callbacks change
+        this multiplier, never ``lr``, so the configured base rate and the schedule stay as
+        they were given; it is saved with the optimizer's config when it is not 1.
     """
 
     #: names of the per-parameter state buffers this rule keeps
@@ -125,6 +134,7 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.clip_norm = clip_norm
         self.schedule = schedule
+        self.lr_scale = 1.0
         self.t = 0
         self.state: dict[str, np.ndarray] = {}
         self._previous = None  # the parameters before the last step, for undo
@@ -150,8 +160,11 @@ class Optimizer:
             self.state = {k: xp.ascontiguousarray(backend.asarray(v), params.dtype) for k, v in state.items()}
 
     def current_lr(self, step: int | None = None) -> float:
+        """The rate of step ``step`` (default: the last one taken, or the first before any):
+        ``lr_scale`` times the schedule's rate (or times ``lr`` without a schedule)."""
         step = self.t if step is None else step
-        return self.schedule(max(step, 1), self.lr) if self.schedule else self.lr
+        rate = self.schedule(max(step, 1), self.lr) if self.schedule else self.lr
+        return rate * self.lr_scale
 
     def step(self, params: Any, grads: Any) -> bool:
         """One update of the flat ``params`` from the flat ``grads`` (which may be rescaled in
@@ -191,6 +204,8 @@ class Optimizer:
             "schedule": self.schedule.config() if self.schedule else None,
         }
         cfg.update(self._rule_config())
+        if self.lr_scale != 1.0:  # only when a callback changed it: files stay as they were
+            cfg["lr_scale"] = self.lr_scale
         return cfg
 
     def _rule_config(self) -> dict:
@@ -200,7 +215,12 @@ class Optimizer:
     def from_config(cls, cfg):
         cfg = dict(cfg)
         cfg["schedule"] = schedule_from_config(cfg.get("schedule"))
-        return cls(**cfg)
+        scale = cfg.pop("lr_scale", 1.0)
+        if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and scale >= 0 and math.isfinite(scale)):
+            raise ValueError(f"{cls.__name__}: expected a finite lr_scale >= 0, received {scale!r}")
+        opt = cls(**cfg)
+        opt.lr_scale = float(scale)
+        return opt
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": ops.cpu().asarray([self.t], np.int64), **self.state}

@@ -4,7 +4,8 @@ Layout (DESIGN.md)::
 
     DIR/config.json                the full configuration of the run, the architecture it built
     DIR/checkpoints/epoch-NNN.vecnn weights + optimizer state + RNG state after epoch NNN
-    DIR/metrics.jsonl              one JSON line of metrics per epoch
+    DIR/metrics.jsonl              one JSON line per epoch: the loss and metrics, "lr" (the
+                                   rate of the epoch's last step) and "seconds" (its wall time)
     DIR/model.vecnn                the final model
     DIR/plots/*.png                curves, confusion matrix, misclassified test images
     DIR/.lock                      held (``flock``) by the process training in DIR
@@ -20,6 +21,11 @@ vecnn writes only into a directory that is missing, empty or one of its own runs
 so a killed run never leaves the directory locked. Temporary files a killed save left behind
 (``.epoch-007.vecnn.XXXXXXXX.tmp``, written by ``vecnn.files.atomic_open``) are removed when the
 next run in the directory starts and at every checkpoint (``clean_temporary``).
+
+``config.json`` also records the ``versions`` of vecnn, Python, NumPy and the BLAS libraries
+(threadpoolctl's ``internal_api``, ``version``, ``architecture``) of the process that last
+wrote it: informative only, never compared, so a newer vecnn resumes an older run (and a run
+written before this field existed).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -361,7 +369,12 @@ def architecture_difference(expected: list, found: list) -> str | None:
 
 class RunRecorder(Callback):
     """At the end of every epoch: writes a checkpoint and the metrics file, then removes the
-    checkpoints no longer kept (``prune_checkpoints``) and vecnn's leftover temporary files."""
+    checkpoints no longer kept (``prune_checkpoints``) and vecnn's leftover temporary files.
+
+    The history it keeps (and saves in checkpoints) has the epoch logs (``lr`` among them) and
+    ``seconds``, the epoch's wall time from its start to the end of validation. Its lists stay
+    aligned by epoch: a figure that earlier epochs lack (a run written by an older vecnn,
+    resumed) is NaN there, and ``null`` in metrics.jsonl."""
 
     root_only = True
 
@@ -370,10 +383,20 @@ class RunRecorder(Callback):
         self.run_config = run_config
         self.keep = keep
         self.history = {k: list(v) for k, v in (history or {}).items()}
+        self._start: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        for k, v in (logs or {}).items():
-            self.history.setdefault(k, []).append(float(v))
+        figures = {k: float(v) for k, v in (logs or {}).items()}
+        if self._start is not None:
+            figures["seconds"] = round(time.perf_counter() - self._start, 3)
+        done = max((len(v) for v in self.history.values()), default=0)  # epochs recorded before
+        for k in set(self.history) | set(figures):
+            values = self.history.setdefault(k, [])
+            values += [math.nan] * (done - len(values))
+            values.append(figures.get(k, math.nan))
         clean_temporary(self.run_dir)
         save_checkpoint(self.model, checkpoint_path(self.run_dir, epoch + 1), epoch + 1, self.history, self.run_config)
         write_metrics(self.run_dir, self.history)
@@ -381,8 +404,16 @@ class RunRecorder(Callback):
 
 
 def write_metrics(run_dir, history: dict):
+    """``metrics.jsonl`` from ``history`` (one list per figure, one entry per epoch): one JSON
+    object per line, a non-finite figure (NaN: not recorded that epoch) written as ``null``."""
     n = max((len(v) for v in history.values()), default=0)
-    lines = [json.dumps({"epoch": i + 1, **{k: v[i] for k, v in history.items() if i < len(v)}}) for i in range(n)]
+
+    def figure(v):
+        return v if math.isfinite(v) else None
+
+    lines = [
+        json.dumps({"epoch": i + 1, **{k: figure(v[i]) for k, v in history.items() if i < len(v)}}) for i in range(n)
+    ]
     io.atomic_write(Path(run_dir) / "metrics.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
 
 
@@ -445,10 +476,31 @@ def check_field(name: str, value, where: str):
     return value
 
 
+def versions() -> dict:
+    """The versions of what computes a run: vecnn, Python, NumPy and each BLAS library loaded
+    (threadpoolctl's ``internal_api``, ``version`` and ``architecture``; an ``error`` entry when
+    threadpoolctl cannot inspect the process)."""
+    from . import __version__
+
+    blas: list[dict] = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [
+            {k: lib.get(k) for k in ("internal_api", "version", "architecture")}
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas"
+        ]
+    except Exception as e:  # recorded, not fatal: a run never fails over its provenance
+        blas = [{"error": f"{type(e).__name__}: {e}"}]
+    return {"vecnn": __version__, "python": platform.python_version(), "numpy": np.__version__, "blas": blas}
+
+
 def write_config(run_dir, config: dict):
-    io.atomic_write(
-        Path(run_dir) / "config.json", (json.dumps({**config, "vecnn_run": RUN_MARK}, indent=2) + "\n").encode()
-    )
+    """Write ``config.json``: ``config``, the run mark, and the ``versions`` of this process
+    (replacing those of an earlier writer: a resumed run records what trains it now)."""
+    data = {**config, "versions": versions(), "vecnn_run": RUN_MARK}
+    io.atomic_write(Path(run_dir) / "config.json", (json.dumps(data, indent=2) + "\n").encode())
 
 
 def read_config(run_dir, required=("model", "epochs")) -> dict:
