@@ -43,8 +43,20 @@ def bad_weight():
     return m
 
 
-CONV = nn.Conv2d(2, 3, 3)
+def tied():
+    a, b = nn.Linear(3, 3), nn.Linear(3, 3)
+    b.weight = a.weight
+    return [a, nn.ReLU(), b]
+
+
 LIN = nn.Linear(3, 4)
+
+
+def twice(m, *between):
+    return [LIN, m, *between, m]
+
+
+CONV = nn.Conv2d(2, 3, 3)
 # (id, modules, index of the refused one, text naming the argument)
 REFUSALS = [
     ("MaxPool2d-ceil_mode", lambda: [CONV, nn.MaxPool2d(2, ceil_mode=True)], "1", "ceil_mode=True"),
@@ -106,6 +118,9 @@ REFUSALS = [
     ("Conv1d", lambda: [nn.Conv1d(2, 3, 3)], "0", "no vecnn equivalent"),
     ("Dropout2d", lambda: [nn.Dropout2d(0.1)], "0", "no vecnn equivalent"),
     ("user-Residual", lambda: [Residual()], "0", "no vecnn equivalent"),
+    ("Linear-used-twice", lambda: twice(nn.Linear(4, 4), nn.ReLU()), "3", "same tensor as module 1's weight"),
+    ("BatchNorm-used-twice-nested", lambda: [LIN, nn.Sequential(*twice(nn.BatchNorm1d(4))[1:])], "1.1", "same tensor"),
+    ("tied-weights", tied, "2", "its weight is the same tensor as module 0's weight"),
 ]
 
 

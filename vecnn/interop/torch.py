@@ -533,6 +533,25 @@ def _global_pool(items, i):
         )
 
 
+def _check_shared(net):
+    """Refuse a parameter or buffer held by two places of ``net`` (a module used twice, tied weights):
+    vecnn layers own their arrays, so training would update the copies separately."""
+    seen: dict[int, str] = {}
+    tensors = [*net.named_parameters(remove_duplicate=False), *net.named_buffers(remove_duplicate=False)]
+    for name, t in tensors:
+        first = seen.setdefault(id(t), name)
+        if first != name:
+            path, attr = name.rsplit(".", 1)
+            first_path, first_attr = first.rsplit(".", 1)
+            _refuse(
+                f"module {path}",
+                net.get_submodule(path),
+                f"its {attr} is the same tensor as module {first_path}'s {first_attr} (a module used twice, "
+                f"or tied weights); vecnn layers each own their weights, so training would update them "
+                f"separately: give each place its own module",
+            )
+
+
 def from_torch(net, seed=0):
     """A vecnn ``Sequential`` computing exactly what the ``torch.nn.Sequential`` ``net`` computes.
 
@@ -551,8 +570,10 @@ def from_torch(net, seed=0):
       ``AdaptiveAvgPool2d(1)`` directly followed by ``Flatten()`` (``GlobalAvgPool2D``);
     - nested ``Sequential``s (spliced in), ``Identity`` (dropped), and what ``to_torch`` writes.
 
-    Anything else, a module with hooks among them, is a ``ValueError`` naming the module (its
-    place, e.g. ``module 3`` or ``module 2.1``, and its repr) and what is not supported.
+    Anything else (a module with hooks, a weight shared by two places among them) is a
+    ``ValueError`` naming the module (its place, e.g. ``module 3`` or ``module 2.1``, and its
+    repr) and what is not supported. Every vecnn parameter trains: a torch parameter with
+    ``requires_grad=False`` comes over trainable.
     """
     from ..model import Sequential
 
@@ -568,6 +589,7 @@ def from_torch(net, seed=0):
             f"every module computes and cannot be carried over to vecnn; remove them first"
         )
     _check_hooks("the network", net)
+    _check_shared(net)
     built, _ = _convert(_inline([(f"module {i}", m) for i, m in enumerate(net)]), None)
     if not built:
         raise ValueError(f"from_torch: {_describe(net)} holds no module that computes anything (only Identity)")
