@@ -258,6 +258,19 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a saved model: layers, output shapes, parameters, FLOPs")
     i.add_argument("model", metavar="MODEL")
 
+    ex = sub.add_parser(
+        "export",
+        help="export a saved model to ONNX and/or Keras 3",
+        description="Write a saved model as an ONNX file (input 'input' with a dynamic batch axis; "
+        "needs pip install 'vecnn[onnx]') and/or a Keras 3 .keras file taking the same input "
+        "layout (needs pip install 'vecnn[keras]' and a Keras backend). Both give the model's "
+        "outputs (logits for a classifier).",
+    )
+    ex.add_argument("model", metavar="MODEL")
+    ex.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
+    ex.add_argument("--keras", metavar="OUT.keras", help="write a Keras 3 model file (.keras)")
+    ex.add_argument("--opset", type=positive_int, help="ONNX opset (default: 17, with IR version 8)")
+
     from .bench import cli as bench_cli
 
     bench_cli.configure(
@@ -284,6 +297,7 @@ def main(argv=None) -> int:
         "datasets": cmd_datasets,
         "backends": cmd_backends,
         "info": cmd_info,
+        "export": cmd_export,
         "bench": cmd_bench,
     }[args.command]
     shown = warnings.showwarning
@@ -839,6 +853,58 @@ def cmd_info(args) -> int:
         print(f"classes ({len(model.class_names)}): {', '.join(map(str, model.class_names))}")
     print(model.summary())
     return 0
+
+
+def cmd_export(args) -> int:
+    """``vecnn export MODEL --onnx OUT.onnx --keras OUT.keras``: each extra is imported, and each
+    output path checked, before any file is written; each file is written atomically."""
+    if not args.onnx and not args.keras:
+        raise UsageError("export: nothing to write; give --onnx OUT.onnx and/or --keras OUT.keras")
+    if args.opset is not None and not args.onnx:
+        raise UsageError("--opset: only with --onnx OUT.onnx")
+    if args.keras and Path(args.keras).suffix != ".keras":
+        raise UsageError(f"--keras {args.keras}: expected a file name ending in .keras (Keras 3's format)")
+    targets = [(flag, path) for flag, path in (("--onnx", args.onnx), ("--keras", args.keras)) if path]
+    if args.onnx and args.keras and Path(args.onnx).resolve() == Path(args.keras).resolve():
+        raise UsageError(f"--onnx and --keras: the same file {args.onnx}; give two paths")
+    for flag, path in targets:
+        target = Path(path)
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            raise UsageError(f"{flag} {path}: exists and is not a regular file")
+    from .interop import keras as vkeras
+    from .interop import onnx as vonnx
+
+    try:  # a missing extra is the user's setup to fix: exit 2, one line
+        if args.onnx:
+            vonnx._onnx()
+            opset = vonnx.check_opset(args.opset, where="--opset")
+        if args.keras:
+            vkeras.import_keras()
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    model = _load_model(args.model)
+
+    def written(flag, path, write):
+        try:
+            write()
+        except OSError as e:  # (the temporary file's name would say less than the path asked for)
+            raise UsageError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
+
+    if args.onnx:
+        proto = vonnx.to_onnx(model, opset=opset)
+        from .files import atomic_write
+
+        written("--onnx", args.onnx, lambda: atomic_write(args.onnx, proto.SerializeToString()))
+        print(
+            f"wrote {args.onnx} (ONNX opset {opset}, IR version {proto.ir_version}; input 'input', "
+            f"output '{proto.graph.output[0].name}')"
+        )
+    if args.keras:
+        keras = vkeras.import_keras()  # (imported above)
+        kmodel = vkeras.to_keras(model)
+        written("--keras", args.keras, lambda: vkeras.save(kmodel, args.keras))
+        print(f"wrote {args.keras} (Keras {keras.__version__}, built on the {keras.backend.backend()} backend)")
+    return EXIT_OK
 
 
 def cmd_datasets(args) -> int:

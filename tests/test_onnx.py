@@ -1,0 +1,295 @@
+"""ONNX export: onnx.checker accepts the file and onnxruntime (CPU) gives model.predict's outputs.
+
+The reference is vecnn's own ``predict``; onnxruntime computes the exported graph with its own
+kernels (Gemm, Conv, BatchNormalization, Erf, ...), so a wrong weight layout, padding, flatten
+order or statistic shows as a mismatch.
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import vecnn as vn
+from vecnn import layers as L
+from vecnn.cli import main
+from vecnn.interop.onnx import DEFAULT_OPSET, export, to_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def run(model_or_path, X):
+    """onnxruntime's outputs for ``X`` (a ModelProto or a file path)."""
+    source = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": X})[0]
+
+
+def walk(layers):
+    for layer in layers:
+        yield layer
+        yield from walk(layer.sublayers())
+
+
+def prepared(layers, shape, rng):
+    """A model of ``layers`` for per-sample ``shape`` whose BatchNorms and Standardizes are not
+    the identity: random running statistics, scale and shift, statistics adapted to data of
+    mean 1 and std 3."""
+    model = vn.Sequential(layers, seed=0)
+    for layer in walk(model.layers):
+        if isinstance(layer, (L.BatchNorm1D, L.BatchNorm2D)):
+            n = layer.num_features
+            layer.state["running_mean"][...] = rng.normal(size=n)
+            layer.state["running_var"][...] = rng.uniform(0.3, 3.0, size=n)
+            layer.params["gamma"][...] = rng.uniform(0.5, 1.5, size=n)
+            layer.params["beta"][...] = rng.normal(size=n)
+        if isinstance(layer, L.Standardize):
+            layer.adapt((1 + 3 * rng.standard_normal((64, *shape))).astype(np.float32))
+    model.metadata["input_shape"] = list(shape)
+    return model
+
+
+def data(rng, n, shape):
+    # shifted negative: a padded max-pool window whose real pixels are all negative tells
+    # -inf padding (vecnn's) from zero padding
+    return (rng.standard_normal((n, *shape)) - 0.7).astype(np.float32)
+
+
+def mlp(rng):
+    X = data(rng, 48, (1, 4, 4))
+    y = rng.integers(0, 3, 48)
+    model = vn.Sequential(
+        [
+            L.Standardize().adapt(X),
+            L.Flatten(),
+            L.Dense(16, 12),
+            L.BatchNorm1D(12),
+            L.GELU(),
+            L.Dropout(0.3),
+            L.Dense(12, 8),
+            L.LeakyReLU(0.1),
+            L.Dense(8, 3),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    return model, X
+
+
+def cnn(rng):
+    X = data(rng, 32, (2, 8, 8))
+    y = rng.integers(0, 4, 32)
+    model = vn.Sequential(
+        [
+            L.Conv2D(2, 4, 3, padding=1, bias=False),
+            L.BatchNorm2D(4),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Residual([L.Conv2D(4, 6, 3, stride=2, padding=1), L.BatchNorm2D(6), L.ReLU()], projection=True),
+            L.Flatten(),
+            L.Dense(24, 4),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    return model, X
+
+
+def assert_batchnorm_learned(model):
+    """The BatchNorms' running statistics moved away from (0, 1): they are not the identity."""
+    bns = [l for l in walk(model.layers) if isinstance(l, (L.BatchNorm1D, L.BatchNorm2D))]
+    assert bns
+    for bn in bns:
+        assert np.abs(bn.state["running_mean"]).max() > 1e-3
+        assert np.abs(bn.state["running_var"] - 1).max() > 1e-3
+
+
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_one_file_serves_batch_1_and_7(make, rng, tmp_path):
+    model, X = make(rng)
+    assert_batchnorm_learned(model)
+    path = tmp_path / "model.onnx"
+    export(model, path)
+    onnx.checker.check_model(str(path))
+    loaded = onnx.load(str(path))
+    dims = loaded.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    assert [d.dim_value for d in dims[1:]] == list(X.shape[1:])
+    assert loaded.graph.output[0].name == "logits"
+    for n in (1, 7):
+        np.testing.assert_allclose(run(path, X[:n]), model.predict(X[:n]), **TOL)
+
+
+CASES = [
+    pytest.param(lambda: [L.Dense(5, 4)], (5,), id="dense"),
+    pytest.param(lambda: [L.Dense(5, 4, bias=False)], (5,), id="dense-no-bias"),
+    pytest.param(lambda: [L.Conv2D(2, 3, 3)], (2, 7, 6), id="conv"),
+    pytest.param(
+        lambda: [L.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), bias=False)], (2, 7, 6), id="conv-stride-pad"
+    ),
+    pytest.param(lambda: [L.Conv2D(2, 3, 3, dilation=2, padding=2)], (2, 7, 6), id="conv-dilation"),
+    pytest.param(
+        lambda: [L.Conv2D(2, 3, 3, stride=2, dilation=(2, 1), padding=1)], (2, 9, 8), id="conv-stride-dilation"
+    ),
+    pytest.param(lambda: [L.MaxPool2D(2)], (2, 7, 6), id="maxpool"),
+    pytest.param(lambda: [L.MaxPool2D(3, stride=2, padding=1)], (2, 7, 6), id="maxpool-pad"),
+    pytest.param(lambda: [L.AvgPool2D((2, 3), stride=1)], (2, 5, 6), id="avgpool"),
+    pytest.param(lambda: [L.AvgPool2D(3, stride=2, padding=1)], (2, 7, 6), id="avgpool-pad"),
+    pytest.param(lambda: [L.GlobalAvgPool2D()], (3, 4, 5), id="global-avgpool"),
+    pytest.param(lambda: [L.Flatten()], (2, 3, 4), id="flatten"),
+    pytest.param(lambda: [L.Dropout(0.5)], (5,), id="dropout"),
+    pytest.param(lambda: [L.BatchNorm1D(5, eps=1e-3)], (5,), id="batchnorm1d"),
+    pytest.param(lambda: [L.BatchNorm2D(2)], (2, 4, 3), id="batchnorm2d"),
+    pytest.param(lambda: [L.ReLU()], (2, 3, 3), id="relu"),
+    pytest.param(lambda: [L.LeakyReLU(0.2)], (2, 3, 3), id="leaky-relu"),
+    pytest.param(lambda: [L.Sigmoid()], (2, 3, 3), id="sigmoid"),
+    pytest.param(lambda: [L.Tanh()], (7,), id="tanh"),
+    pytest.param(lambda: [L.GELU()], (2, 3, 3), id="gelu"),
+    pytest.param(lambda: [L.GELU("tanh")], (2, 3, 3), id="gelu-tanh"),
+    pytest.param(lambda: [L.Softmax()], (5,), id="softmax"),
+    pytest.param(lambda: [L.Residual([L.Conv2D(2, 2, 3, padding=1), L.ReLU()])], (2, 5, 5), id="residual"),
+    pytest.param(
+        lambda: [L.Residual([L.Conv2D(2, 4, 3, stride=2, padding=1), L.BatchNorm2D(4)], projection=True)],
+        (2, 6, 6),
+        id="residual-projection",
+    ),
+    pytest.param(lambda: [L.Residual([L.Dense(5, 5), L.Tanh()])], (5,), id="residual-dense"),
+    pytest.param(lambda: [L.Standardize(per="channel")], (2, 3, 3), id="standardize-channel"),
+    pytest.param(lambda: [L.Standardize(per="feature")], (2, 3, 3), id="standardize-feature"),
+    pytest.param(lambda: [L.Standardize(per="global")], (6,), id="standardize-global"),
+]
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_each_layer(make, shape, rng):
+    model = prepared(make(), shape, rng)
+    X = data(rng, 3, shape)
+    np.testing.assert_allclose(run(to_onnx(model), X), model.predict(X), **TOL)
+
+
+def test_opsets_and_metadata(rng):
+    model, X = cnn(rng)
+    model.class_names = ["cat", "dog", "émeu", "yak"]
+    proto = to_onnx(model)
+    opset = {o.domain: o.version for o in proto.opset_import}[""]
+    assert (opset, proto.ir_version) == (DEFAULT_OPSET, 8)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["vecnn_version"] == vn.__version__
+    assert json.loads(props["class_names"]) == model.class_names
+    assert json.loads(props["input_shape"]) == [2, 8, 8]
+    assert props["loss"] == "cross_entropy" and props["output"] == "logits"
+    for other in (13, 21):
+        again = to_onnx(model, opset=other)
+        assert {o.domain: o.version for o in again.opset_import}[""] == other
+        np.testing.assert_allclose(run(again, X[:5]), model.predict(X[:5]), **TOL)
+    with pytest.raises(ValueError, match="opset"):
+        to_onnx(model, opset=12)
+    with pytest.raises(ValueError, match="opset"):
+        to_onnx(model, opset="17")
+
+
+def test_output_names(rng):
+    probs = prepared([L.Dense(4, 3), L.Softmax()], (4,), rng)
+    assert to_onnx(probs).graph.output[0].name == "probabilities"
+    X = rng.standard_normal((6, 4)).astype(np.float32)
+    regression = vn.Sequential([L.Dense(4, 2), L.Dropout(0.1)], seed=0)
+    regression.fit(X, X[:, :2], loss="mse", epochs=1, verbose=0)
+    proto = to_onnx(regression)
+    assert proto.graph.output[0].name == "outputs"  # the final Dropout: an Identity node
+    np.testing.assert_allclose(run(proto, X), regression.predict(X), **TOL)
+
+
+class Double(L.Layer):
+    """A user's own layer: vecnn runs it, ONNX has no translation for it."""
+
+    def forward(self, x, training=False):
+        return 2 * x
+
+
+class MyReLU(L.ReLU):
+    """A subclass may compute something else: refused, not exported as its parent."""
+
+
+@pytest.mark.parametrize("layer, name", [(Double, "Double"), (MyReLU, "MyReLU")])
+def test_refuses_a_layer_it_cannot_export(layer, name, tmp_path):
+    model = vn.Sequential([L.Dense(3, 3), layer()], seed=0)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match=rf"layer1\.{name}.*has no ONNX translation"):
+        export(model, path)
+    assert not path.exists()
+
+
+def test_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="adapt"):
+        to_onnx(vn.Sequential([L.Standardize(), L.Dense(3, 2)]), input_shape=(3,))
+    with pytest.raises(ValueError, match="input_shape"):
+        to_onnx(vn.Sequential([L.ReLU()]))  # nothing says what it takes
+    with pytest.raises(ValueError, match="input_shape"):
+        to_onnx(vn.Sequential([L.Dense(3, 2)]), input_shape=(0,))
+    with pytest.raises(ValueError, match=r"expected input of shape \(n, 3\)"):
+        to_onnx(vn.Sequential([L.Dense(3, 2)]), input_shape=(4,))
+    with pytest.raises(ValueError, match="not a regular file"):
+        export(vn.Sequential([L.Dense(3, 2)]), tmp_path)
+
+
+def test_open_image_size(rng):
+    """A convolutional model that never saw data leaves H and W open in the file."""
+    model = vn.Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.GlobalAvgPool2D(), L.Dense(2, 3)], seed=0)
+    proto = to_onnx(model)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "dim2", "dim3"]
+    assert [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim] == ["batch", 3]
+    for hw in ((5, 5), (9, 4)):
+        X = rng.standard_normal((2, 1, *hw)).astype(np.float32)
+        np.testing.assert_allclose(run(proto, X), model.predict(X), **TOL)
+    fully_conv = to_onnx(vn.Sequential([L.Conv2D(1, 2, 3, stride=2)], seed=0))
+    dims = fully_conv.graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 2, "out2", "out3"]
+    with pytest.raises(ValueError, match="input_shape"):  # a Dense after a Flatten needs H and W
+        to_onnx(vn.Sequential([L.Conv2D(1, 2, 3), L.Flatten(), L.Dense(18, 2)], seed=0))
+
+
+def test_missing_onnx_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'vecnn\[onnx\]'"):
+        to_onnx(vn.Sequential([L.Dense(3, 2)]))
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_cli_export_onnx(rng, tmp_path, capsys):
+    model, X = cnn(rng)
+    model.save(tmp_path / "m.vecnn")
+    out = tmp_path / "sub" / "m.onnx"
+    assert main(["export", str(tmp_path / "m.vecnn"), "--onnx", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    onnx.checker.check_model(str(out))
+    for n in (1, 7):
+        np.testing.assert_allclose(run(out, X[:n]), model.predict(X[:n]), **TOL)
+    assert main(["export", str(tmp_path / "m.vecnn"), "--onnx", str(out), "--opset", "13"]) == 0
+    assert {o.domain: o.version for o in onnx.load(str(out)).opset_import}[""] == 13
+
+
+def test_cli_export_errors(rng, tmp_path, capsys, monkeypatch):
+    model = prepared([L.Dense(3, 2)], (3,), rng)
+    model.save(tmp_path / "m.vecnn")
+    m = str(tmp_path / "m.vecnn")
+
+    def fails(*argv, says):
+        assert main(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+
+    fails(m, says="give --onnx OUT.onnx and/or --keras OUT.keras")
+    fails(m, "--onnx", str(tmp_path / "x.onnx"), "--opset", "99", says="--opset")
+    fails(m, "--keras", str(tmp_path / "x.h5"), says="ending in .keras")
+    fails(m, "--onnx", str(tmp_path), says="not a regular file")
+    fails(str(tmp_path / "none.vecnn"), "--onnx", str(tmp_path / "x.onnx"), says="none.vecnn")
+    (tmp_path / "file").write_text("")
+    fails(m, "--onnx", str(tmp_path / "file" / "x.onnx"), says="x.onnx")  # under a file: unwritable
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    fails(m, "--onnx", str(tmp_path / "x.onnx"), says="pip install 'vecnn[onnx]'")
+    assert not (tmp_path / "x.onnx").exists()
