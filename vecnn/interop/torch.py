@@ -18,6 +18,7 @@ and its repr) and the argument. See ``from_torch`` for what maps.
 from __future__ import annotations
 
 import functools
+from typing import NoReturn
 
 import numpy as np
 
@@ -154,7 +155,7 @@ def _describe(m) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _refuse(where, m, what):
+def _refuse(where, m, what) -> NoReturn:
     raise ValueError(f"from_torch: {where} {_describe(m)}: {what}")
 
 
@@ -533,7 +534,7 @@ def _global_pool(items, i):
         )
 
 
-def _check_shared(net):
+def _check_shared(net) -> None:
     """Refuse a parameter or buffer held by two places of ``net`` (a module used twice, tied weights):
     vecnn layers own their arrays, so training would update the copies separately."""
     seen: dict[int, str] = {}
