@@ -45,6 +45,44 @@ def _check_outputs(where, out, offset=0):
         )
 
 
+#: bytes of float32 rows a memory-mapped input is checked (and cast) at a time
+CHUNK_BYTES = 1 << 22
+
+
+def _lazy(X) -> bool:
+    """Whether ``X`` is memory-mapped (``np.memmap``, ``np.load(mmap_mode=...)``): then it is
+    never read whole into memory; its rows are cast to float32 batch by batch."""
+    return isinstance(X, np.memmap)
+
+
+def _rows(X, start, end, dtype):
+    """``X[start:end]`` as a C-contiguous array of ``dtype`` (a memory-mapped ``X``: read and
+    cast here; an array ``fit`` already cast: the view itself)."""
+    part = X[start:end]
+    return np.ascontiguousarray(part, dtype=dtype) if _lazy(X) else part
+
+
+def _check_finite_chunks(where, X, dtype):
+    """``check_finite`` of ``X`` cast to ``dtype`` (float64 values beyond float32's range become
+    Inf, as the up-front cast of an in-memory array makes them), a bounded chunk of rows at a
+    time; integer data needs no reading."""
+    if X.dtype.kind in "iub":
+        return
+    step = max(1, CHUNK_BYTES // max(1, math.prod(X.shape[1:]) * np.dtype(dtype).itemsize))
+    count, first = 0, None
+    for start in range(0, len(X), step):
+        with np.errstate(over="ignore"):  # too large for float32: reported below as Inf
+            chunk = _rows(X, start, start + step, dtype)
+        if ops.cpu().all_finite(chunk):
+            continue
+        bad = np.argwhere(~np.isfinite(chunk))
+        count += len(bad)
+        if first is None:
+            first = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
+    if first is not None:
+        raise ValueError(f"{where}: contains {count} non-finite value(s) (NaN or Inf), the first at index {first}")
+
+
 def _walk(layers):
     """The layers and, depth first, the layers inside them (``Residual`` blocks)."""
     for layer in layers:
@@ -336,6 +374,9 @@ class Sequential:
             )
         self.shapes(X.shape[1:])
         dtype = self.flat_params.dtype
+        if _lazy(X):  # a file on disk: checked in bounded chunks, each batch cast as it is gathered
+            _check_finite_chunks(name, X, dtype)
+            return X
         X = ops.get(X).xp.ascontiguousarray(X, dtype=dtype)  # float64 / uint8 input: cast once, up front
         check_finite(name, X)
         return X
@@ -623,8 +664,9 @@ class Sequential:
     ):  # fmt: skip
         if device is not ops.get(X) and augment is None:
             # the training data moves to the model's device once (augmentation draws from a
-            # NumPy generator on the host: then each batch moves after it is augmented)
-            X, y = device.asarray(X), device.asarray(y)
+            # NumPy generator on the host, and memory-mapped data is read batch by batch: then
+            # each batch moves after it is cast and augmented)
+            X, y = X if _lazy(X) else device.asarray(X), device.asarray(y)
         bn = next((l for l in _walk(self.layers) if isinstance(l, BatchNorm1D)), None)
         if bn is not None and min(batch_size, len(X)) < 2:
             raise ValueError(
@@ -713,7 +755,8 @@ class Sequential:
         ends = starts[1:] + [n]
         # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
         widest = max(e - s for s, e in zip(starts, ends))
-        batch = data.empty((widest, *X.shape[1:]), X.dtype)
+        lazy = _lazy(X)  # memory-mapped: each batch read and cast to the parameters' dtype here
+        batch = data.empty((widest, *X.shape[1:]), self.flat_params.dtype if lazy else X.dtype)
         order = rng.permutation(n) if rng is not None else data.xp.arange(n, dtype=np.int64)
         if data.device != "cpu":
             order = data.asarray(order)
@@ -743,7 +786,11 @@ class Sequential:
                     ws = None if ws is None else ws[lo:hi]
             for keep, v in zip(saved, state):
                 keep[...] = v
-            xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
+            if lazy:
+                xs = batch[:mine]
+                xs[...] = X[idx]  # the batch's rows read from the file, cast as they are copied
+            else:
+                xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
             ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
@@ -800,8 +847,9 @@ class Sequential:
         model's device."""
         out = None
         data, device = ops.get(X), ops.get(self.flat_params)
+        dtype = self.flat_params.dtype
         for start in range(0, len(X), batch_size):
-            y = self.forward(device.asarray(X[start : start + batch_size]), training=False)
+            y = self.forward(device.asarray(_rows(X, start, start + batch_size, dtype)), training=False)
             if out is None:
                 out = data.empty((len(X), *y.shape[1:]), y.dtype)
             out[start : start + len(y)] = data.asarray(device.to_host(y)) if data is not device else y
@@ -830,8 +878,10 @@ class Sequential:
         sums: dict[str, float] = {}
         n = len(Xc)
         device = ops.get(self.flat_params)
+        dtype = self.flat_params.dtype
         for start in range(0, n, batch_size):
-            xs, ys = device.asarray(Xc[start : start + batch_size]), device.asarray(yc[start : start + batch_size])
+            xs = device.asarray(_rows(Xc, start, start + batch_size, dtype))
+            ys = device.asarray(yc[start : start + batch_size])
             with np.errstate(over="ignore", invalid="ignore"):
                 out = self.forward(xs, training=False)
             if not _checked:  # (fit's validation reports through its loss)
