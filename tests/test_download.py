@@ -43,13 +43,26 @@ def blobs(tmp_path_factory):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}  # path -> bytes, set per server
-    mode = "good"  # good | truncated | stall | bigger | unsized-bigger | unsized-short
+    mode = "good"  # good | truncated | stall | bigger | unsized-bigger | unsized-short | endless
+    sent = 0  # bytes of the endless body the server got to send
 
     def do_GET(self):
         name = self.path.rsplit("/", 1)[-1]
         body = self.files.get(name)
         if body is None:
             self.send_error(404)
+            return
+        if self.mode == "endless":  # no length announced, and 256 MiB of data: the client must hang up
+            self.send_response(200)
+            self.end_headers()
+            block = b"\x00" * (1 << 20)
+            try:
+                for _ in range(256):
+                    self.wfile.write(block)
+                    type(self).sent += len(block)
+            except OSError:  # the client hung up
+                pass
+            self.close_connection = True
             return
         if self.mode == "stall":
             time.sleep(3)
@@ -186,6 +199,17 @@ def test_other_lengths_than_published_are_refused(server, isolated, mode, messag
     with pytest.raises(vn.data.DownloadError, match=message):
         vn.data.download("mnist", mirror=url, timeout=5)
     assert leftovers(isolated) == []
+
+
+def test_an_endless_body_is_refused_after_the_published_size(server, isolated):
+    """A mirror streaming far more than the published file (here 256 MiB, no length announced)
+    is refused once the published size is passed: the rest is never read (nor written)."""
+    url, handler = server
+    handler.mode = "endless"
+    with pytest.raises(vn.data.DownloadError, match="sent more than the expected"):
+        vn.data.download("mnist", mirror=url, timeout=5)
+    assert leftovers(isolated) == []
+    assert handler.sent < 64 << 20  # the socket buffers' worth at most, not the 256 MiB
 
 
 def test_server_gone_is_a_clear_error(isolated):

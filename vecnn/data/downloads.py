@@ -9,6 +9,16 @@ failed download never leaves a partial file behind.
 The digests are the published ones (tensorflow/datasets' ``url_checksums``; see
 ``named.DATASETS``). The base URL can be replaced (``mirror=`` or ``$VECNN_MIRROR``) to fetch
 from another copy of the same files; the digests are checked all the same.
+
+Why not ``pooch`` (which SciPy and scikit-image use for the same job): ``pooch.retrieve``
+streams whatever the server sends into its temporary file and checks only the digest at the
+end, with no bound on the length. Measured against a mirror that sends 100 MB where the
+published file has 16 KB, pooch wrote all 100 MB before refusing it (and an endless stream
+is never refused), while ``fetch`` stops one read past the published size; three of the
+tests in ``tests/test_download.py`` (a length other than the published one, announced or
+not, named as such) fail with it, and it logs each download to standard error. Keeping the
+bound means writing pooch's downloader ourselves, which is most of this module: what pooch
+would add (a temporary file, a digest, a rename) is ``files.atomic_open`` and ``hashlib``.
 """
 
 from __future__ import annotations
