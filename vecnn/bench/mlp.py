@@ -1,4 +1,4 @@
-"""Head-to-head MLP training: vecnn vs PyTorch eager vs scikit-learn's MLPClassifier.
+"""Head-to-head MLP training: vecnn against every CPU peer, each in its own worker process.
 
 Two configurations (``CONFIGS``):
 
@@ -7,23 +7,27 @@ Two configurations (``CONFIGS``):
   products dominate, reported as a share of this machine's measured matrix-multiply peak
   (FLOPs counted as 6 x parameters x samples, the usual forward + backward estimate).
 
+Contenders (``vecnn.bench.peers``): vecnn, PyTorch eager, torch.compile, JAX (a jitted step with
+optax), Keras and scikit-learn's MLPClassifier (``mlp`` only), each optional but vecnn, each in
+its own worker process started with its own environment's interpreter (``--jax-python``,
+``--keras-python``, ``--torch-python``, ``--sklearn-python``; default this one). A contender
+whose environment or package is missing, or whose compilation fails, is skipped with the reason.
+
 Same network, optimizer and thread count on every side, data already in memory, no data
-loader. Each contender warms up on a few batches; then whole epochs alternate between
-contenders (vecnn's through ``model.fit(..., epochs=1)``, input checks included) and the
-medians are compared. Peak memory is measured separately, each contender in its own process,
-as the resident-set increase during one training epoch.
+loader. Each contender warms up (compiled ones: the first call of each batch shape, timed and
+reported apart as compile seconds); then whole epochs alternate between contenders (vecnn's
+through ``model.fit(..., epochs=1)``, input checks included) and the medians are compared. Each
+worker reports its peak resident-set increase during an epoch and the BLAS it runs on.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
 
-from .common import Timer, load_fashion, machine, median, peak_rss_bytes, publish, reset_peak_rss, rss_bytes
+from . import peers
+from .common import load_fashion, machine, publish
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "mlp": {
@@ -31,7 +35,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "optimizer": "adam",
         "lr": 1e-3,
-        "contenders": ("vecnn", "pytorch", "scikit-learn"),
+        "contenders": ("vecnn", "pytorch", "torch.compile", "jax", "keras", "scikit-learn"),
     },
     "wide": {
         "hidden": (2048, 2048),
@@ -39,7 +43,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "optimizer": "sgd",
         "lr": 0.01,
         "momentum": 0.9,
-        "contenders": ("vecnn", "pytorch"),
+        "contenders": ("vecnn", "pytorch", "torch.compile", "jax", "keras"),
     },
 }
 
@@ -159,62 +163,70 @@ class SklearnMLP:
         return float(np.mean(self.clf.predict(X) == y))
 
 
-CONTENDERS = {"vecnn": VecnnMLP, "pytorch": TorchMLP, "scikit-learn": SklearnMLP}
-
-
-def _make(name, X, y, cfg, threads, seed=0):
-    if name == "pytorch":
-        return TorchMLP(X, y, cfg, seed=seed, threads=threads)
-    return CONTENDERS[name](X, y, cfg, seed=seed)
+CONTENDERS = {"vecnn": VecnnMLP, "pytorch": TorchMLP, "scikit-learn": SklearnMLP}  # in-process (bench_contention)
 
 
 def n_params(sizes) -> int:
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def available(names):
-    ok, skipped = [], {}
-    for name in names:
-        module = {"pytorch": "torch", "scikit-learn": "sklearn"}.get(name)
-        if module:
-            try:
-                __import__(module)
-            except ImportError:
-                skipped[name] = f"{module} is not installed (pip install 'vecnn[test]')"
-                continue
-        ok.append(name)
-    return ok, skipped
+def run(
+    config="mlp",
+    epochs=3,
+    threads=None,
+    limit=None,
+    synthetic=False,
+    names=None,
+    memory=True,
+    seed=0,
+    pythons=None,
+    warmup_batches=5,
+    echo=None,
+) -> dict:
+    """Time alternating epochs, each contender in its own worker; return a report dict.
 
-
-def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names=None, memory=True, seed=0) -> dict:
-    """Time alternating epochs; return a report dict (medians, ratios, accuracy, memory)."""
+    ``names``: contenders (default: the config's); ``pythons``: interpreter per contender
+    (``{"jax": ".../bin/python"}``); ``memory``: keep the peak resident-set increases.
+    """
     import os
 
-    from vecnn import backend
-
+    if config not in CONFIGS:
+        raise ValueError(f"config: {config!r} is not one of {sorted(CONFIGS)}")
+    if epochs < 1:
+        raise ValueError(f"epochs: at least 1, got {epochs}")
     cfg = CONFIGS[config]
-    threads = threads or os.cpu_count()
-    backend.set_num_threads(threads)
+    threads = threads or os.cpu_count() or 1
     peak = None
     if config == "wide":
+        from vecnn import backend
+
         from .peak import measure_peak
 
+        backend.set_num_threads(threads)
         peak = measure_peak()
     Xtr, ytr, Xte, yte, source = load_fashion(limit, synthetic, seed)
-    X, Xt = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
-    names, skipped = available(names or cfg["contenders"])
-    contenders = {n: _make(n, X, ytr, cfg, threads, seed) for n in names}
-    for c in contenders.values():
-        c.warmup()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(epochs):
-        for n, c in contenders.items():
-            with Timer() as t:
-                c.epoch()
-            times[n].append(t.seconds)
+    X = np.ascontiguousarray(Xtr.reshape(len(Xtr), -1), np.float32)
+    Xt = np.ascontiguousarray(Xte.reshape(len(Xte), -1), np.float32)
+    ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
     sizes = [X.shape[1], *cfg["hidden"], 10]
+    spec = {
+        "net": "mlp",
+        "n_in": sizes[0],
+        "hidden": list(cfg["hidden"]),
+        "n_out": sizes[-1],
+        "optimizer": cfg["optimizer"],
+        "lr": cfg["lr"],
+        "momentum": cfg.get("momentum", 0.9),
+        "batch_size": cfg["batch_size"],
+        "threads": threads,
+        "seed": seed,
+        "warmup_batches": warmup_batches,
+    }
+    names = [peers.canonical(n) for n in (names or cfg["contenders"])]
+    results, skipped = peers.run_peers(names, spec, (X, ytr, Xt, yte), epochs, pythons, echo)
+    peers.summarize(results, len(X))
     opt = "Adam" if cfg["optimizer"] == "adam" else f"SGD momentum {cfg['momentum']}"
-    report = {
+    report: dict[str, Any] = {
         "benchmark": f"{config} {'-'.join(map(str, sizes))}, batch {cfg['batch_size']}, {opt} lr {cfg['lr']}",
         "config": config,
         "data": source,
@@ -226,83 +238,32 @@ def run(config="mlp", epochs=3, threads=None, limit=None, synthetic=False, names
         "skipped": skipped,
         "contenders": {},
     }
-    for n, c in contenders.items():
-        med = median(times[n])
-        report["contenders"][n] = {
-            "epoch_seconds": times[n],
-            "median_seconds": med,
-            "samples_per_second": len(X) / med,
-            "test_accuracy": c.accuracy(Xt, yte),
-        }
+    for n, r in results.items():
+        c = dict(r, epoch_seconds=r["seconds"], test_accuracy=r["accuracy"])
+        c["peak_rss_increase_mb"] = r["peak_increase_mib_max"] if memory else None
         if peak:
-            gflops = 6 * n_params(sizes) * len(X) / med / 1e9
-            report["contenders"][n].update(gflops=gflops, share_of_peak=gflops / peak["gflops"])
-    if "vecnn" in report["contenders"]:
-        v = report["contenders"]["vecnn"]["median_seconds"]
-        for n, r in report["contenders"].items():
-            r["vecnn_speedup"] = r["median_seconds"] / v
-    if memory:
-        for n in names:
-            report["contenders"][n]["peak_rss_increase_mb"] = memory_in_subprocess(config, n, threads, limit, synthetic)
+            gflops = 6 * n_params(sizes) * len(X) / r["median_seconds"] / 1e9
+            c.update(gflops=gflops, share_of_peak=gflops / peak["gflops"])
+        report["contenders"][n] = c
     return report
-
-
-def memory_in_subprocess(config, name, threads, limit, synthetic) -> float | None:
-    """Resident-set increase (MB) while ``name`` trains one epoch, in a fresh process."""
-    cmd = [sys.executable, "-m", "vecnn.bench.mlp", config, "--memory-child", name, "--threads", str(threads)]
-    if limit:
-        cmd += ["--limit", str(limit)]
-    if synthetic:
-        cmd.append("--synthetic")
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    try:
-        return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_increase_mb"]
-    except (IndexError, ValueError, KeyError):
-        return None
-
-
-def _memory_child(config, name, threads, limit, synthetic):
-    from vecnn import backend
-
-    backend.set_num_threads(threads)
-    Xtr, ytr, *_ = load_fashion(limit, synthetic)
-    X = np.ascontiguousarray(Xtr.reshape(len(Xtr), -1))
-    c = _make(name, X, ytr, CONFIGS[config], threads)
-    c.warmup(1)
-    reset_peak_rss()
-    before = rss_bytes()
-    c.epoch()
-    print(json.dumps({"peak_rss_increase_mb": (peak_rss_bytes() - before) / 2**20}))
 
 
 def format_report(r: dict) -> str:
     lines = [
         f"{r['benchmark']} on {r['data']} ({r['samples_per_epoch']} samples/epoch, "
         f"{r['epochs']} alternating epochs each, {r['threads']} threads)",
-        f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; BLAS: "
-        + ", ".join(
-            f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})"
-            for b in r["machine"]["blas"]
-        ),
-        f"{'contender':<14}{'median epoch':>14}{'samples/s':>12}{'vecnn speedup':>15}{'test acc':>10}"
-        f"{'peak RSS +MB':>14}" + (f"{'GFLOP/s':>10}{'of peak':>9}" if r.get("peak") else ""),
+        f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; this process's BLAS: "
+        + peers.blas_text(r["machine"]["blas"]),
     ]
     if r.get("peak"):
-        lines.insert(
-            2,
-            f"matrix-multiply peak (best of {r['peak']['repeats']} float32 {r['peak']['n']}^3 products): "
-            f"{r['peak']['gflops']:.0f} GFLOP/s",
-        )
-    for n, c in r["contenders"].items():
-        mem = c.get("peak_rss_increase_mb")
         lines.append(
-            f"{n:<14}{c['median_seconds']:>13.3f}s{c['samples_per_second']:>12,.0f}"
-            f"{c.get('vecnn_speedup', float('nan')):>14.2f}x{c['test_accuracy']:>10.4f}"
-            f"{'' if mem is None else f'{mem:.1f}':>14}"
-            + (f"{c['gflops']:>10.0f}{c['share_of_peak']:>9.0%}" if "gflops" in c else "")
+            f"matrix-multiply peak (best of {r['peak']['repeats']} float32 {r['peak']['n']}^3 products): "
+            f"{r['peak']['gflops']:.0f} GFLOP/s"
         )
-    for n, why in r["skipped"].items():
-        lines.append(f"{n}: skipped, {why}")
+    extra = []
+    if r.get("peak"):
+        extra = [("GFLOP/s", lambda c: f"{c['gflops']:.0f}"), ("of peak", lambda c: f"{c['share_of_peak']:.0%}")]
+    lines.append(peers.format_table(r["contenders"], r["skipped"], extra))
     return "\n".join(lines)
 
 
@@ -315,13 +276,37 @@ def main(argv=None):
     p.add_argument("--threads", type=int)
     p.add_argument("--limit", type=int, help="train on the first N samples only")
     p.add_argument("--synthetic", action="store_true")
-    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-memory", action="store_true", help="leave the peak resident-set increases out")
+    p.add_argument(
+        "--contenders",
+        help="comma-separated, of " + ", ".join(peers.PEERS) + " (default: all the config's)",
+    )
+    p.add_argument("--warmup-batches", type=int, default=5)
+    peers.add_python_options(p)
     p.add_argument("--json", metavar="FILE")
-    p.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.memory_child:
-        return _memory_child(a.config, a.memory_child, a.threads, a.limit, a.synthetic)
-    r = run(a.config, a.epochs, a.threads, a.limit, a.synthetic, memory=not a.no_memory)
+    if a.epochs < 1:
+        p.error("--epochs: at least 1")
+    if a.threads is not None and a.threads < 1:
+        p.error("--threads: at least 1")
+    if a.limit is not None and a.limit < 1:
+        p.error("--limit: at least 1")
+    try:
+        names = [peers.canonical(n) for n in a.contenders.split(",") if n.strip()] if a.contenders else None
+    except ValueError as e:
+        p.error(str(e))
+    r = run(
+        a.config,
+        a.epochs,
+        a.threads,
+        a.limit,
+        a.synthetic,
+        names=names,
+        memory=not a.no_memory,
+        pythons=peers.pythons_from_args(a),
+        warmup_batches=a.warmup_batches,
+        echo=lambda s: print(s, flush=True),
+    )
     publish(r, format_report(r), a.json)
 
 
