@@ -109,6 +109,11 @@ def test_pipeline_in_grid_search_pickles_with_joblib(tmp_path):
     loaded = joblib.load(path)
     np.testing.assert_array_equal(loaded.predict_proba(Xt), search.best_estimator_.predict_proba(Xt))
     assert loaded.score(Xt, yt) == search.best_estimator_.score(Xt, yt) > 0.8
+    # a reloaded estimator trains on as the original does (warm_start: weights and optimizer state)
+    warm = VecnnClassifier((8,), max_iter=2, warm_start=True, random_state=0).fit(X, y)
+    copy = pickle.loads(pickle.dumps(warm))
+    np.testing.assert_array_equal(copy.fit(X, y).predict_proba(Xt), warm.fit(X, y).predict_proba(Xt))
+    assert copy.n_iter_ == 4 and len(pickle.dumps(warm)) < 4 * 4 * warm.model_.n_params + 20000
     # the classes pickle by reference to the module (they are module-level)
     reg = pickle.loads(pickle.dumps(VecnnRegressor((4,), max_iter=2).fit(X[:50], y[:50].astype(float))))
     assert type(reg) is VecnnRegressor and reg.predict(Xt[:3]).shape == (3,)

@@ -231,16 +231,22 @@ class _BaseVecnn(BaseEstimator):
         )
 
     # -- building the network --------------------------------------------------------------
-    def _layers(self, p, n_features, n_outputs, X):
-        from . import layers as L
-        from . import presets, spec
-
+    def _sample_shape(self, p, n_features):
+        """The shape each row of X is reshaped to: ``input_shape``, or the row as it is."""
         shape = tuple(int(d) for d in p["input_shape"]) if p["input_shape"] is not None else (n_features,)
         if math.prod(shape) != n_features:
             raise ValueError(
-                f"{type(self).__name__}: input_shape={tuple(shape)} holds {math.prod(shape)} values per "
+                f"{type(self).__name__}: input_shape={shape} holds {math.prod(shape)} values per "
                 f"sample, but X has {n_features} features"
             )
+        return shape
+
+    def _layers(self, p, shape, n_outputs, X):
+        """The network's layers for per-sample ``shape`` and ``n_outputs`` outputs."""
+        from . import layers as L
+        from . import presets, spec
+
+        n_features = math.prod(shape)
         arch = (p["architecture"] or "mlp").strip()
         first = [L.Standardize(per="feature").adapt(X)] if p["standardize"] else []
         if arch == "mlp":
@@ -359,8 +365,6 @@ class _BaseVecnn(BaseEstimator):
             # the shuffles and the validation split draw from their own streams of the seed
             self._shuffle_rng = np.random.default_rng([seed, 1])
             self._split_seed = seed % 2**31
-            n_outputs = Y.shape[1] if Y.ndim == 2 else len(self.classes_)
-            self.model_ = Sequential(self._layers(p, X.shape[1], n_outputs, X), seed=seed)
             self.n_iter_ = 0
             self.t_ = 0
             self.loss_curve_ = []
@@ -376,12 +380,14 @@ class _BaseVecnn(BaseEstimator):
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf if self.best_loss_ is None else self.best_loss_
-        shape = tuple(p["input_shape"]) if p["input_shape"] is not None else (X.shape[1],)
-        X = X.reshape(len(X), *shape)
-
+        X = X.reshape(len(X), *self._sample_shape(p, X.shape[1]))
         X_val = None
         if p["early_stopping"] and not incremental:
             X, X_val, Y, Y_val, sw, sw_val = self._split(X, Y, sw, p)
+        if reset:  # (built from the training rows only: a Standardize layer learns their statistics)
+            n_outputs = Y.shape[1] if Y.ndim == 2 else len(self.classes_)
+            self.model_ = Sequential(self._layers(p, X.shape[1:], n_outputs, X), seed=seed)
+            self.model_.metadata["input_shape"] = list(X.shape[1:])
         n = len(X)
         if p["batch_size"] == "auto":
             batch_size = min(200, n)
@@ -396,8 +402,13 @@ class _BaseVecnn(BaseEstimator):
             batch_size = min(p["batch_size"], n)
         steps = -(-n // batch_size)
         model = self.model_
-        if model.optimizer is None or (reset or not fitted):
-            model.optimizer = self._optimizer(p, steps)
+        opt = self._optimizer(p, steps)
+        before = model.optimizer
+        if not reset and type(before) is type(opt) and before.slots == opt.slots:
+            # continuing (warm_start, partial_fit): today's hyperparameters, the moments and step count
+            # of before (scikit-learn starts a new optimizer at a warm-started fit; vecnn keeps its state)
+            opt.load_state_dict(before.state_dict())
+        model.optimizer = opt
         weights = self._weight_slices()
 
         stopped, best = False, None
@@ -530,8 +541,32 @@ class _BaseVecnn(BaseEstimator):
 
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=DTYPE)
-        shape = tuple(self.input_shape) if self.input_shape is not None else (X.shape[1],)
-        return X.reshape(len(X), *shape)
+        return X.reshape(len(X), *self.model_.metadata["input_shape"])
+
+    def __getstate__(self):
+        model = self.__dict__.get("model_")
+        if model is not None:
+            # what the last forward kept for a backward (each layer's activations of a whole
+            # batch) and scratch buffers are no part of the model: shrink them to one row, and
+            # the pickle to about the weights and optimizer state
+            model.forward(np.zeros((1, *model.metadata["input_shape"]), DTYPE), training=False)
+            todo = list(model.layers)
+            while todo:
+                layer = todo.pop()
+                layer.drop_scratch()
+                todo.extend(layer.sublayers())
+            if model.optimizer is not None:  # its undo buffers: allocated again at the next step
+                model.optimizer._previous = model.optimizer._scratch = None
+        return super().__getstate__()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        model = self.__dict__.get("model_")
+        if model is not None:
+            # pickle writes each layer's parameters (views into the model's flat buffer) as arrays
+            # of their own: make them views into one flat buffer again, or training after loading
+            # would update a buffer no layer reads (the optimizer state keeps its layout)
+            model._build_flat()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
