@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -81,6 +82,114 @@ def _check_finite_chunks(where, X, dtype):
             first = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
     if first is not None:
         raise ValueError(f"{where}: contains {count} non-finite value(s) (NaN or Inf), the first at index {first}")
+
+
+def _yields_batches(X, y) -> bool:
+    """Whether ``fit``'s ``X`` is an iterable of ``(X_batch, y_batch)`` batches: an iterator or
+    generator, or, with ``y=None``, any iterable that is not an array (a list of such tuples)."""
+    if hasattr(X, "shape") and hasattr(X, "dtype") or isinstance(X, (str, bytes, dict)):
+        return False
+    return hasattr(X, "__next__") or (y is None and hasattr(X, "__iter__"))
+
+
+class _Stream:
+    """``fit``'s iterable of ``(X_batch, y_batch[, sample_weight_batch])`` batches: each batch
+    checked and cast as it comes (``epoch`` yields them as ``_train_epoch`` takes them)."""
+
+    def __init__(self, model, source, steps, class_weight):
+        self.model, self.source, self.steps, self.class_weight = model, source, steps, class_weight
+        self.one_shot = hasattr(source, "__next__")
+        self._it = source if self.one_shot else None
+        self._peeked: Any = None
+        self.read = 0  # batches read so far
+        self.exhausted = False  # a one-shot iterator ran out
+        self.shape: tuple | None = None  # per-sample shape of the first batch
+        self._bn = next((l for l in _walk(model.layers) if isinstance(l, BatchNorm1D)), None)
+
+    def ready(self) -> bool:
+        """Whether another epoch can start: a one-shot iterator must have a batch left (read
+        ahead and kept for the epoch)."""
+        if self.one_shot and self._peeked is None and not self.exhausted:
+            try:
+                self._peeked = (next(self._it),)
+            except StopIteration:
+                self.exhausted = True
+        return not (self.one_shot and self._peeked is None)
+
+    def warn(self, epoch, initial_epoch, epochs):
+        warnings.warn(
+            f"fit: X ran out of batches after {self.read} of the {self.steps * (epochs - initial_epoch)} "
+            f"that steps_per_epoch={self.steps} and {epochs - initial_epoch} epoch(s) take: training stopped "
+            f"after epoch {epoch} (History has the epochs trained)",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def epoch(self):
+        k, fresh = 0, False
+        if not self.one_shot and self.steps is None:
+            self._it, fresh = iter(self.source), True  # one pass per epoch
+        while self.steps is None or k < self.steps:
+            if self._peeked is not None:
+                (item,), self._peeked = self._peeked, None
+            else:
+                if self._it is None:
+                    self._it, fresh = iter(self.source), True
+                try:
+                    item = next(self._it)
+                except StopIteration:
+                    if self.one_shot:
+                        self.exhausted = True
+                        return
+                    self._it = None
+                    if fresh:  # a whole pass without a batch
+                        raise ValueError(
+                            f"fit: X: the iterable of batches yielded no batch (after {self.read} batches)"
+                        )
+                    if self.steps is None:
+                        return  # the pass is the epoch
+                    continue
+                fresh = False
+            self.read += 1
+            yield self.check(item, self.read)
+            k += 1
+
+    def check(self, item, b):
+        """Batch ``b`` (counted from 1 over the whole fit) checked and cast, as
+        ``(xs, ys, ws, m, weight, total)``; a ``ValueError`` names the batch."""
+        model = self.model
+        try:
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                what = f"a {type(item).__name__}" + (f" of {len(item)}" if isinstance(item, (tuple, list)) else "")
+                raise ValueError(
+                    f"expected a pair (X_batch, y_batch) or a triple (X_batch, y_batch, sample_weight), "
+                    f"received {what} (an X with y=None is read as an iterable of batches)"
+                )
+            xs, ys = model._check_Xy(item[0], item[1], "X_batch", "y_batch", training=True)
+            if _lazy(xs):
+                xs = _rows(xs, 0, len(xs), model.flat_params.dtype)
+            if self.shape is None:
+                self.shape = tuple(xs.shape[1:])
+                model.metadata["input_shape"] = list(self.shape)
+            elif tuple(xs.shape[1:]) != self.shape:
+                raise ValueError(
+                    f"X_batch: expected samples of shape {fmt_shape((None, *self.shape))} as in the batches "
+                    f"before, received {fmt_shape(xs.shape)}"
+                )
+            if self._bn is not None and len(xs) < 2:
+                raise ValueError(f"{self._bn!r} learns its statistics from at least 2 samples per batch, received 1")
+            wb = item[2] if len(item) == 3 else None
+            w = model._check_weights(wb, self.class_weight, ys, xs.shape[1:])
+        except ValueError as e:
+            text = str(e)
+            raise ValueError(f"fit: batch {b} of X: {text[5:] if text.startswith('fit: ') else text}") from None
+        m = len(xs)
+        if w is None:
+            return xs, ys, None, m, m, m
+        total = float(w.sum(dtype=np.float64))
+        if w[0] > 0 and w.min() == w.max():
+            w = None
+        return xs, ys, w, m, total, total
 
 
 def _walk(layers):
@@ -395,8 +504,8 @@ class Sequential:
     # -- training --------------------------------------------------------------------------
     def fit(
         self,
-        X: ArrayLike,
-        y: ArrayLike,
+        X: ArrayLike | Iterable,
+        y: ArrayLike | None = None,
         loss: str | _losses.Loss | None = None,
         optimizer: str | _optim.Optimizer | None = None,
         epochs: int = 1,
@@ -413,13 +522,25 @@ class Sequential:
         distributed: Any = False,
         sample_weight: ArrayLike | None = None,
         class_weight: dict | str | None = None,
+        steps_per_epoch: int | None = None,
     ) -> History:
         """Train on ``(X, y)`` in shuffled mini-batches; returns a ``History``.
 
         Parameters
         ----------
-        X : array, shape (n, *input_shape)
-        y : array, shape (n,) integer labels for classifiers, or (n, outputs) targets
+        X : array, shape (n, *input_shape); or an iterable of batches
+            A memory-mapped array (``np.memmap``, ``np.load(..., mmap_mode="r")``, e.g. a
+            uint8 image file) is never read whole: its finiteness is checked in bounded chunks
+            and each batch is read and cast to float32 as it is gathered.
+            An iterable (a generator, any iterator, or a re-iterable such as a list) of
+            ``(X_batch, y_batch)`` or ``(X_batch, y_batch, sample_weight_batch)`` tuples, with
+            ``y=None`` (Keras-style): the batches are trained on as they come, in their order
+            (``shuffle``, ``batch_size`` and ``validation_split`` do not apply), each checked as
+            it arrives (a ``ValueError`` names the batch and what is wrong with it). See
+            ``steps_per_epoch``. ``verbose=1`` shows one line per epoch (the number of samples
+            is not known up front). Not with ``distributed``.
+        y : array, shape (n,) integer labels for classifiers, or (n, outputs) targets; None
+            when ``X`` yields batches
         loss : str or Loss, default: the model's loss, else "cross_entropy"
         optimizer : Optimizer or str, default: the model's optimizer, else Adam(lr=1e-3).
             The optimizer (and its state) is kept between ``fit`` calls.
@@ -471,7 +592,15 @@ class Sequential:
             Classifier losses only (``cross_entropy``; ``bce_with_logits`` with one output and
             0/1 targets): each row's weight is multiplied by its class's (classes missing from
             the dict: 1). ``"balanced"``: ``n_samples / (n_classes * count of the class)`` over
-            the training rows, as scikit-learn computes it.
+            the training rows, as scikit-learn computes it. With batches from an iterable: a
+            dict only ("balanced" needs every label up front).
+        steps_per_epoch : int, optional
+            With ``X`` an iterable of batches: the batches of one epoch. Required for a one-shot
+            iterator or generator; it then yields ``steps_per_epoch * epochs`` batches in all.
+            If it runs out before, training stops (as Keras does) with a ``UserWarning``: the
+            epoch it ran out in ends with the batches it had, and ``History`` holds the epochs
+            trained. A re-iterable (a list) without ``steps_per_epoch``: one pass per epoch;
+            with it, batches are taken in order across epochs, starting a new pass when one ends.
         """
         if loss is not None or self.loss is None:
             self.loss = _losses.get(loss if loss is not None else "cross_entropy")
@@ -517,6 +646,7 @@ class Sequential:
                 comm,
                 sample_weight,
                 class_weight,
+                steps_per_epoch,
             )
         finally:
             if blas is not None:
@@ -541,10 +671,34 @@ class Sequential:
         comm=None,
         sample_weight=None,
         class_weight=None,
+        steps_per_epoch=None,
     ):
         """``fit`` after its argument checks, under the thread governor (None: no choice to
         make); ``comm``: the ranks of a distributed fit (``vecnn.distributed``)."""
         weights = (sample_weight, class_weight)
+        if _yields_batches(X, y):
+            if comm is not None:
+                raise ValueError(
+                    "fit(distributed): expected arrays X, y (every rank draws its share of each batch "
+                    "from them); an iterable of batches trains in one process"
+                )
+            stream, validation_data, workers = self._check_stream(
+                X, y, batch_size, validation_data, validation_split, workers, steps_per_epoch, weights
+            )
+            return self._fit_checked(
+                stream, None, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment,
+                initial_epoch, workers, governor, None, ops.get(self.flat_params),
+            )  # fmt: skip
+        if y is None:
+            raise ValueError(
+                "fit: y is None: expected targets y for the array X (y=None is for an X that yields "
+                "(X_batch, y_batch) batches)"
+            )
+        if steps_per_epoch is not None:
+            raise ValueError(
+                f"fit: steps_per_epoch={steps_per_epoch!r} applies to an X that yields batches; arrays "
+                f"X, y are trained on whole every epoch, in batches of batch_size"
+            )
         if comm is None:
             X, y, validation_data, workers, w = self._check_fit_data(
                 X, y, batch_size, validation_data, validation_split, workers, None, weights
@@ -658,17 +812,60 @@ class Sequential:
             w = cw if w is None else w * cw
         return w
 
+    def _check_stream(self, X, y, batch_size, validation_data, validation_split, workers, steps, weights):
+        """``fit``'s checks for an iterable of batches: a ``_Stream`` of them, the checked
+        validation data and the worker count."""
+        sample_weight, class_weight = weights
+        if y is not None:
+            raise ValueError(f"fit: X yields (X_batch, y_batch) batches: expected y=None, received {type(y).__name__}")
+        if validation_split:
+            raise ValueError(
+                "fit: validation_split holds out the last rows of arrays X, y; with batches from an "
+                "iterable pass validation_data=(X_val, y_val)"
+            )
+        if sample_weight is not None:
+            raise ValueError(
+                "fit: sample_weight: with batches from an iterable, give each batch's weights as its "
+                "third element: (X_batch, y_batch, sample_weight_batch)"
+            )
+        if isinstance(class_weight, str):
+            raise ValueError(
+                f"fit: class_weight={class_weight!r} needs every label up front; with batches from an "
+                f"iterable pass a dict {{label: weight}}"
+            )
+        if class_weight is not None and not isinstance(class_weight, dict):
+            raise ValueError(
+                f"fit: class_weight: expected a dict or 'balanced', received {type(class_weight).__name__}"
+            )
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise ValueError(f"fit: expected steps_per_epoch to be a positive integer, received {steps!r}")
+        one_shot = hasattr(X, "__next__")
+        if one_shot and steps is None:
+            raise ValueError(
+                f"fit: X is a one-shot {type(X).__name__} of batches: pass steps_per_epoch (the batches "
+                f"of one epoch), as it cannot be started again for the next epoch"
+            )
+        workers = _parallel.check_workers(self, workers, batch_size)
+        if validation_data is not None:
+            try:
+                Xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
+            validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+        return _Stream(self, X, steps, class_weight), validation_data, workers
+
     def _fit_checked(
         self, X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
         workers, governor, comm, device, w=None,
     ):  # fmt: skip
-        if device is not ops.get(X) and augment is None:
+        stream = X if isinstance(X, _Stream) else None
+        if stream is None and device is not ops.get(X) and augment is None:
             # the training data moves to the model's device once (augmentation draws from a
             # NumPy generator on the host, and memory-mapped data is read batch by batch: then
             # each batch moves after it is cast and augmented)
             X, y = X if _lazy(X) else device.asarray(X), device.asarray(y)
         bn = next((l for l in _walk(self.layers) if isinstance(l, BatchNorm1D)), None)
-        if bn is not None and min(batch_size, len(X)) < 2:
+        if stream is None and bn is not None and min(batch_size, len(X)) < 2:
             raise ValueError(
                 f"fit: {bn!r} learns its statistics from at least 2 samples per batch; "
                 f"received batch_size={batch_size} and {len(X)} training sample(s)"
@@ -678,8 +875,10 @@ class Sequential:
         history = History()
         cbs = [history, *(callbacks or [])]
         root = comm is None or comm.is_root
-        if verbose == 1 and root:
+        if verbose == 1 and root and stream is None:
             cbs.append(ProgressBar(epochs, len(X)))
+        elif verbose == 1 and root:  # batches from an iterable: how many samples an epoch has is unknown
+            cbs.append(EpochLogger(epochs))
         elif verbose == 2 and root:
             cbs.append(EpochLogger(epochs))
         for cb in cbs:
@@ -719,6 +918,9 @@ class Sequential:
             for cb in cbs:
                 cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
+                if stream is not None and not stream.ready():
+                    stream.warn(epoch, initial_epoch, epochs)
+                    break
                 for cb in cbs:
                     cb.on_epoch_begin(epoch)
                 with np.errstate(over="ignore", invalid="ignore"), split or nullcontext():
@@ -726,6 +928,8 @@ class Sequential:
                     logs = self._train_epoch(
                         X, y, batch_size, rng if shuffle else None, epoch, cbs, augment, split, governor, w
                     )
+                if logs is None:  # (a stream that peeked a batch always has one)
+                    raise RuntimeError("fit: an epoch without batches")
                 if validation_data is not None:
                     scores = (
                         split.evaluate(*validation_data)
@@ -737,6 +941,9 @@ class Sequential:
                     cb.on_epoch_end(epoch, logs)
                 if comm is not None:
                     self.stop_training = split.should_stop(self.stop_training)
+                if stream is not None and stream.exhausted and not self.stop_training:
+                    stream.warn(epoch + 1, initial_epoch, epochs)
+                    self.stop_training = True
                 if self.stop_training:
                     break
             for cb in cbs:
@@ -746,20 +953,16 @@ class Sequential:
         return history
 
     def _train_epoch(self, X, y, batch_size, rng, epoch, cbs, augment=None, split=None, governor=None, w=None):
-        n = len(X)
-        data, device = ops.get(X), ops.get(self.flat_params)
-        starts = list(range(0, n, batch_size))
+        """One epoch; ``X``: the training array (batches drawn from it in ``rng``'s order, or in
+        order for None) or a ``_Stream`` of batches. Returns the epoch's logs, or None when a
+        stream had no batch left."""
+        device = ops.get(self.flat_params)
         ranks = getattr(split, "ranks", 1)  # a distributed step splits each batch across ranks
-        if len(starts) > 1 and n - starts[-1] < 2 * ranks and _has_batch_norm(self.layers):
-            starts.pop()  # BatchNorm cannot learn from one sample (per rank): it joins the batch before
-        ends = starts[1:] + [n]
-        # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
-        widest = max(e - s for s, e in zip(starts, ends))
-        lazy = _lazy(X)  # memory-mapped: each batch read and cast to the parameters' dtype here
-        batch = data.empty((widest, *X.shape[1:]), self.flat_params.dtype if lazy else X.dtype)
-        order = rng.permutation(n) if rng is not None else data.xp.arange(n, dtype=np.int64)
-        if data.device != "cpu":
-            order = data.asarray(order)
+        if isinstance(X, _Stream):
+            data, batches = ops.cpu(), X.epoch()
+        else:
+            data = ops.get(X)
+            batches = self._array_batches(X, y, batch_size, rng, ranks, split, w)
         opt, loss = self.optimizer, self.loss
         params, grads = self.flat_params, self.flat_grads
         # layer state a step changes (BatchNorm's running statistics), restored with the weights
@@ -768,30 +971,12 @@ class Sequential:
         saved = [device.xp.empty_like(v) for v in state]
         total_loss, seen, sums = 0.0, 0, {}
         batch_cbs = [cb for cb in cbs if type(cb).on_batch_end is not Callback.on_batch_end]
-        for step, (start, end) in enumerate(zip(starts, ends)):
-            idx = order[start:end]
-            m = mine = len(idx)  # the batch's rows, and those this process computes
-            ws, weight, total = None, mine, m  # rows' weights (None: all 1), this process's and the batch's sums
-            if w is not None:
-                ws = w[data.to_host(idx) if data.device != "cpu" else idx]
-                total = float(ws.sum(dtype=np.float64))
-                weight = total
-                if ws[0] > 0 and ws.min() == ws.max():
-                    ws = None  # weights all equal: the weighted mean is the mean (the fused pass)
-            if ranks > 1:
-                lo, hi = split.rows(m)
-                idx, mine = idx[lo:hi], hi - lo
-                if w is not None:
-                    weight = float(w[data.to_host(idx) if data.device != "cpu" else idx].sum(dtype=np.float64))
-                    ws = None if ws is None else ws[lo:hi]
+        step = -1
+        for step, (xs, ys, ws, m, weight, total) in enumerate(batches):
+            # xs, ys: the rows this process computes of a batch of m rows; ws: their weights
+            # (None: all equal); weight, total: their weights' sum and the whole batch's
             for keep, v in zip(saved, state):
                 keep[...] = v
-            if lazy:
-                xs = batch[:mine]
-                xs[...] = X[idx]  # the batch's rows read from the file, cast as they are copied
-            else:
-                xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
-            ys = y[idx]
             if augment is not None:
                 xs = augment(xs, self._augment_rng)
             if data is not device:  # augmented on the host: now to the device
@@ -828,10 +1013,49 @@ class Sequential:
                 governor.tick(m)
         if governor is not None:
             governor.pause()  # validation and callbacks are not steps
+        if step < 0:
+            return None  # a stream that ran out
         if ranks > 1:  # the whole epoch's figures, the same on every rank
             total_loss, seen, sums = split.epoch_logs(total_loss, seen, sums)
         seen = seen or 1  # (weights all zero in an epoch: nothing to average)
         return {"loss": total_loss / seen, **{k: s / seen for k, s in sums.items()}}
+
+    def _array_batches(self, X, y, batch_size, rng, ranks, split, w):
+        """An epoch's batches of the training arrays, as ``_train_epoch`` takes them."""
+        n = len(X)
+        data = ops.get(X)
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] < 2 * ranks and _has_batch_norm(self.layers):
+            starts.pop()  # BatchNorm cannot learn from one sample (per rank): it joins the batch before
+        ends = starts[1:] + [n]
+        # one buffer for every batch of the epoch: what a batch's forward caches, its backward uses up
+        widest = max(e - s for s, e in zip(starts, ends))
+        lazy = _lazy(X)  # memory-mapped: each batch read and cast to the parameters' dtype here
+        batch = data.empty((widest, *X.shape[1:]), self.flat_params.dtype if lazy else X.dtype)
+        order = rng.permutation(n) if rng is not None else data.xp.arange(n, dtype=np.int64)
+        if data.device != "cpu":
+            order = data.asarray(order)
+        for start, end in zip(starts, ends):
+            idx = order[start:end]
+            m = mine = len(idx)  # the batch's rows, and those this process computes
+            ws, weight, total = None, mine, m  # rows' weights (None: all 1), this process's and the batch's sums
+            if w is not None:
+                ws = w[data.to_host(idx) if data.device != "cpu" else idx]
+                total = weight = float(ws.sum(dtype=np.float64))
+                if ws[0] > 0 and ws.min() == ws.max():
+                    ws = None  # weights all equal: the weighted mean is the mean (the fused pass)
+            if ranks > 1:
+                lo, hi = split.rows(m)
+                idx, mine = idx[lo:hi], hi - lo
+                if w is not None:
+                    weight = float(w[data.to_host(idx) if data.device != "cpu" else idx].sum(dtype=np.float64))
+                    ws = None if ws is None else ws[lo:hi]
+            if lazy:
+                xs = batch[:mine]
+                xs[...] = X[idx]  # the batch's rows read from the file, cast as they are copied
+            else:
+                xs = data.gather(X, idx, batch[:mine])  # compiled: split across BLAS's threads
+            yield xs, y[idx], ws, m, weight, total
 
     # -- inference -------------------------------------------------------------------------
     def predict(self, X: ArrayLike, batch_size: int = 1024) -> np.ndarray:
