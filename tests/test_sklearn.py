@@ -35,7 +35,7 @@ def data():
 def blobs(n=60, seed=0):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
-    X = rng.normal(size=(n, 4)).astype(np.float32) + 2.0 * y[:, None]
+    X = rng.normal(size=(n, 4)).astype(np.float32) + 3.0 * y[:, None]
     return X, y
 
 
@@ -319,3 +319,40 @@ def test_without_scikit_learn_vecnn_imports_and_the_classes_say_what_to_install(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ImportError:" in out.stdout and "pip install 'vecnn[sklearn]'" in out.stdout
+
+
+def test_predictions_do_not_depend_on_the_other_rows():
+    """float32 products round differently with a row's place in the matrix (and one row alone
+    takes BLAS's matrix-vector path), by ~1e-7; predictions apply the float32 weights in float64,
+    where a row's outputs move by ~1e-16 at most, alone, in any order or in any company."""
+    X, y, Xt, _ = data()
+    clf = VecnnClassifier((32,), max_iter=2, random_state=0).fit(X, y)
+    Xs = Xt[:300]
+    whole = clf.predict_proba(Xs)
+    alone = np.concatenate([clf.predict_proba(Xs[i : i + 1]) for i in range(0, 300, 3)])
+    np.testing.assert_allclose(alone, whole[::3], rtol=1e-12, atol=0)
+    order = np.random.default_rng(0).permutation(300)
+    np.testing.assert_allclose(clf.predict_proba(Xs[order]), whole[order], rtol=1e-12, atol=0)
+    parts = np.concatenate([clf.predict_proba(c) for c in np.array_split(Xs, 7)])
+    np.testing.assert_allclose(parts, whole, rtol=1e-12, atol=0)
+    reg = VecnnRegressor((8,), max_iter=2, random_state=0).fit(X, y.astype(float))
+    np.testing.assert_allclose(reg.predict(Xs[order]), reg.predict(Xs)[order], rtol=1e-12, atol=0)
+    # the weights predicting are the trained ones: the float32 network gives the same to float32 precision
+    logits32 = clf.model_.predict(Xs)
+    np.testing.assert_allclose(np.log(whole) - np.log(whole)[:, :1], logits32 - logits32[:, :1], atol=1e-4)
+
+
+@pytest.mark.parametrize("solver, cls", [("adamw", "AdamW"), ("rmsprop", "RMSProp"), ("sgd", "SGD"), ("adam", "Adam")])
+def test_solvers_dropout_schedule_standardize(solver, cls):
+    X, y = blobs(90)
+    kw = dict(hidden_layer_sizes=(16,), solver=solver, max_iter=40, batch_size=16, random_state=0)
+    kw["learning_rate_init"] = 0.05 if solver == "sgd" else 3e-3
+    clf = VecnnClassifier(dropout=0.2, schedule="cosine", standardize=True, **kw).fit(X * 10 + 5, y)
+    assert type(clf.model_.optimizer).__name__ == cls
+    names = [type(l).__name__ for l in clf.model_.layers]
+    assert names[0] == "Standardize" and "Dropout" in names
+    assert clf.model_.optimizer.current_lr() < 1e-3 * kw["learning_rate_init"]  # cosine decayed to ~0
+    assert clf.score(X * 10 + 5, y) > 0.9
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))  # no dropout at inference
+    plain = VecnnClassifier(**kw).fit(X, y)
+    assert [type(l).__name__ for l in plain.model_.layers] == ["Dense", "ReLU", "Dense"]

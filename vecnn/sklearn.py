@@ -29,6 +29,7 @@ improved by ``tol`` for ``n_iter_no_change`` epochs in a row.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -59,9 +60,6 @@ __all__ = ["VecnnClassifier", "VecnnRegressor"]
 _MISSING = "vecnn.sklearn needs scikit-learn: pip install 'vecnn[sklearn]'"
 _ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 _SOLVERS = ("adam", "sgd", "adamw", "rmsprop")
-#: rows per forward pass at prediction time; the last block is padded with zeros to this size,
-#: so each row goes through the same BLAS kernels wherever it sits in X (see ``_forward``)
-_BLOCK = 256
 #: deprecated name -> the parameter it stands for (kept for one release)
 _ALIASES = {"hidden": "hidden_layer_sizes", "epochs": "max_iter", "lr": "learning_rate_init", "seed": "random_state"}
 
@@ -421,7 +419,7 @@ class _BaseVecnn(BaseEstimator):
             if p["verbose"]:
                 print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
             if X_val is not None:
-                score = self._score_values(Y_val, self._forward(X_val), sw_val)
+                score = self._score_values(Y_val, self._outputs(self.model_, X_val), sw_val)
                 self.validation_scores_.append(score)
                 if p["verbose"]:
                     print(f"Validation score: {score:f}")
@@ -452,6 +450,7 @@ class _BaseVecnn(BaseEstimator):
             )
         if best is not None:
             self.model_.set_weights(best)  # the weights of the best validation score, as scikit-learn
+        self._freeze()
         return self
 
     def _split(self, X, Y, sw, p):
@@ -508,33 +507,45 @@ class _BaseVecnn(BaseEstimator):
         return total / n
 
     # -- prediction ------------------------------------------------------------------------
-    def _forward(self, X):
-        """The network's outputs for checked rows ``X`` (n, *input_shape), in blocks of
-        ``_BLOCK`` rows, the last padded with zeros: float32 matrix products are rounded
-        differently by BLAS depending on how many rows a product has and where a row falls in
-        its tiles, so without fixed blocks a row's outputs would depend on the other rows
-        passed with it (on their number and order), by about 1e-7."""
-        model = self.model_
+    def _outputs(self, model, X):
+        """``model``'s outputs for rows ``X`` (n, *input_shape), 1024 rows at a time."""
         n = len(X)
         out = None
-        block = np.zeros((_BLOCK, *X.shape[1:]), DTYPE)
         with np.errstate(over="ignore", invalid="ignore"):
-            for start in range(0, n, _BLOCK):
-                m = min(_BLOCK, n - start)
-                block[:m] = X[start : start + m]
-                block[m:] = 0
-                y = model.forward(block, training=False)
+            for start in range(0, n, 1024):
+                y = model.forward(X[start : start + 1024], training=False)
                 if out is None:
                     out = np.empty((n, *y.shape[1:]), y.dtype)
-                out[start : start + m] = y[:m]
+                out[start : start + len(y)] = y
         assert out is not None
         if not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out).reshape(n, -1).all(axis=1))[0])
             raise ValueError(
                 f"{type(self).__name__}: the model's outputs overflowed to NaN or Inf, the first for X[{bad}]: "
-                f"inputs (or weights) too large for float32"
+                f"inputs (or weights) too large"
             )
         return out
+
+    def _forward(self, X):
+        """The outputs the predictions come from: the trained float32 weights applied in
+        float64 (``_model64``). In float32, a row's outputs depend on the rows passed with it:
+        BLAS rounds a product differently with the row's place in the matrix (OpenBLAS's
+        Haswell sgemm takes rows in 6-row groups that alternate between two summation orders,
+        and the last rows of each 64-row panel a third; one row alone takes the matrix-vector
+        path), which moves float32 logits by an ulp (~1e-7 relative) when X is reordered or
+        split. In float64 the same dependence is ~1e-16: predictions do not depend on the
+        order or company of the rows for any comparison (scikit-learn's checks use rtol=1e-7)."""
+        return self._outputs(self._model64, X.astype(np.float64))
+
+    def _freeze(self):
+        """The float64 copy of the trained network that predicts (see ``_forward``): made after
+        every fit, so that predicting changes nothing in the estimator."""
+        model = self.model_
+        model64 = copy.deepcopy(model, memo={id(model.optimizer): None})  # the weights without the optimizer
+        for layer in model64.layers:
+            layer.astype(np.float64)
+        model64._build_flat()  # (as vecnn.gradcheck.float64_model: float64 buffers, the parameters views)
+        self._model64 = model64
 
     def _checked_X(self, X):
         from sklearn.utils.validation import check_is_fitted, validate_data
@@ -557,7 +568,9 @@ class _BaseVecnn(BaseEstimator):
                 todo.extend(layer.sublayers())
             if model.optimizer is not None:  # its undo buffers: allocated again at the next step
                 model.optimizer._previous = model.optimizer._scratch = None
-        return super().__getstate__()
+        state = dict(super().__getstate__())
+        state.pop("_model64", None)  # made again on loading
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -567,6 +580,7 @@ class _BaseVecnn(BaseEstimator):
             # of their own: make them views into one flat buffer again, or training after loading
             # would update a buffer no layer reads (the optimizer state keeps its layout)
             model._build_flat()
+            self._freeze()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -836,8 +850,14 @@ class VecnnClassifier(ClassifierMixin, _BaseVecnn):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Probability of each class (columns in the order of ``classes_``) for each sample;
-            a sample's row does not depend on the other rows of X.
+            Probability of each class (columns in the order of ``classes_``) for each sample.
+
+        Notes
+        -----
+        The trained float32 weights are applied in float64 here, so that a sample's
+        probabilities do not depend on the other rows of X (their number or order): float32
+        matrix products are rounded by BLAS according to a row's place in the matrix, which
+        moves float32 outputs by ~1e-7 relative; float64 leaves ~1e-16.
         """
         return _softmax64(self._forward(self._checked_X(X)))
 
@@ -976,7 +996,8 @@ class VecnnRegressor(RegressorMixin, _BaseVecnn):
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            The predicted values (float32), 1-D when the model was fitted on one output.
+            The predicted values, 1-D when the model was fitted on one output (computed in float64
+            from the float32 weights, as every prediction: see ``predict_proba``'s note).
         """
         out = self._forward(self._checked_X(X))
         return out[:, 0] if self.n_outputs_ == 1 else out
