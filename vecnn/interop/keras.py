@@ -42,6 +42,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 #: Keras backend name -> the module it needs; FALLBACKS: tried in order when the configured one is missing
 _BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}
 FALLBACKS = ("jax", "torch")
+_TORCH_ARRAY_WARNING = "__array__ implementation doesn't accept a copy keyword"
 _INSTALL = "pip install 'vecnn[keras]' (Keras 3) and one of its backends, e.g. pip install 'vecnn[torch]'"
 
 
@@ -258,11 +260,15 @@ def to_keras(model, input_shape=None):
     Keras translation is a ``ValueError`` naming it."""
     keras = import_keras()
     shape = sample_shape(model, input_shape, where="to_keras")
-    inputs = keras.Input(shape=shape, name="input", dtype="float32")
-    x = inputs
-    for i, layer in enumerate(model.layers):
-        x = _layer(keras, layer, x, f"layer{i}_{type(layer).__name__.lower()}")
-    return keras.Model(inputs, x, name="vecnn")
+    with warnings.catch_warnings():
+        # Keras' PyTorch backend reads weights back with np.array(tensor) (set_weights checks the
+        # shapes), which NumPy 2 flags for torch's __array__: harmless, and not the user's to fix
+        warnings.filterwarnings("ignore", message=_TORCH_ARRAY_WARNING, category=DeprecationWarning)
+        inputs = keras.Input(shape=shape, name="input", dtype="float32")
+        x = inputs
+        for i, layer in enumerate(model.layers):
+            x = _layer(keras, layer, x, f"layer{i}_{type(layer).__name__.lower()}")
+        return keras.Model(inputs, x, name="vecnn")
 
 
 def save(kmodel, path) -> None:
@@ -277,7 +283,9 @@ def save(kmodel, path) -> None:
         raise ValueError(f"{path}: a Keras model file must end in .keras (Keras 3's zip format)")
     with tempfile.TemporaryDirectory(prefix="vecnn-keras-") as tmp:
         staged = Path(tmp) / "model.keras"
-        kmodel.save(staged)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TORCH_ARRAY_WARNING, category=DeprecationWarning)
+            kmodel.save(staged)
         with atomic_open(path) as f, open(staged, "rb") as src:
             shutil.copyfileobj(src, f)
 

@@ -1,0 +1,301 @@
+"""Keras 3 export: the Keras model takes vecnn's input layout and gives model.predict's outputs.
+
+Keras takes its backend once, when first imported. ``import_keras`` (called below, before
+anything here imports keras) keeps an already imported Keras and a set ``KERAS_BACKEND``;
+otherwise, when the configured backend (TensorFlow by default) is not installed, it sets
+``KERAS_BACKEND`` to JAX or PyTorch, whichever is. In CI that is PyTorch (the test extra brings
+torch, not TensorFlow; Keras 3.15's NumPy backend needs JAX). A fresh interpreter is tested too
+(``test_cli_in_a_fresh_process``), since in this process another test may have imported Keras.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import vecnn as vn
+from vecnn import layers as L
+from vecnn.cli import main
+from vecnn.interop import keras as vkeras
+from vecnn.interop.keras import import_keras, save, to_keras
+
+try:
+    keras = import_keras()
+except ImportError as e:
+    pytest.skip(f"Keras 3 with an installed backend is needed: {e}", allow_module_level=True)
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+# Keras' PyTorch backend converts tensors with np.array(tensor), which NumPy 2 flags (Keras' to fix)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def run(kmodel, X):
+    return keras.ops.convert_to_numpy(kmodel(X, training=False))
+
+
+def walk(layers):
+    for layer in layers:
+        yield layer
+        yield from walk(layer.sublayers())
+
+
+def prepared(layers, shape, rng):
+    """A model of ``layers`` for per-sample ``shape`` whose BatchNorms and Standardizes are not
+    the identity (random statistics, scale and shift; statistics of data with mean 1, std 3)."""
+    model = vn.Sequential(layers, seed=0)
+    for layer in walk(model.layers):
+        if isinstance(layer, (L.BatchNorm1D, L.BatchNorm2D)):
+            n = layer.num_features
+            layer.state["running_mean"][...] = rng.normal(size=n)
+            layer.state["running_var"][...] = rng.uniform(0.3, 3.0, size=n)
+            layer.params["gamma"][...] = rng.uniform(0.5, 1.5, size=n)
+            layer.params["beta"][...] = rng.normal(size=n)
+        if isinstance(layer, L.Standardize):
+            layer.adapt((1 + 3 * rng.standard_normal((64, *shape))).astype(np.float32))
+    model.metadata["input_shape"] = list(shape)
+    return model
+
+
+def data(rng, n, shape):
+    # shifted negative: a padded max-pool window whose real pixels are all negative tells
+    # -inf padding (vecnn's) from zero padding
+    return (rng.standard_normal((n, *shape)) - 0.7).astype(np.float32)
+
+
+def mlp(rng):
+    X = data(rng, 48, (1, 4, 4))
+    y = rng.integers(0, 3, 48)
+    model = vn.Sequential(
+        [
+            L.Standardize().adapt(X),
+            L.Flatten(),
+            L.Dense(16, 12),
+            L.BatchNorm1D(12),
+            L.GELU(),
+            L.Dropout(0.3),
+            L.Dense(12, 8),
+            L.LeakyReLU(0.1),
+            L.Dense(8, 3),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    return model, X
+
+
+def cnn(rng):
+    X = data(rng, 32, (2, 8, 8))
+    y = rng.integers(0, 4, 32)
+    model = vn.Sequential(
+        [
+            L.Conv2D(2, 4, 3, padding=1, bias=False),
+            L.BatchNorm2D(4),
+            L.ReLU(),
+            L.MaxPool2D(2),
+            L.Residual([L.Conv2D(4, 6, 3, stride=2, padding=1), L.BatchNorm2D(6), L.ReLU()], projection=True),
+            L.Flatten(),  # (C, H, W) order: a channels-last flatten would scramble the Dense's inputs
+            L.Dense(24, 4),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    return model, X
+
+
+def assert_batchnorm_learned(model):
+    """The BatchNorms' running statistics moved away from (0, 1): they are not the identity."""
+    bns = [l for l in walk(model.layers) if isinstance(l, (L.BatchNorm1D, L.BatchNorm2D))]
+    assert bns
+    for bn in bns:
+        assert np.abs(bn.state["running_mean"]).max() > 1e-3
+        assert np.abs(bn.state["running_var"] - 1).max() > 1e-3
+
+
+@pytest.mark.parametrize("make", [mlp, cnn])
+def test_same_outputs_and_saved_file_reloads(make, rng, tmp_path):
+    model, X = make(rng)
+    assert_batchnorm_learned(model)
+    kmodel = to_keras(model)
+    assert tuple(kmodel.input_shape) == (None, *X.shape[1:])  # vecnn's layout, NCHW for images
+    for n in (1, 7):
+        np.testing.assert_allclose(run(kmodel, X[:n]), model.predict(X[:n]), **TOL)
+    path = tmp_path / "model.keras"
+    save(kmodel, path)
+    assert zipfile.is_zipfile(path)
+    loaded = keras.saving.load_model(path)  # safe_mode: no Lambda, no custom objects
+    for n in (1, 7):
+        np.testing.assert_allclose(run(loaded, X[:n]), model.predict(X[:n]), **TOL)
+
+
+CASES = [
+    pytest.param(lambda: [L.Dense(5, 4)], (5,), id="dense"),
+    pytest.param(lambda: [L.Dense(5, 4, bias=False)], (5,), id="dense-no-bias"),
+    pytest.param(lambda: [L.Conv2D(2, 3, 3)], (2, 7, 6), id="conv"),
+    pytest.param(
+        lambda: [L.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), bias=False)], (2, 7, 6), id="conv-stride-pad"
+    ),
+    pytest.param(lambda: [L.Conv2D(2, 3, 3, dilation=2, padding=2)], (2, 7, 6), id="conv-dilation"),
+    pytest.param(
+        lambda: [L.Conv2D(2, 3, 3, stride=2, dilation=(2, 1), padding=1)], (2, 9, 8), id="conv-stride-dilation"
+    ),
+    pytest.param(lambda: [L.MaxPool2D(2)], (2, 7, 6), id="maxpool"),
+    pytest.param(lambda: [L.MaxPool2D(3, stride=2, padding=1)], (2, 7, 6), id="maxpool-pad"),
+    pytest.param(lambda: [L.MaxPool2D((3, 5), stride=(1, 2), padding=(1, 2))], (2, 5, 7), id="maxpool-pad-wide"),
+    pytest.param(lambda: [L.AvgPool2D((2, 3), stride=1)], (2, 5, 6), id="avgpool"),
+    pytest.param(lambda: [L.AvgPool2D(3, stride=2, padding=1)], (2, 7, 6), id="avgpool-pad"),
+    pytest.param(lambda: [L.GlobalAvgPool2D()], (3, 4, 5), id="global-avgpool"),
+    pytest.param(lambda: [L.Flatten()], (2, 3, 4), id="flatten"),
+    pytest.param(lambda: [L.Dropout(0.5)], (5,), id="dropout"),
+    pytest.param(lambda: [L.BatchNorm1D(5, eps=1e-3)], (5,), id="batchnorm1d"),
+    pytest.param(lambda: [L.BatchNorm2D(2)], (2, 4, 3), id="batchnorm2d"),
+    pytest.param(lambda: [L.ReLU()], (2, 3, 3), id="relu"),
+    pytest.param(lambda: [L.LeakyReLU(0.2)], (2, 3, 3), id="leaky-relu"),
+    pytest.param(lambda: [L.Sigmoid()], (2, 3, 3), id="sigmoid"),
+    pytest.param(lambda: [L.Tanh()], (7,), id="tanh"),
+    pytest.param(lambda: [L.GELU()], (2, 3, 3), id="gelu"),
+    pytest.param(lambda: [L.GELU("tanh")], (2, 3, 3), id="gelu-tanh"),
+    pytest.param(lambda: [L.Softmax()], (5,), id="softmax"),
+    pytest.param(lambda: [L.Residual([L.Conv2D(2, 2, 3, padding=1), L.ReLU()])], (2, 5, 5), id="residual"),
+    pytest.param(
+        lambda: [L.Residual([L.Conv2D(2, 4, 3, stride=2, padding=1), L.BatchNorm2D(4)], projection=True)],
+        (2, 6, 6),
+        id="residual-projection",
+    ),
+    pytest.param(lambda: [L.Residual([L.Dense(5, 5), L.Tanh()])], (5,), id="residual-dense"),
+    pytest.param(lambda: [L.Standardize(per="channel")], (2, 3, 3), id="standardize-channel"),
+    pytest.param(lambda: [L.Standardize(per="feature")], (2, 3, 3), id="standardize-feature"),
+    pytest.param(lambda: [L.Standardize(per="global")], (6,), id="standardize-global"),
+]
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_each_layer(make, shape, rng):
+    model = prepared(make(), shape, rng)
+    X = data(rng, 3, shape)
+    np.testing.assert_allclose(run(to_keras(model), X), model.predict(X), **TOL)
+
+
+def test_standardize_weights_survive_a_reload(rng, tmp_path):
+    """Normalization keeps mean and variance as weights: the reloaded file must hold them."""
+    model = prepared([L.Standardize(per="feature"), L.Flatten(), L.Dense(18, 2)], (2, 3, 3), rng)
+    X = data(rng, 4, (2, 3, 3))
+    save(to_keras(model), tmp_path / "s.keras")
+    np.testing.assert_allclose(run(keras.saving.load_model(tmp_path / "s.keras"), X), model.predict(X), **TOL)
+
+
+def test_batchnorm_settings_mapped(rng):
+    model = prepared([L.BatchNorm1D(4, eps=1e-3, momentum=0.25)], (4,), rng)
+    (bn,) = [l for l in to_keras(model).layers if isinstance(l, keras.layers.BatchNormalization)]
+    # vecnn (like PyTorch) weighs the new batch by momentum, Keras the running value
+    assert bn.momentum == pytest.approx(0.75) and bn.epsilon == pytest.approx(1e-3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_variance), model.layers[0].state["running_var"])
+
+
+class Double(L.Layer):
+    """A user's own layer: vecnn runs it, Keras has no translation for it."""
+
+    def forward(self, x, training=False):
+        return 2 * x
+
+
+class MyReLU(L.ReLU):
+    """A subclass may compute something else: refused, not exported as its parent."""
+
+
+@pytest.mark.parametrize("layer, name", [(Double, "Double"), (MyReLU, "MyReLU")])
+def test_refuses_a_layer_it_cannot_export(layer, name):
+    model = vn.Sequential([L.Dense(3, 3), layer()], seed=0)
+    with pytest.raises(ValueError, match=rf"layer1_{name.lower()}.*has no Keras translation"):
+        to_keras(model)
+
+
+def test_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="adapt"):
+        to_keras(vn.Sequential([L.Standardize(), L.Dense(3, 2)]), input_shape=(3,))
+    with pytest.raises(ValueError, match="input_shape"):
+        to_keras(vn.Sequential([L.ReLU()]))  # nothing says what it takes
+    with pytest.raises(ValueError, match="image size"):  # edge copies need H and W
+        to_keras(vn.Sequential([L.Conv2D(1, 2, 3), L.MaxPool2D(3, 1, 1), L.GlobalAvgPool2D()]))
+    kmodel = to_keras(vn.Sequential([L.Dense(3, 2)]))
+    with pytest.raises(ValueError, match=r"\.keras"):
+        save(kmodel, tmp_path / "m.h5")
+    (tmp_path / "d.keras").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        save(kmodel, tmp_path / "d.keras")
+
+
+def test_open_image_size(rng):
+    model = vn.Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.GlobalAvgPool2D(), L.Dense(2, 3)], seed=0)
+    kmodel = to_keras(model)
+    for hw in ((5, 5), (9, 4)):
+        X = rng.standard_normal((2, 1, *hw)).astype(np.float32)
+        np.testing.assert_allclose(run(kmodel, X), model.predict(X), **TOL)
+
+
+def test_configured_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert vkeras._configured_backend() == "tensorflow"  # Keras' default without a keras.json
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax", "floatx": "float32"}))
+    assert vkeras._configured_backend() == "jax"
+    assert import_keras() is keras  # already imported: used as it is
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_cli_export_keras_and_onnx(rng, tmp_path, capsys):
+    model, X = cnn(rng)
+    model.save(tmp_path / "m.vecnn")
+    argv = ["export", str(tmp_path / "m.vecnn"), "--keras", str(tmp_path / "m.keras")]
+    if vkeras._installed("onnx"):
+        argv += ["--onnx", str(tmp_path / "m.onnx")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'm.keras'} (Keras {keras.__version__}" in out
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    for n in (1, 7):
+        np.testing.assert_allclose(run(loaded, X[:n]), model.predict(X[:n]), **TOL)
+    if vkeras._installed("onnx"):
+        assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_cli_export_keras_errors(rng, tmp_path, capsys, monkeypatch):
+    prepared([L.Dense(3, 2)], (3,), rng).save(tmp_path / "m.vecnn")
+    m = str(tmp_path / "m.vecnn")
+
+    def fails(*argv, says):
+        assert main(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+
+    (tmp_path / "file").write_text("")
+    fails(m, "--keras", str(tmp_path / "file" / "m.keras"), says="m.keras")  # under a file: unwritable
+    fails(m, "--keras", str(tmp_path / "m.keras"), "--onnx", str(tmp_path / "m.keras"), says="the same file")
+    monkeypatch.setitem(sys.modules, "keras", None)  # import keras -> ImportError
+    fails(m, "--keras", str(tmp_path / "m.keras"), says="pip install 'vecnn[keras]'")
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_cli_in_a_fresh_process(rng, tmp_path):
+    """``vecnn export --keras`` in a new interpreter, no KERAS_BACKEND set, a keras.json naming
+    TensorFlow (Keras' default): the backend chosen is one that is installed."""
+    model, X = mlp(rng)
+    model.save(tmp_path / "m.vecnn")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "vecnn.cli", "export", str(tmp_path / "m.vecnn"), "--keras", str(tmp_path / "m.keras")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    backend = "tensorflow" if vkeras._installed("tensorflow") else ("jax" if vkeras._installed("jax") else "torch")
+    assert f"built on the {backend} backend" in done.stdout
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(run(loaded, X[:5]), model.predict(X[:5]), **TOL)
