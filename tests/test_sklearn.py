@@ -356,3 +356,16 @@ def test_solvers_dropout_schedule_standardize(solver, cls):
     np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))  # no dropout at inference
     plain = VecnnClassifier(**kw).fit(X, y)
     assert [type(l).__name__ for l in plain.model_.layers] == ["Dense", "ReLU", "Dense"]
+
+
+def test_batch_norm_spec_and_refusals():
+    X, y = blobs(33)  # 33 = 2 * 16 + 1: the last batch of one sample joins the one before
+    clf = VecnnClassifier(architecture="dense:16,bn,relu", batch_size=16, max_iter=3, random_state=0).fit(X, y)
+    assert "BatchNorm1D" in [type(l).__name__ for l in clf.model_.layers]
+    assert np.isfinite(clf.loss_curve_).all() and clf.predict_proba(X).shape == (33, 3)
+    with pytest.raises(ValueError, match="BatchNorm learns its statistics from at least 2 samples"):
+        VecnnClassifier(architecture="dense:16,bn,relu", batch_size=1).fit(X, y)
+    with pytest.raises(ValueError, match="ends in softmax"):
+        VecnnClassifier(architecture="dense:16,relu,dense:3,softmax").fit(X, y)
+    with pytest.raises(ValueError, match="model spec"):
+        VecnnClassifier(architecture="dense:16,frobnicate").fit(X, y)

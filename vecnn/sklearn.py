@@ -267,6 +267,11 @@ class _BaseVecnn(BaseEstimator):
                 )
             return [*first, *presets.PRESETS[arch](shape, n_outputs)]
         body = spec.parse(arch, shape)
+        if body and isinstance(body[-1], L.Softmax):
+            raise ValueError(
+                f"{type(self).__name__}: architecture={arch!r} ends in softmax: leave it out, the network's "
+                f"outputs are logits (the classifier's loss and predict_proba apply the softmax)"
+            )
         out = shape
         for layer in body:
             out = tuple(layer.output_shape(out))
@@ -290,6 +295,17 @@ class _BaseVecnn(BaseEstimator):
         if solver == "adamw":  # alpha is AdamW's decoupled weight decay, not a loss term
             return optim.AdamW(lr, betas=betas, eps=p["epsilon"], weight_decay=p["alpha"], schedule=schedule)
         return optim.Adam(lr, betas=betas, eps=p["epsilon"], schedule=schedule)
+
+    def _has_batch_norm(self):
+        from .layers import BatchNorm1D, BatchNorm2D
+
+        todo = list(self.model_.layers)
+        while todo:
+            layer = todo.pop()
+            if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+                return True
+            todo.extend(layer.sublayers())
+        return False
 
     def _weight_slices(self):
         """Where the weight matrices and kernels (not biases, not normalization scales) lie in
@@ -398,6 +414,12 @@ class _BaseVecnn(BaseEstimator):
                     stacklevel=3,
                 )
             batch_size = min(p["batch_size"], n)
+        self._batch_norm = self._has_batch_norm()
+        if self._batch_norm and min(batch_size, len(X)) < 2:
+            raise ValueError(
+                f"{name}: the network's BatchNorm learns its statistics from at least 2 samples per batch; "
+                f"received batch_size={p['batch_size']} and {len(X)} training sample(s)"
+            )
         steps = -(-n // batch_size)
         model = self.model_
         opt = self._optimizer(p, steps)
@@ -478,9 +500,13 @@ class _BaseVecnn(BaseEstimator):
         alpha = p["alpha"] if p["solver"] != "adamw" else 0.0
         n = len(X)
         order = self._shuffle_rng.permutation(n) if p["shuffle"] else None
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] < 2 and self._batch_norm:
+            starts.pop()  # one sample gives BatchNorm no statistics: it joins the batch before (as Sequential.fit)
+        ends = starts[1:] + [n]
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+        for start, end in zip(starts, ends):
+            idx = order[start:end] if order is not None else slice(start, end)
             xb, yb = X[idx], Y[idx]
             wb = sw[idx] if sw is not None else None
             m = len(xb)
