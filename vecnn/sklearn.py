@@ -374,6 +374,7 @@ class _BaseVecnn(BaseEstimator):
                 X, Y, sw = X[keep], Y[keep], sw[keep]
             if np.all(sw == sw[0]):
                 sw = None  # equal weights: the plain mean, bit for bit
+        X = X.reshape(len(X), *self._sample_shape(p, X.shape[1]))
         if reset:
             seed = self._seed(p["random_state"])
             # the shuffles and the validation split draw from their own streams of the seed
@@ -394,7 +395,6 @@ class _BaseVecnn(BaseEstimator):
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf if self.best_loss_ is None else self.best_loss_
-        X = X.reshape(len(X), *self._sample_shape(p, X.shape[1]))
         X_val = None
         if p["early_stopping"] and not incremental:
             X, X_val, Y, Y_val, sw, sw_val = self._split(X, Y, sw, p)
