@@ -99,6 +99,12 @@ def dense(*mods):
     return [nn.Linear(5, 4), *mods]
 
 
+def tracking_off(m):
+    """Running buffers kept, updates off (torch: eval mode uses them, training leaves them)."""
+    m.track_running_stats = False
+    return m
+
+
 # (id, modules, per-sample input shape, deterministic in training mode)
 MAPPINGS = [
     ("Linear", lambda: [nn.Linear(5, 4)], (5,), True),
@@ -112,6 +118,18 @@ MAPPINGS = [
     ("Conv2d-reflect-no-padding", lambda: [nn.Conv2d(2, 3, 3, padding_mode="reflect")], IMG, True),
     ("BatchNorm1d", lambda: dense(nn.BatchNorm1d(4, eps=1e-3, momentum=0.3)), (5,), True),
     ("BatchNorm2d", lambda: conv(nn.BatchNorm2d(3)), IMG, True),
+    ("BatchNorm1d-affine=False", lambda: dense(nn.BatchNorm1d(4, affine=False)), (5,), True),
+    ("BatchNorm2d-affine=False", lambda: conv(nn.BatchNorm2d(3, affine=False, momentum=0.2)), IMG, True),
+    ("BatchNorm1d-track_running_stats=False", lambda: dense(nn.BatchNorm1d(4, track_running_stats=False)), (5,), True),
+    (
+        "BatchNorm2d-track_running_stats=False-affine=False",
+        lambda: conv(nn.BatchNorm2d(3, affine=False, track_running_stats=False)),
+        IMG,
+        True,
+    ),
+    ("BatchNorm1d-momentum=None", lambda: dense(nn.BatchNorm1d(4, momentum=None)), (5,), True),
+    ("BatchNorm2d-momentum=None-affine=False", lambda: conv(nn.BatchNorm2d(3, momentum=None, affine=False)), IMG, True),
+    ("BatchNorm2d-tracking-switched-off", lambda: conv(tracking_off(nn.BatchNorm2d(3))), IMG, True),
     ("ReLU-inplace", lambda: dense(nn.ReLU(inplace=True)), (5,), True),
     ("LeakyReLU", lambda: dense(nn.LeakyReLU(0.2, inplace=True)), (5,), True),
     ("Sigmoid", lambda: dense(nn.Sigmoid()), (5,), True),
@@ -158,10 +176,13 @@ def randomized(modules, seed=0):
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen))
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(m.num_features, generator=gen))
+                if m.running_mean is not None:
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                    m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                    m.num_batches_tracked.fill_(3)  # momentum=None: the next batch weighs 1/4
             elif isinstance(m, (nn.Linear, nn.Conv2d)):
                 for p in m.parameters():
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
@@ -197,8 +218,14 @@ def test_mapping_computes_what_torch_computes(make, shape, deterministic):
         torch_bns = [m for m in train_net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert len(torch_bns) == len(batchnorms(model))
         for m, layer in zip(torch_bns, batchnorms(model)):
+            assert sorted(layer.params) == (["beta", "gamma"] if m.affine else [])
+            if m.running_mean is None:
+                assert layer.state == {}
+                continue
             np.testing.assert_allclose(layer.state["running_mean"], m.running_mean.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(layer.state["running_var"], m.running_var.numpy(), rtol=1e-5, atol=1e-6)
+            if m.momentum is None:
+                assert layer.state["num_batches_tracked"].tolist() == [m.num_batches_tracked.item()] == [5]
 
 
 def test_top_level_global_pool_is_one_layer():
@@ -213,3 +240,37 @@ def test_dropout_in_training_mode_drops_at_the_rate():
     out = model.forward(X, training=True)
     assert set(np.unique(out).tolist()) <= {0.0, np.float32(1 / 0.75)}
     assert abs((out == 0).mean() - 0.25) < 0.02
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(affine=False), dict(track_running_stats=False), dict(momentum=None), dict(affine=False, momentum=None)],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_batchnorm_options_round_trip(rng, options):
+    """A vecnn model trained with the BatchNorm options goes to torch with them and comes back
+    with the same parameters and statistics (the count of batches too)."""
+    X = rng.standard_normal((24, 2, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    model = trained(
+        [L.Conv2D(2, 3, 3), L.BatchNorm2D(3, **options), L.Flatten(), L.Dense(12, 4), L.BatchNorm1D(4, **options)],
+        X,
+        y,
+    )
+    net = to_torch(model)
+    for m, layer in zip([net[1], net[4]], batchnorms(model)):
+        assert (m.affine, m.track_running_stats, m.momentum) == (
+            layer.affine,
+            layer.track_running_stats,
+            layer.momentum,
+        )
+        if "num_batches_tracked" in layer.state:
+            assert m.num_batches_tracked.item() == layer.state["num_batches_tracked"][0] == 4  # 2 epochs, 2 batches
+    np.testing.assert_allclose(torch_out(net, X), model.predict(X), rtol=1e-4, atol=1e-5)
+    back = from_torch(net)
+    assert [l.config() for l in back.layers] == [l.config() for l in model.layers]
+    np.testing.assert_array_equal(back.flat_params, model.flat_params)
+    for a, b in zip(batchnorms(back), batchnorms(model)):
+        assert sorted(a.state) == sorted(b.state)
+        for k in b.state:
+            np.testing.assert_array_equal(a.state[k], b.state[k])

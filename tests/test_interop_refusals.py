@@ -49,6 +49,18 @@ def tied():
     return [a, nn.ReLU(), b]
 
 
+def without(m, name):
+    """``m`` with its parameter or buffer ``name`` set to None (as torch code may do after construction)."""
+    setattr(m, name, None)
+    return m
+
+
+def counted(n):
+    m = nn.BatchNorm2d(3, momentum=None)
+    m.num_batches_tracked.fill_(n)
+    return m
+
+
 LIN = nn.Linear(3, 4)
 
 
@@ -75,18 +87,18 @@ REFUSALS = [
     ("Softmax-dim=None-on-4d", lambda: [CONV, nn.Softmax()], "1", "dim=None"),
     ("Softmax-dim=0", lambda: [LIN, nn.Softmax(dim=0)], "1", "dim=0"),
     ("Softmax-dim=1-rank-unknown", lambda: [nn.Softmax(dim=1)], "0", "dim=1"),
-    ("BatchNorm2d-momentum=None", lambda: [nn.BatchNorm2d(3, momentum=None)], "0", "momentum=None"),
     ("BatchNorm2d-momentum>1", lambda: [nn.BatchNorm2d(3, momentum=1.5)], "0", "momentum=1.5"),
     ("BatchNorm2d-eps=0", lambda: [nn.BatchNorm2d(3, eps=0.0)], "0", "eps=0"),
-    ("BatchNorm2d-affine=False", lambda: [nn.BatchNorm2d(3, affine=False)], "0", "affine=False"),
-    ("BatchNorm1d-affine=False", lambda: [LIN, nn.BatchNorm1d(4, affine=False)], "1", "affine=False"),
     ("BatchNorm1d-bias=False", lambda: [nn.BatchNorm1d(4, bias=False)], "0", "bias=False"),
+    ("BatchNorm1d-bias-without-weight", lambda: [LIN, without(nn.BatchNorm1d(4), "weight")], "1", "without a weight"),
+    ("BatchNorm2d-running_var-None", lambda: [without(nn.BatchNorm2d(3), "running_var")], "0", "running_var is None"),
     (
-        "BatchNorm2d-track_running_stats",
-        lambda: [nn.BatchNorm2d(3, track_running_stats=False)],
+        "BatchNorm2d-momentum=None-no-count",
+        lambda: [without(nn.BatchNorm2d(3, momentum=None), "num_batches_tracked")],
         "0",
-        "track_running_stats=False",
+        "num_batches_tracked",
     ),
+    ("BatchNorm2d-momentum=None-count>2**24", lambda: [counted(2**24 + 1)], "0", "num_batches_tracked=16777217"),
     ("Conv2d-groups", lambda: [nn.Conv2d(2, 4, 3, groups=2)], "0", "groups=2"),
     (
         "Conv2d-padding_mode",
@@ -171,7 +183,6 @@ def test_refused_arguments_do_change_the_output():
         (nn.AvgPool2d(3, padding=1, count_include_pad=False), nn.AvgPool2d(3, padding=1)),
         (nn.AvgPool2d(2, divisor_override=3), nn.AvgPool2d(2)),
         (nn.Softmax(dim=1), nn.Softmax(dim=-1)),
-        (nn.BatchNorm2d(3, track_running_stats=False).eval(), nn.BatchNorm2d(3).eval()),
     ]
     for refused, mapped in pairs:
         a, b = refused(x), mapped(x)

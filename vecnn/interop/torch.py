@@ -99,12 +99,22 @@ def _layer_to_torch(layer):
         return m
     if name in ("BatchNorm1D", "BatchNorm2D"):
         cls = nn.BatchNorm1d if name == "BatchNorm1D" else nn.BatchNorm2d
-        m = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+        m = cls(
+            layer.num_features,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine=layer.affine,
+            track_running_stats=layer.track_running_stats,
+        )
         with torch.no_grad():
-            m.weight.copy_(p["gamma"])
-            m.bias.copy_(p["beta"])
-            m.running_mean.copy_(_t(layer.state["running_mean"]))
-            m.running_var.copy_(_t(layer.state["running_var"]))
+            if layer.affine:
+                m.weight.copy_(p["gamma"])
+                m.bias.copy_(p["beta"])
+            if layer.track_running_stats:
+                m.running_mean.copy_(_t(layer.state["running_mean"]))
+                m.running_var.copy_(_t(layer.state["running_var"]))
+            if "num_batches_tracked" in layer.state:  # momentum=None: the count weighs the next batch
+                m.num_batches_tracked.fill_(int(layer.state["num_batches_tracked"][0]))
         return m
     simple = {
         "ReLU": lambda: nn.ReLU(),
@@ -272,40 +282,55 @@ def _conv2d(m, where, rank):
 
 
 def _batchnorm(m, where, rank):
+    """torch's rules (``_BatchNorm.forward``) decide: the weight and bias tensors, not ``affine``,
+    scale and shift; the running buffers, when present, normalize in eval mode, and training
+    updates them only with ``track_running_stats``; without them every mode uses the batch's
+    statistics."""
     from .. import layers as L
 
-    if not m.track_running_stats:
+    if (m.weight is None) != (m.bias is None):
         _refuse(
             where,
             m,
-            "track_running_stats=False is not supported: torch then normalizes with the batch's own "
-            "statistics in eval mode too, vecnn's BatchNorm with its running statistics",
+            f"{'bias=False' if m.bias is None else 'a bias without a weight'} is not supported: vecnn's "
+            f"BatchNorm trains both a scale and a shift (gamma and beta), or neither (affine=False)",
         )
-    if m.momentum is None:
-        _refuse(
-            where,
-            m,
-            "momentum=None (a cumulative average of the batch statistics) is not supported: vecnn's "
-            "BatchNorm keeps an exponential moving average with a fixed momentum between 0 and 1",
-        )
-    frozen = "affine=False" if not m.affine else "bias=False" if m.bias is None else None
-    if frozen:
-        _refuse(
-            where,
-            m,
-            f"{frozen} is not supported: vecnn's BatchNorm always trains a scale and a shift (gamma and "
-            f"beta) and cannot hold them fixed, so training would differ (for inference alone, use "
-            f"affine=True with weight 1 and bias 0)",
-        )
-    if m.running_mean is None or m.running_var is None:
-        _refuse(where, m, "it has no running statistics (running_mean / running_var are None)")
+    affine = m.weight is not None
+    if (m.running_mean is None) != (m.running_var is None):
+        missing = "running_mean" if m.running_mean is None else "running_var"
+        _refuse(where, m, f"its {missing} is None but not the other running statistic (torch refuses to run it)")
+    track = m.running_mean is not None
+    momentum = m.momentum
+    if track and not m.track_running_stats:
+        # buffers kept, updates switched off: eval mode normalizes with the frozen statistics,
+        # training with the batch's and leaves them as they are, which is vecnn's momentum 0
+        momentum = 0.0
+    state = {}
+    if track:
+        state["running_mean"] = _array(where, m, "running_mean", m.running_mean)
+        state["running_var"] = _array(where, m, "running_var", m.running_var)
+    if track and momentum is None:  # the cumulative average: the count weighs the next batch
+        count = m.num_batches_tracked
+        if count is None or count.numel() != 1:
+            _refuse(where, m, "momentum=None needs num_batches_tracked (the count of batches seen), which it lacks")
+        n = int(count.item())
+        if not 0 <= n <= 2**24:
+            _refuse(
+                where,
+                m,
+                f"its num_batches_tracked={n} is not supported with momentum=None: vecnn keeps the count as "
+                f"float32 state, exact from 0 to 2**24",
+            )
+        state["num_batches_tracked"] = np.array([n], np.float32)
     cls, out_rank = (L.BatchNorm1D, 2) if type(m) is _torch().nn.BatchNorm1d else (L.BatchNorm2D, 4)
-    layer = _build(where, m, lambda: cls(m.num_features, eps=m.eps, momentum=m.momentum))
-    values = {"gamma": _array(where, m, "weight", m.weight), "beta": _array(where, m, "bias", m.bias)}
-    state = {
-        "running_mean": _array(where, m, "running_mean", m.running_mean),
-        "running_var": _array(where, m, "running_var", m.running_var),
-    }
+    layer = _build(
+        where,
+        m,
+        lambda: cls(m.num_features, eps=m.eps, momentum=momentum, affine=affine, track_running_stats=track),
+    )
+    values = {}
+    if affine:
+        values = {"gamma": _array(where, m, "weight", m.weight), "beta": _array(where, m, "bias", m.bias)}
     return layer, values, state, out_rank
 
 
@@ -561,8 +586,11 @@ def from_torch(net, seed=0):
 
     - ``Linear`` (on ``(n, features)`` input), ``Conv2d`` (``groups=1``; zero padding, or any
       ``padding_mode`` without padding; ``padding='same'`` with an odd dilated kernel size);
-    - ``BatchNorm1d`` / ``BatchNorm2d`` with ``affine=True``, a bias, ``track_running_stats=True``
-      and a number as ``momentum``;
+    - ``BatchNorm1d`` / ``BatchNorm2d``: ``affine`` either way (a weight and a bias, or neither;
+      ``bias=False`` alone is refused), ``track_running_stats`` either way, ``momentum`` a number
+      from 0 to 1 or None (the cumulative average; ``num_batches_tracked`` comes along). Running
+      buffers kept with ``track_running_stats`` switched off afterwards (torch then normalizes
+      with them in eval mode and never updates them) become vecnn's ``momentum=0``;
     - ``MaxPool2d`` (``dilation=1``, ``return_indices=False``), ``AvgPool2d``
       (``count_include_pad=False`` only without padding, ``divisor_override`` only ``kh*kw``),
       both with ``ceil_mode=False`` or stride 1;

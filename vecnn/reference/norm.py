@@ -3,6 +3,8 @@
 Each channel ``c`` is normalized over its ``m`` values (the batch for 1D; batch, height and
 width for 2D). Training mode uses the batch's own statistics and the backward pass goes through
 them; eval mode uses the running statistics in ``layer.state``, which are then constants.
+With ``track_running_stats=False`` eval mode uses the batch's statistics too; with
+``affine=False`` the layer has no parameters and ``gamma = 1``, ``beta = 0``.
 
     mean = sum(v) / m          var = sum((v - mean)^2) / m          (biased, as used to normalize)
     xhat = (v - mean) / sqrt(var + eps)                              y = gamma xhat + beta
@@ -32,8 +34,20 @@ def channel_stats(values: list, eps: float) -> tuple[float, float]:
     return mean, 1.0 / math.sqrt(sq / m + eps)
 
 
+def _batch_stats(layer, training: bool) -> bool:
+    """Whether the batch's own statistics normalize (else the running ones, constants)."""
+    return training or not layer.track_running_stats
+
+
+def _scale_shift(layer) -> tuple[list, list]:
+    """``(gamma, beta)`` as lists: the parameters, or 1 and 0 for every channel without them."""
+    if layer.affine:
+        return layer.params["gamma"].tolist(), layer.params["beta"].tolist()
+    return [1.0] * layer.num_features, [0.0] * layer.num_features
+
+
 def _stats(layer, channels: list, c: int, training: bool):
-    if training:
+    if _batch_stats(layer, training):
         return channel_stats(channels[c], layer.eps)
     mean = layer.state["running_mean"].tolist()[c]
     var = layer.state["running_var"].tolist()[c]
@@ -42,7 +56,7 @@ def _stats(layer, channels: list, c: int, training: bool):
 
 def bn_forward(layer, channels: list, training: bool) -> list:
     """``channels[c]`` is the list of channel ``c``'s values; returns the outputs, same layout."""
-    gamma, beta = layer.params["gamma"].tolist(), layer.params["beta"].tolist()
+    gamma, beta = _scale_shift(layer)
     out = []
     for c, values in enumerate(channels):  # every channel
         mean, inv_std = _stats(layer, channels, c, training)
@@ -52,7 +66,7 @@ def bn_forward(layer, channels: list, training: bool) -> list:
 
 def bn_backward(layer, channels: list, grads: list, training: bool):
     """Returns ``(dx per channel, dgamma, dbeta)``."""
-    gamma = layer.params["gamma"].tolist()
+    gamma, _ = _scale_shift(layer)
     dx, dgamma, dbeta = [], [], []
     for c, values in enumerate(channels):  # every channel
         mean, inv_std = _stats(layer, channels, c, training)
@@ -65,7 +79,7 @@ def bn_backward(layer, channels: list, grads: list, training: bool):
             db += dy[k]
         dgamma.append(dg)
         dbeta.append(db)
-        if training:  # mean and var depend on every value
+        if _batch_stats(layer, training):  # mean and var depend on every value
             dx.append([gamma[c] * inv_std * (dy[k] - (db + xhat[k] * dg) / m) for k in range(m)])
         else:  # running statistics are constants
             dx.append([gamma[c] * inv_std * dy[k] for k in range(m)])
@@ -122,6 +136,8 @@ def _twin(name, gather, scatter):
             check_shape(layer, x)
             C = layer.num_features
             dx, dgamma, dbeta = bn_backward(layer, gather(x.tolist(), C), gather(grad_y.tolist(), C), training)
+            if not layer.affine:  # no parameters, no parameter gradients
+                return to_array(scatter(dx, x.shape), x.dtype), {}
             dtype = layer.params["gamma"].dtype
             return (
                 to_array(scatter(dx, x.shape), x.dtype),
