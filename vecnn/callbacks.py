@@ -151,23 +151,13 @@ class ModelCheckpoint(_Monitor):
         self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
 
 
-def _check_number(owner, name, value, low=None, high=None, low_open=False, integer=False):
-    """``value`` as a float (int if ``integer``) within [low, high] (``low_open``: above low),
-    else a ``ValueError`` naming ``owner``'s argument ``name``."""
-    kind = "an integer" if integer else "a finite number"
+def _check_number(owner, name, value, low=0, integer=False):
+    """``value`` as a float (an int if ``integer``) at least ``low``, else a ``ValueError``
+    naming ``owner``'s argument ``name``."""
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    ok = ok and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low}")
-        if high is not None:
-            bounds.append(f"<= {high}")
-        raise ValueError(f"{owner}: expected {name} {kind} {' and '.join(bounds)}".rstrip() + f", received {value!r}")
+    if not (ok and not isinstance(value, bool) and math.isfinite(value) and value >= low):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{owner}: expected {name} to be {kind} >= {low}, received {name}={value!r}")
     return int(value) if integer else float(value)
 
 
@@ -224,12 +214,12 @@ class ReduceLROnPlateau(_Monitor):
             raise ValueError(
                 f"{name}: expected factor in (0, 1) (the rate is multiplied by it), received factor={factor!r}"
             )
-        min_delta = _check_number(name, "min_delta", min_delta, low=0)
+        min_delta = _check_number(name, "min_delta", min_delta)
         super().__init__(monitor, mode, min_delta)
         self.factor = float(factor)
-        self.patience = _check_number(name, "patience", patience, low=0, integer=True)
-        self.cooldown = _check_number(name, "cooldown", cooldown, low=0, integer=True)
-        self.min_lr = _check_number(name, "min_lr", min_lr, low=0)
+        self.patience = _check_number(name, "patience", patience, integer=True)
+        self.cooldown = _check_number(name, "cooldown", cooldown, integer=True)
+        self.min_lr = _check_number(name, "min_lr", min_lr)
         self.verbose = _check_verbose(name, verbose)
         self.wait = 0
         self.cooldown_counter = 0
@@ -308,7 +298,11 @@ class LearningRateScheduler(Callback):
         new = value
         opt.lr_scale = new / opt.lr
         if self.verbose and new != lr:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new:.4g}.", file=sys.stderr)
+            print(
+                f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new:.4g}.",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class CSVLogger(Callback):
