@@ -115,11 +115,15 @@ def assert_batchnorm_learned(model):
         assert np.abs(bn.state["running_var"] - 1).max() > 1e-3
 
 
+FORMATS = ["channels_last", "channels_first"]
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("make", [mlp, cnn])
-def test_same_outputs_and_saved_file_reloads(make, rng, tmp_path):
+def test_same_outputs_and_saved_file_reloads(make, data_format, rng, tmp_path):
     model, X = make(rng)
     assert_batchnorm_learned(model)
-    kmodel = to_keras(model)
+    kmodel = to_keras(model, data_format=data_format)
     assert tuple(kmodel.input_shape) == (None, *X.shape[1:])  # vecnn's layout, NCHW for images
     for n in (1, 7):
         np.testing.assert_allclose(run(kmodel, X[:n]), model.predict(X[:n]), **TOL)
@@ -172,11 +176,22 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("make, shape", CASES)
-def test_each_layer(make, shape, rng):
+def test_each_layer(make, shape, data_format, rng):
     model = prepared(make(), shape, rng)
     X = data(rng, 3, shape)
-    np.testing.assert_allclose(run(to_keras(model), X), model.predict(X), **TOL)
+    np.testing.assert_allclose(run(to_keras(model, data_format=data_format), X), model.predict(X), **TOL)
+
+
+def test_channels_last_permutes_once(rng):
+    """NHWC inside: one permute in after the input, one back before the Flatten, none between."""
+    model, X = cnn(rng)
+    permutes = [l for l in to_keras(model).layers if isinstance(l, keras.layers.Permute)]
+    assert [p.dims for p in permutes] == [(2, 3, 1), (3, 1, 2)]
+    assert not [l for l in to_keras(model, data_format="channels_first").layers if isinstance(l, keras.layers.Permute)]
+    with pytest.raises(ValueError, match="data_format"):
+        to_keras(model, data_format="NHWC")
 
 
 def test_standardize_weights_survive_a_reload(rng, tmp_path):
