@@ -130,7 +130,7 @@ class _BatchNorm(Layer):
         dtype = self._dtype(x)
         gamma, beta = self._scale_shift(backend, dtype)
         x2 = self._columns(x) if x.dtype == dtype and x.dtype.kind == "f" else None
-        self._training = batch_stats  # the statistics depend on x: backward goes through them
+        self._batch_stats = batch_stats  # the statistics depend on x: backward goes through them
         if x2 is not None:  # (M, C) view: reductions over axis 0
             if batch_stats:
                 mean, var = backend.bn_stats(x2)
@@ -182,7 +182,7 @@ class _BatchNorm(Layer):
     def backward(self, grad_y):
         shape = self.param_shape
         xhat, inv_std = self._xhat, self._inv_std
-        if not self.affine and not (self.input_grad and self._training):
+        if not self.affine and not (self.input_grad and self._batch_stats):
             # no parameters: only the input gradient, which needs the sums with batch statistics only
             if not self.input_grad:
                 return None
@@ -202,7 +202,7 @@ class _BatchNorm(Layer):
             if not self.input_grad:
                 return None
             dx, dx2 = self._like("dx", grad_y, xhat2)
-            if not self._training:  # statistics are constants in eval mode
+            if not self._batch_stats:  # running statistics are constants
                 backend.xp.multiply(g2, g, out=dx2)
                 return dx
             b = dbeta / m
@@ -215,7 +215,7 @@ class _BatchNorm(Layer):
         if not self.input_grad:
             return None
         g = g.reshape(shape)
-        if not self._training:  # statistics are constants in eval mode
+        if not self._batch_stats:  # running statistics are constants
             return grad_y * g
         # dX = gamma inv_std / m * (m dY - sum(dY) - xhat sum(dY xhat)), per feature
         return g * (grad_y - (dbeta.reshape(shape) + xhat * dgamma.reshape(shape)) / m)
