@@ -369,3 +369,25 @@ def test_batch_norm_spec_and_refusals():
         VecnnClassifier(architecture="dense:16,relu,dense:3,softmax").fit(X, y)
     with pytest.raises(ValueError, match="model spec"):
         VecnnClassifier(architecture="dense:16,frobnicate").fit(X, y)
+
+
+def test_n_jobs_sets_blas_threads_for_the_fit_and_puts_them_back():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X, y = blobs(60)
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    seen = []
+
+    class Spy(VecnnClassifier):  # records the BLAS threads in force while an epoch trains
+        def _train_epoch(self, *args, **kwargs):
+            seen.append(max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"))
+            return super()._train_epoch(*args, **kwargs)
+
+    Spy((4,), max_iter=2, random_state=0).fit(X, y)
+    assert seen == [1, 1]
+    auto = VecnnClassifier((4,), max_iter=2, random_state=0, n_jobs="auto").fit(X, y)
+    fixed = VecnnClassifier((4,), max_iter=2, random_state=0, n_jobs=-1).fit(X, y)
+    np.testing.assert_allclose(auto.predict_proba(X), fixed.predict_proba(X), rtol=1e-4)  # to rounding
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+    with pytest.raises(ValueError, match="n_jobs"):
+        VecnnClassifier(n_jobs=0).fit(X, y)

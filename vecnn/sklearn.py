@@ -32,10 +32,12 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
 import warnings
 
 import numpy as np
 
+from . import threads as _threads
 from .backend import DTYPE
 
 try:
@@ -107,6 +109,7 @@ class _BaseVecnn(BaseEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         dropout=0.0,
+        n_jobs=None,
         schedule="constant",
         standardize=False,
         architecture=None,
@@ -138,6 +141,7 @@ class _BaseVecnn(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dropout = dropout
+        self.n_jobs = n_jobs
         self.schedule = schedule
         self.standardize = standardize
         self.architecture = architecture
@@ -193,6 +197,9 @@ class _BaseVecnn(BaseEstimator):
                 raise bad(what, "a positive integer")
         if not (p["batch_size"] == "auto" or (_is_int(p["batch_size"]) and p["batch_size"] >= 1)):
             raise bad("batch_size", "'auto' or a positive integer")
+        j = p["n_jobs"]
+        if not (j is None or j == "auto" or (_is_int(j) and (j >= 1 or j == -1))):
+            raise bad("n_jobs", "None, a positive integer, -1 or 'auto'")
         if p["schedule"] not in ("constant", "cosine"):
             raise bad("schedule", "'constant' or 'cosine'")
         s = p["input_shape"]
@@ -295,6 +302,18 @@ class _BaseVecnn(BaseEstimator):
         if solver == "adamw":  # alpha is AdamW's decoupled weight decay, not a loss term
             return optim.AdamW(lr, betas=betas, eps=p["epsilon"], weight_decay=p["alpha"], schedule=schedule)
         return optim.Adam(lr, betas=betas, eps=p["epsilon"], schedule=schedule)
+
+    @staticmethod
+    def _blas_threads(n_jobs):
+        """``(governor, BLAS setting)`` for ``n_jobs``: a fixed thread count (None: 1, -1: all
+        cores), or for "auto" the governor ``Sequential.fit`` uses, which picks the count by
+        timing the steps (vecnn.threads). A fixed count makes a seeded fit reproducible bit for
+        bit: BLAS rounds a product according to how its rows are split between threads, so fits
+        whose thread counts differ agree only to rounding, which 200 epochs can grow."""
+        if n_jobs == "auto":
+            return _threads.governor()
+        n = (os.cpu_count() or 1) if n_jobs == -1 else (n_jobs or 1)
+        return None, _threads.BlasLimit(n)
 
     def _has_batch_norm(self):
         from .layers import BatchNorm1D, BatchNorm2D
@@ -429,11 +448,30 @@ class _BaseVecnn(BaseEstimator):
             # of before (scikit-learn starts a new optimizer at a warm-started fit; vecnn keeps its state)
             opt.load_state_dict(before.state_dict())
         model.optimizer = opt
-        weights = self._weight_slices()
+        if X_val is None:
+            Y_val = sw_val = None
 
+        governor, blas = self._blas_threads(p["n_jobs"])
+        try:
+            best = self._epochs(X, Y, sw, X_val, Y_val, sw_val, batch_size, incremental, p, governor)
+        finally:
+            if blas is not None:
+                blas.restore()
+        if best is not None:
+            self.model_.set_weights(best)  # the weights of the best validation score, as scikit-learn
+        self._freeze()
+        return self
+
+    def _epochs(self, X, Y, sw, X_val, Y_val, sw_val, batch_size, incremental, p, governor):
+        """The epochs of one ``fit`` (one for ``partial_fit``), with scikit-learn's stopping rules;
+        returns the best weights when early stopping chose them, else None."""
+        name, n = type(self).__name__, len(X)
+        weights = self._weight_slices()
         stopped, best = False, None
         for _ in range(1 if incremental else p["max_iter"]):
-            loss = self._train_epoch(X, Y, sw, batch_size, p, weights)
+            loss = self._train_epoch(X, Y, sw, batch_size, p, weights, governor)
+            if governor is not None:
+                governor.pause()  # scoring is not a training step
             self.n_iter_ += 1
             self.t_ += n
             self.loss_curve_.append(loss)
@@ -470,10 +508,7 @@ class _BaseVecnn(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        if best is not None:
-            self.model_.set_weights(best)  # the weights of the best validation score, as scikit-learn
-        self._freeze()
-        return self
+        return best
 
     def _split(self, X, Y, sw, p):
         from sklearn.model_selection import train_test_split
@@ -492,7 +527,7 @@ class _BaseVecnn(BaseEstimator):
         sw, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
         return X, X_val, Y, Y_val, sw, sw_val
 
-    def _train_epoch(self, X, Y, sw, batch_size, p, weights):
+    def _train_epoch(self, X, Y, sw, batch_size, p, weights, governor=None):
         """One pass over (X, Y) in mini-batches; returns the epoch's loss (batch losses weighted
         by batch size, as scikit-learn's ``loss_curve_``)."""
         model, opt = self.model_, self.model_.optimizer
@@ -530,6 +565,8 @@ class _BaseVecnn(BaseEstimator):
                     f"smaller learning_rate_init or scaling X (e.g. StandardScaler)"
                 )
             total += value * m
+            if governor is not None:
+                governor.tick(m)
         return total / n
 
     # -- prediction ------------------------------------------------------------------------
@@ -561,7 +598,11 @@ class _BaseVecnn(BaseEstimator):
         path), which moves float32 logits by an ulp (~1e-7 relative) when X is reordered or
         split. In float64 the same dependence is ~1e-16: predictions do not depend on the
         order or company of the rows for any comparison (scikit-learn's checks use rtol=1e-7)."""
-        return self._outputs(self._model64, X.astype(np.float64))
+        _, blas = self._blas_threads(self.n_jobs if self.n_jobs != "auto" else -1)
+        try:
+            return self._outputs(self._model64, X.astype(np.float64))
+        finally:
+            blas.restore()
 
     def _freeze(self):
         """The float64 copy of the trained network that predicts (see ``_forward``): made after
@@ -675,6 +716,12 @@ _PARAMS_DOC = """
         Epochs without improvement by ``tol`` before training stops.
     dropout : float, default=0.0
         Dropout rate after each hidden layer of the MLP (not in scikit-learn's MLPs).
+    n_jobs : int, -1, 'auto' or None, default=None
+        BLAS threads for training and prediction: None is 1, -1 all cores, 'auto' lets vecnn
+        choose by timing the training steps (all cores alone, fewer beside a busy process,
+        as ``Sequential.fit``). A fixed count gives the same model bit for bit for a seeded
+        fit; with 'auto', fits agree only to rounding (BLAS rounds a product according to how
+        its rows are split between threads).
     schedule : {'constant', 'cosine'}, default='constant'
         Learning-rate schedule: constant, or cosine decay to 0 over ``max_iter`` epochs.
     standardize : bool, default=False
@@ -747,6 +794,7 @@ class VecnnClassifier(ClassifierMixin, _BaseVecnn):
         n_iter_no_change=10,
         dropout=0.0,
         class_weight=None,
+        n_jobs=None,
         schedule="constant",
         standardize=False,
         architecture=None,
@@ -762,8 +810,9 @@ class VecnnClassifier(ClassifierMixin, _BaseVecnn):
             tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, dropout=dropout, schedule=schedule, standardize=standardize,
-            architecture=architecture, input_shape=input_shape, hidden=hidden, epochs=epochs, lr=lr, seed=seed,
+            n_iter_no_change=n_iter_no_change, dropout=dropout, n_jobs=n_jobs, schedule=schedule,
+            standardize=standardize, architecture=architecture, input_shape=input_shape, hidden=hidden,
+            epochs=epochs, lr=lr, seed=seed,
         )  # fmt: skip
         self.class_weight = class_weight
 
