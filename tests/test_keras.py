@@ -194,6 +194,16 @@ def test_channels_last_permutes_once(rng):
         to_keras(model, data_format="NHWC")
 
 
+@pytest.mark.parametrize("preset", ["mlp", "cnn", "resnet"])
+def test_presets(preset, rng):
+    """The CLI's architectures, BatchNorm statistics made non-trivial (the ResNet nests residual
+    blocks with 1x1 projections)."""
+    model = vn.presets.build(preset, (1, 8, 8), 5)
+    model = prepared(model.layers, (1, 8, 8), rng)
+    X = data(rng, 4, (1, 8, 8))
+    np.testing.assert_allclose(run(to_keras(model), X), model.predict(X), **TOL)
+
+
 def test_standardize_weights_survive_a_reload(rng, tmp_path):
     """Normalization keeps mean and variance as weights: the reloaded file must hold them."""
     model = prepared([L.Standardize(per="feature"), L.Flatten(), L.Dense(18, 2)], (2, 3, 3), rng)

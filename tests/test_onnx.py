@@ -171,6 +171,16 @@ def test_each_layer(make, shape, rng):
     np.testing.assert_allclose(run(to_onnx(model), X), model.predict(X), **TOL)
 
 
+@pytest.mark.parametrize("preset", ["mlp", "cnn", "resnet"])
+def test_presets(preset, rng):
+    """The CLI's architectures, BatchNorm statistics made non-trivial (the ResNet nests residual
+    blocks with 1x1 projections)."""
+    model = vn.presets.build(preset, (1, 8, 8), 5)
+    model = prepared(model.layers, (1, 8, 8), rng)
+    X = data(rng, 4, (1, 8, 8))
+    np.testing.assert_allclose(run(to_onnx(model), X), model.predict(X), **TOL)
+
+
 def test_opsets_and_metadata(rng):
     model, X = cnn(rng)
     model.class_names = ["cat", "dog", "émeu", "yak"]

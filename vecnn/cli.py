@@ -876,7 +876,7 @@ def cmd_export(args) -> int:
 
     try:  # a missing extra is the user's setup to fix: exit 2, one line
         if args.onnx:
-            vonnx._onnx()
+            vonnx.import_onnx()
             opset = vonnx.check_opset(args.opset, where="--opset")
         if args.keras:
             vkeras.import_keras()

@@ -14,12 +14,13 @@ The file:
   one file serves batch 1 and batch 1000; output ``"logits"`` (``"probabilities"`` when the
   model ends in a Softmax, ``"outputs"`` for a regression model).
 - opset ``DEFAULT_OPSET`` (17) with IR version 8, the IR version of the onnx release that
-  introduced opset 17 (onnx 1.12). The onnx package would stamp its own, newer IR version
-  (10 and up), which older runtimes refuse ("Unsupported model IR version"); opset 17 / IR 8 is
-  read by every onnxruntime since 1.13 (the installed 1.32 reads up to opset 23 / IR 11) and
-  by TensorRT 8.6+, OpenCV's dnn and most converters. Every operator used here is unchanged in
-  meaning from opset 13 on, so ``opset=13`` .. the installed onnx's newest may be asked for;
-  the IR version is then the lowest that opset needs.
+  introduced opset 17 (onnx 1.12). Left alone, the onnx package stamps its own newest IR
+  version (14 for onnx 1.23), which older runtimes refuse ("Unsupported model IR version");
+  opset 17 / IR 8 is read by every onnxruntime since 1.13 (2022) and by TensorRT 8.6+, OpenCV's
+  dnn and most converters, and holds every operator needed here. Those operators are unchanged
+  in meaning from opset 13 on, so ``opset=13`` up to the installed onnx's newest may be asked
+  for, the IR version then being the lowest that opset needs (onnxruntime 1.32 with onnx 1.23:
+  opsets 13 to 28, IR 7 to 14, all run and give the same outputs).
 - metadata (``metadata_props``): ``vecnn_version``, ``output`` (what the output means),
   ``input_shape``, ``class_names`` (JSON, when the model has them), ``loss`` and the model's
   ``metadata`` as JSON.
@@ -45,7 +46,8 @@ MIN_OPSET = 13
 INPUT_NAME = "input"
 
 
-def _onnx():
+def import_onnx():
+    """The ``onnx`` package, or an ImportError naming the extra that brings it."""
     try:
         import onnx
     except ImportError:
@@ -122,7 +124,7 @@ def host(a) -> np.ndarray:
 
 def check_opset(opset, where="export") -> int:
     """``opset`` checked (None: ``DEFAULT_OPSET``): from ``MIN_OPSET`` to the installed onnx's newest."""
-    onnx = _onnx()
+    onnx = import_onnx()
     newest = onnx.defs.onnx_opset_version()
     if opset is None:
         return DEFAULT_OPSET
@@ -294,7 +296,7 @@ def to_onnx(model, opset=None, input_shape=None):
     docstring for the names, the opset and the metadata."""
     import vecnn
 
-    onnx = _onnx()
+    onnx = import_onnx()
     opset = check_opset(opset)
     shape = sample_shape(model, input_shape)
     g = _Graph(onnx)
