@@ -248,7 +248,7 @@ def test_alpha_is_scikit_learns_penalty(activation):
     np.testing.assert_allclose(penalized.loss_curve_[0], ce + 0.5 * alpha * sq / n, rtol=1e-5)
 
 
-def test_cnn_on_digits():
+def test_cnn_on_digits(tmp_path):
     X, y, Xt, yt = data()
     spec = "conv:8:3:1:1,relu,maxpool:2,flatten,dense:32,relu,dense:10"
     clf = VecnnClassifier(architecture=spec, input_shape=(1, 8, 8), max_iter=4, batch_size=32, random_state=0)
@@ -259,6 +259,12 @@ def test_cnn_on_digits():
     preset = VecnnClassifier(architecture="cnn", input_shape=(1, 8, 8), max_iter=2, batch_size=32, random_state=0)
     assert preset.set_params(learning_rate_init=3e-3).fit(X, y).score(Xt, yt) > 0.95
     assert "Conv2D" in [type(l).__name__ for l in preset.model_.layers]
+    # the network saves as a vecnn model file that predicts the same (to float32 precision)
+    path = tmp_path / "digits-cnn.vecnn"
+    clf.model_.save(path)
+    loaded = vn.load(path)
+    assert loaded.class_names == [str(c) for c in clf.classes_]
+    np.testing.assert_allclose(loaded.predict_proba(Xt.reshape(-1, 1, 8, 8)), clf.predict_proba(Xt), atol=1e-5)
     with pytest.raises(ValueError, match="input_shape=\\(C, H, W\\)"):
         VecnnClassifier(architecture="cnn").fit(X, y)
 
@@ -288,11 +294,12 @@ def test_regressor_close_to_mlp_regressor():
     assert es.n_iter_ < 300 and max(es.validation_scores_) == es.best_validation_score_ <= 1
 
 
-def test_regressor_loss_is_scikit_learns_squared_loss():
+def test_regressor_loss_is_scikit_learns_squared_loss(capsys):
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
     init = VecnnRegressor((4,), max_iter=1, learning_rate_init=1e-30, alpha=0.0, random_state=0, shuffle=False)
-    init.fit(X, y)
+    init.set_params(verbose=True).fit(X, y)
+    assert capsys.readouterr().out == f"Iteration 1, loss = {init.loss_curve_[0]:.8f}\n"  # as MLPRegressor prints
     pred = init.predict(X).astype(np.float64)  # the weights moved by ~1e-30: the initial predictions
     np.testing.assert_allclose(init.loss_curve_[0], ((pred - y) ** 2).mean() / 2, rtol=1e-5)
 

@@ -37,6 +37,7 @@ import warnings
 
 import numpy as np
 
+from . import losses as _losses
 from . import threads as _threads
 from .backend import DTYPE
 
@@ -421,6 +422,10 @@ class _BaseVecnn(BaseEstimator):
             n_outputs = Y.shape[1] if Y.ndim == 2 else len(self.classes_)
             self.model_ = Sequential(self._layers(p, X.shape[1:], n_outputs, X), seed=seed)
             self.model_.metadata["input_shape"] = list(X.shape[1:])
+            # described as a vecnn model, for model_.save (the training loss is computed here, as scikit-learn's)
+            self.model_.loss = _losses.get("cross_entropy" if self._is_classifier else "mse")
+            if self._is_classifier:
+                self.model_.class_names = [str(c) for c in self.classes_]
         n = len(X)
         if p["batch_size"] == "auto":
             batch_size = min(200, n)
