@@ -298,6 +298,13 @@ def test_cli_export_keras_errors(rng, tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("")
     fails(m, "--keras", str(tmp_path / "file" / "m.keras"), says="m.keras")  # under a file: unwritable
     fails(m, "--keras", str(tmp_path / "m.keras"), "--onnx", str(tmp_path / "m.keras"), says="the same file")
+    # Keras refuses (a padded max pool needs the image size), ONNX would not: neither file is written
+    open_size = vn.Sequential([L.Conv2D(1, 2, 3), L.MaxPool2D(3, 1, 1), L.GlobalAvgPool2D(), L.Dense(2, 2)], seed=0)
+    open_size.save(tmp_path / "open.vecnn")
+    o, k = tmp_path / "open.onnx", tmp_path / "open.keras"
+    with_onnx = ["--onnx", str(o)] if vkeras._installed("onnx") else []
+    fails(str(tmp_path / "open.vecnn"), *with_onnx, "--keras", str(k), says="needs the image size")
+    assert not o.exists() and not k.exists()
     monkeypatch.setitem(sys.modules, "keras", None)  # import keras -> ImportError
     fails(m, "--keras", str(tmp_path / "m.keras"), says="pip install 'vecnn[keras]'")
     assert not (tmp_path / "m.keras").exists()

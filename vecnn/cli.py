@@ -856,8 +856,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """``vecnn export MODEL --onnx OUT.onnx --keras OUT.keras``: each extra is imported, and each
-    output path checked, before any file is written; each file is written atomically."""
+    """``vecnn export MODEL --onnx OUT.onnx --keras OUT.keras``: the extras are imported, the
+    output paths checked and both translations made before any file is written; each file is
+    written atomically."""
     if not args.onnx and not args.keras:
         raise UsageError("export: nothing to write; give --onnx OUT.onnx and/or --keras OUT.keras")
     if args.opset is not None and not args.onnx:
@@ -890,8 +891,10 @@ def cmd_export(args) -> int:
         except OSError as e:  # (the temporary file's name would say less than the path asked for)
             raise UsageError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
 
-    if args.onnx:
-        proto = vonnx.to_onnx(model, opset=opset)
+    # both translations before either file: a layer one of them refuses leaves nothing written
+    proto = vonnx.to_onnx(model, opset=opset) if args.onnx else None
+    kmodel = vkeras.to_keras(model) if args.keras else None
+    if proto is not None:
         from .files import atomic_write
 
         written("--onnx", args.onnx, lambda: atomic_write(args.onnx, proto.SerializeToString()))
@@ -899,9 +902,8 @@ def cmd_export(args) -> int:
             f"wrote {args.onnx} (ONNX opset {opset}, IR version {proto.ir_version}; input 'input', "
             f"output '{proto.graph.output[0].name}')"
         )
-    if args.keras:
+    if kmodel is not None:
         keras = vkeras.import_keras()  # (imported above)
-        kmodel = vkeras.to_keras(model)
         written("--keras", args.keras, lambda: vkeras.save(kmodel, args.keras))
         print(f"wrote {args.keras} (Keras {keras.__version__}, built on the {keras.backend.backend()} backend)")
     return EXIT_OK
