@@ -138,6 +138,9 @@ class VecnnPeer:
         self.bs = spec["batch_size"]
         self.kernels = f"vecnn {vn.__version__} on NumPy {np.__version__}"
 
+    def n_params(self):
+        return int(self.model.n_params)
+
     def warmup(self, X, y, batches):
         self.epoch(X[: batches * self.bs], y[: batches * self.bs])
 
@@ -180,6 +183,9 @@ class TorchPeer:
         mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
         dnn = "oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN"
         self.kernels = f"torch {torch.__version__} ({mkl}, {dnn}, {torch.get_num_threads()} threads)"
+
+    def n_params(self):
+        return sum(int(p.numel()) for p in self.net.parameters())
 
     def _tensors(self, X, y):
         if self._data is None or self._data[0] is not X:
@@ -289,6 +295,9 @@ class JaxPeer:
         self._data: tuple | None = None
         self.kernels = f"jax {jax.__version__}, XLA:CPU ({jax.devices()[0].device_kind})"
 
+    def n_params(self):
+        return sum(int(w.size) + int(b.size) for w, b in self.params)
+
     def _arrays(self, X, y):
         if self._data is None or self._data[0] is not X:
             x = X.transpose(0, 2, 3, 1) if self.net == "cnn" else X
@@ -364,6 +373,9 @@ class KerasPeer:
         self.net, self.bs, self._data = spec["net"], spec["batch_size"], {}
         self.kernels = f"Keras {keras.__version__} on {backend}{extra}"
 
+    def n_params(self):
+        return int(self.model.count_params())
+
     def _x(self, X):
         if id(X) not in self._data:
             x = X.transpose(0, 2, 3, 1) if self.net == "cnn" else X
@@ -409,6 +421,9 @@ class SklearnPeer:
         self.classes = np.arange(spec["n_out"])
         self.bs = spec["batch_size"]
         self.kernels = f"scikit-learn {sklearn.__version__} on NumPy {np.__version__}"
+
+    def n_params(self):  # known once the first partial_fit (the warm-up) has shaped the network
+        return sum(int(a.size) for a in self.clf.coefs_ + self.clf.intercepts_)
 
     def warmup(self, X, y, batches):
         n = batches * self.bs
@@ -467,13 +482,20 @@ def worker_main(argv: list[str]) -> int:
     try:
         runner = RUNNERS[a.name](spec)
         compile_seconds = runner.warmup(X, y, spec["warmup_batches"])
+        ready = {
+            "ready": True,
+            "compile_seconds": compile_seconds,
+            "n_params": runner.n_params(),
+            "kernels": runner.kernels,
+            "blas": _blas(),
+        }
     except Skip as e:
         print(json.dumps({"error": str(e)}), flush=True)
         return 0
     except Exception as e:  # a failed compilation, a framework that cannot run here: the reason, not a crash
-        print(json.dumps({"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}))
+        why = str(e).strip().splitlines()
+        print(json.dumps({"error": f"{type(e).__name__}: {why[0] if why else ''}"}), flush=True)
         return 0
-    ready = {"ready": True, "compile_seconds": compile_seconds, "kernels": runner.kernels, "blas": _blas()}
     print(json.dumps(ready), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -628,7 +650,7 @@ def format_table(results: dict, skipped: dict, extra=None) -> str:
     lines.append("(vecnn is: the contender's median epoch time / vecnn's, above 1 when vecnn is faster;")
     lines.append(" compile s: the first calls of each batch shape, apart from the epochs)")
     for n, r in results.items():
-        lines.append(f"{n}: {r['kernels']}; BLAS: {blas_text(r['blas'])}")
+        lines.append(f"{n} ({r['n_params']:,} parameters): {r['kernels']}; BLAS: {blas_text(r['blas'])}")
     for n, why in skipped.items():
         lines.append(f"{n}: skipped, {why}")
     return "\n".join(lines)
@@ -677,6 +699,7 @@ def run_peers(
                     "seconds": [],
                     "peak_increase_mib": [],
                     "compile_seconds": w.ready["compile_seconds"],
+                    "n_params": w.ready["n_params"],
                     "kernels": w.ready["kernels"],
                     "blas": w.ready["blas"],
                 }
