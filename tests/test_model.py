@@ -191,3 +191,23 @@ def test_constructor_errors():
         L.Dense(3, 0)
     with pytest.raises(ValueError, match="fit: expected epochs"):
         small_model().fit(np.zeros((4, 6), np.float32), np.zeros(4, int), epochs=0)
+
+
+def test_summary_infers_what_it_can_without_an_input_shape():
+    model = vn.Sequential([L.Flatten(), L.Dense(64, 32), L.ReLU(), L.Dense(32, 10)])
+    text = model.summary()  # the Flatten takes any shape: its output is what the Dense expects
+    rows = {line.split()[1]: line for line in text.splitlines() if line[:1].isdigit()}
+    known = model.summary((1, 8, 8))  # the same rows as with the input shape, but the Flatten's FLOPs
+    known_rows = {line.split()[1]: line for line in known.splitlines() if line[:1].isdigit()}
+    assert "(n, 64)" in rows["Flatten"] and "unknown" in rows["Flatten"] and "?" not in text
+    assert [rows[k].split() for k in ("Dense", "ReLU")] == [known_rows[k].split() for k in ("Dense", "ReLU")]
+    assert f"forward FLOPs/sample of layers 1-3: {2 * (64 * 32 + 32 * 10):,}" in text
+    assert "input shape unknown: summary(input_shape=...) for the FLOPs of layer 0" in text
+    conv = vn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(64, 10)])
+    lines = conv.summary().splitlines()
+    assert [l.split()[2] for l in lines[2:5]] == ["unknown"] * 3 and "(n, 64)" in lines[5]
+    assert "output shapes of layers 0-2 and the FLOPs of layers 0-3" in lines[-1]
+    nothing = vn.Sequential([L.Flatten(), L.ReLU()]).summary()
+    assert "?" not in nothing and nothing.endswith(
+        "input shape unknown: summary(input_shape=...) for the output shapes and FLOPs"
+    )

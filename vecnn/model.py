@@ -1047,6 +1047,7 @@ class Sequential:
             if ranks > 1:
                 lo, hi = split.rows(m)
                 idx, mine = idx[lo:hi], hi - lo
+                weight = mine
                 if w is not None:
                     weight = float(w[data.to_host(idx) if data.device != "cpu" else idx].sum(dtype=np.float64))
                     ws = None if ws is None else ws[lo:hi]
@@ -1128,39 +1129,67 @@ class Sequential:
         return [{"name": type(l).registered_name, "config": l.config()} for l in self.layers]
 
     def summary(self, input_shape: tuple | None = None) -> str:
-        """A table of layers, output shapes, parameter counts and FLOPs per sample."""
+        """A table of layers, output shapes, parameter counts and FLOPs per sample.
+
+        Without an input shape (the model never trained, and its first layer, e.g. a Flatten,
+        takes any): the output shape of a layer is inferred from the input the next layer
+        expects (a Flatten before ``Dense(64, ...)`` outputs ``(n, 64)``), and everything from
+        there on is computed; the rest reads "unknown" with a note on ``summary(input_shape=...)``."""
         input_shape = tuple(input_shape or self.metadata.get("input_shape") or self.input_shape or ())
-        known = all(d is not None for d in input_shape) and input_shape
-        shapes = self.shapes(input_shape) if known else [None] * len(self.layers)
+        known = bool(input_shape) and all(d is not None for d in input_shape)
+        n_layers = len(self.layers)
+        shapes: list = self.shapes(input_shape) if known else [None] * n_layers
+        first = 0 if known else n_layers  # the first layer whose input shape is known
+        if not known:
+            for i in range(1, n_layers):
+                spec = self.layers[i].input_spec
+                if spec is None or not spec or any(d is None for d in spec):
+                    continue
+                try:
+                    tail = [tuple(spec)]
+                    for layer in self.layers[i:]:
+                        tail.append(tuple(layer.output_shape(tail[-1])))
+                except (ValueError, TypeError, IndexError):
+                    break  # a shape that does not fit: say unknown rather than guess
+                shapes[i - 1 :] = tail
+                first = i
+                break
         rows, flops = [], 0
-        shape: Any = input_shape
         for i, (layer, out) in enumerate(zip(self.layers, shapes)):
             n = sum(p.size for p in layer.params.values())
-            f = layer.flops(shape) if known else 0
-            flops += f
+            f = layer.flops(input_shape if i == 0 else shapes[i - 1]) if i >= first else None
+            flops += f or 0
             rows.append(
                 (
                     f"{i} {type(layer).__name__}",
-                    "?" if out is None else fmt_shape((None, *out)),
+                    "unknown" if out is None else fmt_shape((None, *out)),
                     f"{n:,}",
-                    f"{f:,}" if known else "?",
+                    "unknown" if f is None else f"{f:,}",
                 )
             )
-            shape = out
         head = ("layer", "output shape", "params", "FLOPs/sample")
         widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
         line = lambda r: "  ".join(s.ljust(w) if c < 2 else s.rjust(w) for c, (s, w) in enumerate(zip(r, widths)))
         sep = "-" * len(line(head))
-        body = [
-            line(head),
-            sep,
-            *map(line, rows),
-            sep,
-            f"total params: {self.n_params:,}   forward FLOPs/sample: {flops:,}"
-            if known
-            else f"total params: {self.n_params:,}",
-        ]
-        return "\n".join(body)
+        if known:
+            total = f"total params: {self.n_params:,}   forward FLOPs/sample: {flops:,}"
+        elif first < n_layers:
+            span = lambda a, b: f"layer {a}" if a == b else f"layers {a}-{b}"  # noqa: E731
+            rest = (  # layer first - 1's output is inferred, not its FLOPs
+                f"the output shapes of {span(0, first - 2)} and the FLOPs of {span(0, first - 1)}"
+                if first > 1
+                else "the FLOPs of layer 0"
+            )
+            total = (
+                f"total params: {self.n_params:,}   forward FLOPs/sample of {span(first, n_layers - 1)}: {flops:,}\n"
+                f"input shape unknown: summary(input_shape=...) for {rest}"
+            )
+        else:
+            total = (
+                f"total params: {self.n_params:,}\n"
+                f"input shape unknown: summary(input_shape=...) for the output shapes and FLOPs"
+            )
+        return "\n".join([line(head), sep, *map(line, rows), sep, total])
 
     def __repr__(self):
         inner = ",\n  ".join(map(repr, self.layers))
