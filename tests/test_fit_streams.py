@@ -242,3 +242,16 @@ def test_a_batch_whose_samples_change_shape_is_refused(rng):
         r"received \(10, 1, 5\)",
     ):
         model.fit(batches, verbose=0)
+
+
+def test_batches_from_a_torch_dataloader(rng):
+    torch = pytest.importorskip("torch")
+    X, y = table(rng)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=32, shuffle=False
+    )
+    with one_blas_thread():
+        a, b = mlp(), mlp()
+        a.fit(X, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        b.fit(loader, epochs=2, verbose=0)  # re-iterable: one pass per epoch
+    assert np.array_equal(a.flat_params, b.flat_params)

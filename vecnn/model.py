@@ -92,6 +92,20 @@ def _yields_batches(X, y) -> bool:
     return hasattr(X, "__next__") or (y is None and hasattr(X, "__iter__"))
 
 
+def _as_array(a):
+    """A batch's array as NumPy or CuPy data: a tensor of another library (a PyTorch
+    DataLoader's CPU tensors) or a list through ``numpy.asarray``."""
+    try:
+        ops.get(a)
+        return a
+    except ValueError:
+        pass
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"expected NumPy arrays, received a {type(a).__name__} NumPy cannot read ({e})") from None
+
+
 class _Stream:
     """``fit``'s iterable of ``(X_batch, y_batch[, sample_weight_batch])`` batches: each batch
     checked and cast as it comes (``epoch`` yields them as ``_train_epoch`` takes them)."""
@@ -165,7 +179,7 @@ class _Stream:
                     f"expected a pair (X_batch, y_batch) or a triple (X_batch, y_batch, sample_weight), "
                     f"received {what} (an X with y=None is read as an iterable of batches)"
                 )
-            xs, ys = model._check_Xy(item[0], item[1], "X_batch", "y_batch", training=True)
+            xs, ys = model._check_Xy(_as_array(item[0]), _as_array(item[1]), "X_batch", "y_batch", training=True)
             if _lazy(xs):
                 xs = _rows(xs, 0, len(xs), model.flat_params.dtype)
             if self.shape is None:
@@ -178,7 +192,7 @@ class _Stream:
                 )
             if self._bn is not None and len(xs) < 2:
                 raise ValueError(f"{self._bn!r} learns its statistics from at least 2 samples per batch, received 1")
-            wb = item[2] if len(item) == 3 else None
+            wb = _as_array(item[2]) if len(item) == 3 else None
             w = model._check_weights(wb, self.class_weight, ys, xs.shape[1:])
         except ValueError as e:
             text = str(e)
