@@ -220,6 +220,86 @@ def test_batchnorm_settings_mapped(rng):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_variance), model.layers[0].state["running_var"])
 
 
+# -- BatchNorm's PyTorch options -------------------------------------------------------------------
+def batchnorm_options_model(rng, **options):
+    """A CNN and an MLP part, each BatchNorm built with ``options``, trained a few steps so the
+    running statistics (a cumulative average when ``momentum=None``) moved off (0, 1)."""
+    X = data(rng, 24, (2, 6, 6))
+    y = rng.integers(0, 3, 24)
+    model = vn.Sequential(
+        [
+            L.Conv2D(2, 4, 3, padding=1),
+            L.BatchNorm2D(4, **options),
+            L.ReLU(),
+            L.Flatten(),
+            L.Dense(144, 8),
+            L.BatchNorm1D(8, **options),
+            L.Tanh(),
+            L.Dense(8, 3),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert_batchnorm_learned(model)
+    return model, X
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"affine": False}, id="affine-false"),
+        pytest.param({"momentum": None}, id="momentum-none"),
+        pytest.param({"affine": False, "momentum": None, "eps": 1e-3}, id="affine-false-momentum-none"),
+    ],
+)
+def test_batchnorm_options(options, data_format, rng, tmp_path):
+    model, X = batchnorm_options_model(rng, **options)
+    bns = [l for l in model.layers if isinstance(l, (L.BatchNorm1D, L.BatchNorm2D))]
+    if options.get("momentum", 0.1) is None:
+        for bn in bns:  # 3 batches an epoch, 2 epochs: the cumulative average of 6 batches
+            assert bn.state["num_batches_tracked"][0] == 6
+    kmodel = to_keras(model, data_format=data_format)
+    kbns = [l for l in kmodel.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(kbns) == 2
+    for kbn, bn in zip(kbns, bns):
+        assert kbn.center == kbn.scale == bn.affine
+        assert len(kbn.weights) == (4 if bn.affine else 2)  # affine=False: the moving statistics alone
+        expected = vkeras.CUMULATIVE_MOMENTUM if bn.momentum is None else 1 - bn.momentum
+        assert kbn.momentum == pytest.approx(expected) and kbn.epsilon == pytest.approx(bn.eps)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kbn.moving_mean), bn.state["running_mean"])
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kbn.moving_variance), bn.state["running_var"])
+    for n in (1, 7):
+        np.testing.assert_allclose(run(kmodel, X[:n]), model.predict(X[:n]), **TOL)
+    save(kmodel, tmp_path / "bn.keras")
+    loaded = keras.saving.load_model(tmp_path / "bn.keras")
+    np.testing.assert_allclose(run(loaded, X[:7]), model.predict(X[:7]), **TOL)
+
+
+@pytest.mark.parametrize(
+    "make, shape, where",
+    [
+        pytest.param(
+            lambda: [L.Dense(3, 4), L.BatchNorm1D(4, track_running_stats=False)],
+            (3,),
+            r"layer1_batchnorm1d BatchNorm1D\(num_features=4",
+            id="1d",
+        ),
+        pytest.param(
+            lambda: [L.Conv2D(1, 2, 3), L.Residual([L.BatchNorm2D(2, track_running_stats=False, affine=False)])],
+            (1, 5, 5),
+            r"layer1_residual_f0 BatchNorm2D\(num_features=2",
+            id="2d-in-residual",
+        ),
+    ],
+)
+def test_batchnorm_batch_statistics_refused(make, shape, where):
+    """track_running_stats=False: Keras normalizes with batch statistics only in training mode."""
+    model = vn.Sequential(make(), seed=0)
+    with pytest.raises(ValueError, match=rf"{where}.*track_running_stats=False.*rest of its batch"):
+        to_keras(model, input_shape=shape)
+
+
 class Double(L.Layer):
     """A user's own layer: vecnn runs it, Keras has no translation for it."""
 

@@ -213,6 +213,91 @@ def test_output_names(rng):
     np.testing.assert_allclose(run(proto, X), regression.predict(X), **TOL)
 
 
+# -- BatchNorm's PyTorch options -------------------------------------------------------------------
+def batchnorm_options_model(rng, **options):
+    """A CNN and an MLP part, each BatchNorm built with ``options``, trained a few steps so the
+    running statistics (a cumulative average when ``momentum=None``) moved off (0, 1)."""
+    X = data(rng, 24, (2, 6, 6))
+    y = rng.integers(0, 3, 24)
+    model = vn.Sequential(
+        [
+            L.Conv2D(2, 4, 3, padding=1),
+            L.BatchNorm2D(4, **options),
+            L.ReLU(),
+            L.Flatten(),
+            L.Dense(144, 8),
+            L.BatchNorm1D(8, **options),
+            L.Tanh(),
+            L.Dense(8, 3),
+        ],
+        seed=0,
+    )
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert_batchnorm_learned(model)
+    return model, X
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"affine": False}, id="affine-false"),
+        pytest.param({"momentum": None}, id="momentum-none"),
+        pytest.param({"affine": False, "momentum": None, "eps": 1e-3}, id="affine-false-momentum-none"),
+    ],
+)
+def test_batchnorm_options(options, rng):
+    model, X = batchnorm_options_model(rng, **options)
+    bns = [l for l in model.layers if isinstance(l, (L.BatchNorm1D, L.BatchNorm2D))]
+    if options.get("momentum", 0.1) is None:
+        for bn in bns:  # 3 batches an epoch, 2 epochs: the cumulative average of 6 batches
+            assert bn.state["num_batches_tracked"][0] == 6
+    proto = to_onnx(model)
+    nodes = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    assert len(nodes) == 2
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node, bn in zip(nodes, bns):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["epsilon"] == pytest.approx(bn.eps)
+        if bn.momentum is None:
+            assert "momentum" not in attrs
+        else:
+            assert attrs["momentum"] == pytest.approx(1 - bn.momentum)
+        scale, bias, mean, var = (consts[i] for i in node.input[1:])
+        if not bn.affine:
+            np.testing.assert_array_equal(scale, np.ones(bn.num_features, np.float32))
+            np.testing.assert_array_equal(bias, np.zeros(bn.num_features, np.float32))
+        np.testing.assert_array_equal(mean, bn.state["running_mean"])
+        np.testing.assert_array_equal(var, bn.state["running_var"])
+    for n in (1, 7):
+        np.testing.assert_allclose(run(proto, X[:n]), model.predict(X[:n]), **TOL)
+
+
+@pytest.mark.parametrize(
+    "make, shape, where",
+    [
+        pytest.param(
+            lambda: [L.Dense(3, 4), L.BatchNorm1D(4, track_running_stats=False)],
+            (3,),
+            r"layer1\.BatchNorm1D BatchNorm1D\(num_features=4",
+            id="1d",
+        ),
+        pytest.param(
+            lambda: [L.Conv2D(1, 2, 3), L.Residual([L.BatchNorm2D(2, track_running_stats=False, affine=False)])],
+            (1, 5, 5),
+            r"layer1\.Residual\.f0 BatchNorm2D\(num_features=2",
+            id="2d-in-residual",
+        ),
+    ],
+)
+def test_batchnorm_batch_statistics_refused(make, shape, where, tmp_path):
+    """track_running_stats=False: an output depends on the rest of its batch (not a static graph)."""
+    model = vn.Sequential(make(), seed=0)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match=rf"{where}.*track_running_stats=False.*rest of its batch"):
+        export(model, path, input_shape=shape)
+    assert not path.exists()
+
+
 class Double(L.Layer):
     """A user's own layer: vecnn runs it, ONNX has no translation for it."""
 

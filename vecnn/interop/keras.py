@@ -20,6 +20,12 @@ saved ``.keras`` file loads with ``safe_mode`` and without vecnn):
   vecnn's (C, H, W) order (Keras' ``"channels_first"`` Flatten would transpose first).
 - BatchNorm: ``BatchNormalization`` over the channel axis, ``momentum = 1 - vecnn's momentum``
   (vecnn, like PyTorch, weighs the new batch by ``momentum``; Keras weighs the running value).
+  ``affine=False``: ``center=False, scale=False``, the moving statistics its only weights.
+  ``momentum=None`` (vecnn's cumulative average; Keras has none): Keras' default momentum
+  ``CUMULATIVE_MOMENTUM`` (0.99), which only further training in Keras reads: the moving
+  statistics are copied, so inference outputs are the same. ``track_running_stats=False``
+  (batch statistics in inference too) is refused: Keras normalizes with batch statistics only
+  in training mode, so no Keras model computes it in inference.
 - GELU: ``Activation("gelu")`` (exact erf form); the tanh form from ``Rescaling``,
   ``Multiply``, ``Add`` and ``Activation("tanh")``.
 - Standardize: ``Normalization`` with its mean and variance (``std**2``) as weights.
@@ -225,13 +231,33 @@ def _channel_axis(x: _T) -> int:
     return -1 if x.fmt == CL else 1
 
 
+#: Keras' momentum for a vecnn BatchNorm with ``momentum=None`` (a cumulative average, which Keras
+#: lacks): Keras' own default. Only further training in Keras reads it; inference does not.
+CUMULATIVE_MOMENTUM = 0.99
+
+
 def _batch_norm(b, layer, x, name):
+    if not layer.track_running_stats:
+        raise ValueError(
+            f"to_keras: {name} {layer!r} normalizes with each batch's own statistics in inference too "
+            f"(track_running_stats=False): its output for a sample depends on the rest of its batch, which "
+            f"Keras' BatchNormalization does only in training; train with track_running_stats=True to export"
+        )
     x = b.image(x, name)
-    momentum = 1.0 - layer.momentum  # vecnn (like PyTorch) weighs the new batch by momentum, Keras the old value
-    bn = b.k.layers.BatchNormalization(axis=_channel_axis(x), epsilon=layer.eps, momentum=momentum, name=name, **F32)
+    # vecnn (like PyTorch) weighs the new batch by momentum, Keras the old value
+    momentum = CUMULATIVE_MOMENTUM if layer.momentum is None else 1.0 - layer.momentum
+    bn = b.k.layers.BatchNormalization(
+        axis=_channel_axis(x),
+        epsilon=layer.eps,
+        momentum=momentum,
+        center=layer.affine,  # affine=False: no beta nor gamma, the output is xhat itself
+        scale=layer.affine,
+        name=name,
+        **F32,
+    )
     y = b.same(x, bn)
     bn.set_weights(
-        [host(layer.params[p]) for p in ("gamma", "beta")]
+        [host(layer.params[p]) for p in ("gamma", "beta") if layer.affine]
         + [host(layer.state[s]) for s in ("running_mean", "running_var")]
     )
     return y

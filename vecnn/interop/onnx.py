@@ -3,10 +3,13 @@
 Every layer becomes the ONNX operators that compute what its ``forward(x, training=False)``
 computes: Dense is ``Gemm`` (vecnn's ``W`` is ``(in, out)``: ``transB=0``), Conv2D is ``Conv``
 (weights ``(out, in, kh, kw)`` unchanged), BatchNorm is ``BatchNormalization`` with the running
-statistics, Dropout is nothing at all (inference), GELU is ``x * 0.5 * (1 + Erf(x / sqrt 2))``
-(vecnn's exact form; the tanh form with ``Tanh``), Standardize is ``(x - mean) * (1 / std)``
-with its stored statistics, a Residual block is its layers inline plus an ``Add`` of the
-shortcut. A layer with no such translation (a user's own) is a ``ValueError`` naming it.
+statistics (``affine=False``: scale 1 and bias 0; ``momentum=None``, the cumulative average, leaves
+the training-only ``momentum`` attribute at its default; ``track_running_stats=False``, batch
+statistics in inference too, is refused: not a static inference graph), Dropout is nothing at
+all (inference), GELU is ``x * 0.5 * (1 + Erf(x / sqrt 2))`` (vecnn's exact form; the tanh
+form with ``Tanh``), Standardize is ``(x - mean) * (1 / std)`` with its stored statistics, a
+Residual block is its layers inline plus an ``Add`` of the shortcut. A layer with no such
+translation (a user's own) is a ``ValueError`` naming it.
 
 The file:
 
@@ -213,14 +216,31 @@ def _global_avg_pool(g, layer, x, name):
 
 
 def _batch_norm(g, layer, x, name):
+    if not layer.track_running_stats:
+        raise ValueError(
+            f"export: {name} {layer!r} normalizes with each batch's own statistics in inference too "
+            f"(track_running_stats=False): its output for a sample depends on the rest of its batch, which "
+            f"an inference graph (BatchNormalization with running statistics) does not compute; train with "
+            f"track_running_stats=True to export"
+        )
+    n = layer.num_features
+    if layer.affine:
+        scale, bias = host(layer.params["gamma"]), host(layer.params["beta"])
+    else:  # affine=False: the layer computes xhat itself, as with gamma 1 and beta 0
+        scale, bias = np.ones(n, np.float32), np.zeros(n, np.float32)
     stats = [
-        g.const(f"{name}.gamma", host(layer.params["gamma"])),
-        g.const(f"{name}.beta", host(layer.params["beta"])),
+        g.const(f"{name}.gamma", scale),
+        g.const(f"{name}.beta", bias),
         g.const(f"{name}.running_mean", host(layer.state["running_mean"])),
         g.const(f"{name}.running_var", host(layer.state["running_var"])),
     ]
-    # ONNX's momentum weighs the old running value (Keras' convention), vecnn's the new batch's
-    return g.op("BatchNormalization", [x, *stats], name, epsilon=layer.eps, momentum=1.0 - layer.momentum)
+    attrs = {"epsilon": layer.eps}
+    if layer.momentum is not None:
+        # ONNX's momentum weighs the old running value (Keras' convention), vecnn's the new batch's;
+        # it only matters in training mode. momentum=None (a cumulative average) has no ONNX
+        # counterpart: the attribute is left out (its default, 0.9), inference does not read it
+        attrs["momentum"] = 1.0 - layer.momentum
+    return g.op("BatchNormalization", [x, *stats], name, **attrs)
 
 
 def _gelu(g, layer, x, name):
