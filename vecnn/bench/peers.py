@@ -106,7 +106,7 @@ def _sizes(spec) -> list[int]:
 
 def _batch_shapes(n: int, bs: int) -> list[int]:
     """The batch sizes one epoch of ``n`` samples uses: the full batch, and the last one if smaller."""
-    return [b for b in dict.fromkeys([min(bs, n), n % bs or min(bs, n)])]
+    return list(dict.fromkeys([min(bs, n), n % bs or min(bs, n)]))
 
 
 def _uniform(rng, shape, fan_in):
@@ -452,7 +452,20 @@ def _blas() -> list[dict] | str:
     except ImportError:
         return "threadpoolctl is not installed in this environment"
     keys = ("internal_api", "version", "num_threads", "architecture")
-    return [{k: i.get(k) for k in keys} for i in threadpool_info() if i.get("user_api") == "blas"]
+    return [
+        {**{k: i.get(k) for k in keys}, "from": _owner(i.get("filepath") or "")}
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+
+
+def _owner(path: str) -> str:
+    """The package a shared library came with (``numpy.libs`` -> numpy), or its folder."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            return parts[i + 1].removesuffix(".libs")
+    return str(Path(path).parent)
 
 
 def blas_text(blas) -> str:
@@ -462,7 +475,9 @@ def blas_text(blas) -> str:
     if not blas:
         return "none loaded"
     return ", ".join(
-        f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})" for b in blas
+        f"{b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']}"
+        + (f", from {b['from']})" if b.get("from") else ")")
+        for b in blas
     )
 
 
