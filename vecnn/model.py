@@ -136,7 +136,7 @@ class _Stream:
             f"that steps_per_epoch={self.steps} and {epochs - initial_epoch} epoch(s) take: training stopped "
             f"after epoch {epoch} (History has the epochs trained)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of fit
         )
 
     def epoch(self):
