@@ -143,6 +143,13 @@ def main(argv=None):
     peers.summarize(results, len(X))
     print()
     print(peers.format_table(results, skipped))
+    for name, target in (("pytorch", ">= 1.5x"), ("torch.compile", None), ("jax", None), ("keras", "> 1x")):
+        if "vecnn" in results and name in results:
+            r = results[name]
+            print(
+                f"vecnn / {name}: {r['vecnn_speedup']:.2f}x (ratio of median epoch times), "
+                f"{r['vecnn_speedup_best']:.2f}x (of best epochs)" + (f"; target {target}" if target else "")
+            )
     report: dict = {"contenders": results, "skipped": skipped}
     if "vecnn" in results:
         for n in results:

@@ -21,7 +21,8 @@ and the standard library at the top, so any environment with NumPy can run it as
 
 A worker builds its model, then warms up: for ``torch.compile``, ``jax`` and ``keras`` the first
 call of each batch shape the epoch uses (the full batch and the last, smaller one) is timed as
-*compile seconds* and reported apart; then a few batches more. Epochs then alternate between the
+*compile seconds* and reported apart (a cold compilation: torch.compile gets an empty inductor cache
+every run; JAX's persistent cache is off by default); then a few batches more. Epochs then alternate between the
 workers (the order reversed every other epoch); the reports use medians. Each worker reports the
 BLAS library it runs on (threadpoolctl), the framework's own kernels, and the peak resident-set
 increase during each epoch. A contender whose environment or package is missing, or whose
@@ -64,7 +65,6 @@ INSTALL = {
     "then --keras-python ENV/bin/python",
     "scikit-learn": "pip install 'vecnn[sklearn]'",
 }
-COMPILED = ("torch.compile", "jax", "keras")  # first calls reported as compile seconds
 
 CNN = "conv3x3(1->32)-ReLU-maxpool2-conv3x3(32->64)-ReLU-maxpool2-dense(1600->128)-ReLU-dense(10)"
 
@@ -541,6 +541,8 @@ class Worker:
             **os.environ,
             **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            # a fresh inductor cache per run: compile seconds are a cold compilation, every run
+            "TORCHINDUCTOR_CACHE_DIR": str(Path(log_dir) / "inductor-cache"),
         }
         self.log = Path(log_dir) / f"{name}.stderr"
         cmd = [python, "-c", _BOOT, __file__, name, "--spec", json.dumps(spec), "--data", str(data_path)]
