@@ -47,8 +47,25 @@ def test_run_directory_layout(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"epoch-00{i}.vecnn" for i in (1, 2, 3)]
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3] and {"loss", "val_accuracy"} <= set(metrics[0])
+    assert all(m["seconds"] > 0 for m in metrics)
+    # "lr": the rate of each epoch's last step, here the default cosine decay from --lr 1e-3 to 0
+    # over the 3 epochs (the step count from the last checkpoint's optimizer)
+    from vecnn import run as R
+
+    steps = R.load_checkpoint(R.checkpoint_path(out, 3))[0].optimizer.t
+    expected = [0.5e-3 * (1 + np.cos(np.pi * (e * steps // 3 - 1) / steps)) for e in (1, 2, 3)]
+    np.testing.assert_allclose([m["lr"] for m in metrics], expected, rtol=1e-12)
     config = json.loads((out / "config.json").read_text())
     assert config["dataset"] == "digits" and config["epochs"] == 3 and config["keep_checkpoints"] == 3
+    import threadpoolctl
+
+    # NumPy's own BLAS (the one its wheel bundles, as loaded in this process) is among those recorded
+    numpy_blas = {
+        (b["internal_api"], b["version"]) for b in threadpoolctl.threadpool_info() if "numpy" in b["filepath"]
+    }
+    recorded = {(b["internal_api"], b["version"]) for b in config["versions"]["blas"]}
+    assert config["versions"]["vecnn"] == vn.__version__ and config["versions"]["numpy"] == np.__version__
+    assert recorded and numpy_blas <= recorded
     assert [l["name"] for l in config["architecture"]] == [
         type(l).__name__ for l in vn.load(out / "model.vecnn").layers
     ]
@@ -104,7 +121,13 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert run(["train", "--out", str(whole), "--epochs", "4", "--quiet"]).returncode == 0
     a, b = vn.load(killed / "model.vecnn"), vn.load(whole / "model.vecnn")
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
-    assert (killed / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
+    # the same figures, lr among them; only the epochs' wall times ("seconds") may differ
+    (a_lines, b_lines) = (
+        [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()] for d in (killed, whole)
+    )
+    assert [m.keys() for m in a_lines] == [m.keys() for m in b_lines] and all("seconds" in m for m in a_lines)
+    strip = lambda lines: [{k: v for k, v in m.items() if k != "seconds"} for m in lines]
+    assert strip(a_lines) == strip(b_lines)
 
 
 def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
