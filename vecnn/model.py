@@ -46,6 +46,9 @@ def _check_outputs(where, out, offset=0):
         )
 
 
+#: NumPy for what stays on the host: memory-mapped input, sample weights and class counts
+_host = ops.cpu().xp
+
 #: bytes of float32 rows a memory-mapped input is checked (and cast) at a time
 CHUNK_BYTES = 1 << 22
 
@@ -53,14 +56,14 @@ CHUNK_BYTES = 1 << 22
 def _lazy(X) -> bool:
     """Whether ``X`` is memory-mapped (``np.memmap``, ``np.load(mmap_mode=...)``): then it is
     never read whole into memory; its rows are cast to float32 batch by batch."""
-    return isinstance(X, np.memmap)
+    return isinstance(X, _host.memmap)
 
 
 def _rows(X, start, end, dtype):
     """``X[start:end]`` as a C-contiguous array of ``dtype`` (a memory-mapped ``X``: read and
     cast here; an array ``fit`` already cast: the view itself)."""
     part = X[start:end]
-    return np.ascontiguousarray(part, dtype=dtype) if _lazy(X) else part
+    return _host.ascontiguousarray(part, dtype=dtype) if _lazy(X) else part
 
 
 def _check_finite_chunks(where, X, dtype):
@@ -76,7 +79,7 @@ def _check_finite_chunks(where, X, dtype):
             chunk = _rows(X, start, start + step, dtype)
         if ops.cpu().all_finite(chunk):
             continue
-        bad = np.argwhere(~np.isfinite(chunk))
+        bad = _host.argwhere(~_host.isfinite(chunk))
         count += len(bad)
         if first is None:
             first = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
@@ -101,7 +104,7 @@ def _as_array(a):
     except ValueError:
         pass
     try:
-        return np.asarray(a)
+        return _host.asarray(a)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"expected NumPy arrays, received a {type(a).__name__} NumPy cannot read ({e})") from None
 
@@ -225,7 +228,7 @@ def _class_row_weights(class_weight, y, loss, out_shape):
     if isinstance(loss, _losses.CrossEntropy):
         labels, n_classes = yh, int(out_shape[-1])
     else:  # BCEWithLogits: one output, 0/1 targets
-        if tuple(out_shape) != (1,) or not np.isin(yh, (0, 1)).all():
+        if tuple(out_shape) != (1,) or not _host.isin(yh, (0, 1)).all():
             raise ValueError(
                 f"fit: class_weight: with {loss!r} it needs one output and targets 0 or 1, "
                 f"received outputs of shape {tuple(out_shape)}"
@@ -234,12 +237,12 @@ def _class_row_weights(class_weight, y, loss, out_shape):
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"fit: class_weight: expected a dict or 'balanced', received {class_weight!r}")
-        counts = np.bincount(labels, minlength=n_classes)
-        present = np.flatnonzero(counts)
-        table = np.zeros(n_classes, np.float64)
+        counts = _host.bincount(labels, minlength=n_classes)
+        present = _host.flatnonzero(counts)
+        table = _host.zeros(n_classes, np.float64)
         table[present] = len(labels) / (len(present) * counts[present])
     elif isinstance(class_weight, dict):
-        table = np.ones(n_classes, np.float64)
+        table = _host.ones(n_classes, np.float64)
         for key, value in class_weight.items():
             if (
                 isinstance(key, bool)
@@ -802,7 +805,7 @@ class Sequential:
             a = sample_weight if hasattr(sample_weight, "shape") and hasattr(sample_weight, "dtype") else None
             if a is None:
                 try:
-                    a = np.asarray(sample_weight)
+                    a = _host.asarray(sample_weight)
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"fit: sample_weight: expected an array of shape ({n},), {e}") from None
             a = ops.get(a).to_host(a) if not isinstance(a, np.ndarray) else a
@@ -812,14 +815,14 @@ class Sequential:
                 raise ValueError(
                     f"fit: sample_weight: expected shape ({n},), one weight per row of X, received {a.shape}"
                 )
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            if a.dtype.kind == "f" and not _host.isfinite(a).all():
+                bad = int(_host.flatnonzero(~_host.isfinite(a))[0])
                 raise ValueError(f"fit: sample_weight: contains NaN or Inf, the first at index {bad} ({a[bad]})")
             if len(a) and a.min() < 0:
-                bad = int(np.flatnonzero(a < 0)[0])
+                bad = int(_host.flatnonzero(a < 0)[0])
                 raise ValueError(f"fit: sample_weight: weights must be >= 0, received {a[bad]} at index {bad}")
             w = a.astype(np.float32)
-            if not np.isfinite(w).all():
+            if not _host.isfinite(w).all():
                 raise ValueError("fit: sample_weight: weights too large for float32")
         if class_weight is not None:
             cw = _class_row_weights(class_weight, y, loss, self.shapes(input_shape)[-1])
