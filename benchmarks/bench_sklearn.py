@@ -41,7 +41,9 @@ def contenders(args):
     )  # fmt: skip
 
     def vecnn_fit(X, y):
-        return VecnnClassifier(**common, dropout=0.0, n_jobs=-1).fit(X, y)  # all BLAS threads, as MLPClassifier
+        with warnings.catch_warnings():  # max_iter reached: the point of the comparison
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return VecnnClassifier(**common, dropout=0.0, n_jobs=-1).fit(X, y)  # all BLAS threads, as MLPClassifier
 
     def sklearn_fit(X, y):
         with warnings.catch_warnings():  # max_iter reached: the point of the comparison
