@@ -393,7 +393,7 @@ class RunRecorder(Callback):
         if self._start is not None:
             figures["seconds"] = round(time.perf_counter() - self._start, 3)
         done = max((len(v) for v in self.history.values()), default=0)  # epochs recorded before
-        for k in set(self.history) | set(figures):
+        for k in [*self.history, *(k for k in figures if k not in self.history)]:  # in the order first logged
             values = self.history.setdefault(k, [])
             values += [math.nan] * (done - len(values))
             values.append(figures.get(k, math.nan))
