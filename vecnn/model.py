@@ -46,8 +46,11 @@ def _check_outputs(where, out, offset=0):
         )
 
 
-#: NumPy for what stays on the host: memory-mapped input, sample weights and class counts
-_host = ops.cpu().xp
+def _host():
+    """NumPy, for what stays on the host: memory-mapped input, sample weights and class counts
+    (looked up when used: the CPU backend loads numba on first use, never at import)."""
+    return ops.cpu().xp
+
 
 #: bytes of float32 rows a memory-mapped input is checked (and cast) at a time
 CHUNK_BYTES = 1 << 22
@@ -56,14 +59,14 @@ CHUNK_BYTES = 1 << 22
 def _lazy(X) -> bool:
     """Whether ``X`` is memory-mapped (``np.memmap``, ``np.load(mmap_mode=...)``): then it is
     never read whole into memory; its rows are cast to float32 batch by batch."""
-    return isinstance(X, _host.memmap)
+    return isinstance(X, _host().memmap)
 
 
 def _rows(X, start, end, dtype):
     """``X[start:end]`` as a C-contiguous array of ``dtype`` (a memory-mapped ``X``: read and
     cast here; an array ``fit`` already cast: the view itself)."""
     part = X[start:end]
-    return _host.ascontiguousarray(part, dtype=dtype) if _lazy(X) else part
+    return _host().ascontiguousarray(part, dtype=dtype) if _lazy(X) else part
 
 
 def _check_finite_chunks(where, X, dtype):
@@ -79,7 +82,7 @@ def _check_finite_chunks(where, X, dtype):
             chunk = _rows(X, start, start + step, dtype)
         if ops.cpu().all_finite(chunk):
             continue
-        bad = _host.argwhere(~_host.isfinite(chunk))
+        bad = _host().argwhere(~_host().isfinite(chunk))
         count += len(bad)
         if first is None:
             first = (start + int(bad[0][0]), *(int(i) for i in bad[0][1:]))
@@ -104,7 +107,7 @@ def _as_array(a):
     except ValueError:
         pass
     try:
-        return _host.asarray(a)
+        return _host().asarray(a)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"expected NumPy arrays, received a {type(a).__name__} NumPy cannot read ({e})") from None
 
@@ -228,7 +231,7 @@ def _class_row_weights(class_weight, y, loss, out_shape):
     if isinstance(loss, _losses.CrossEntropy):
         labels, n_classes = yh, int(out_shape[-1])
     else:  # BCEWithLogits: one output, 0/1 targets
-        if tuple(out_shape) != (1,) or not _host.isin(yh, (0, 1)).all():
+        if tuple(out_shape) != (1,) or not _host().isin(yh, (0, 1)).all():
             raise ValueError(
                 f"fit: class_weight: with {loss!r} it needs one output and targets 0 or 1, "
                 f"received outputs of shape {tuple(out_shape)}"
@@ -237,12 +240,12 @@ def _class_row_weights(class_weight, y, loss, out_shape):
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"fit: class_weight: expected a dict or 'balanced', received {class_weight!r}")
-        counts = _host.bincount(labels, minlength=n_classes)
-        present = _host.flatnonzero(counts)
-        table = _host.zeros(n_classes, np.float64)
+        counts = _host().bincount(labels, minlength=n_classes)
+        present = _host().flatnonzero(counts)
+        table = _host().zeros(n_classes, np.float64)
         table[present] = len(labels) / (len(present) * counts[present])
     elif isinstance(class_weight, dict):
-        table = _host.ones(n_classes, np.float64)
+        table = _host().ones(n_classes, np.float64)
         for key, value in class_weight.items():
             if (
                 isinstance(key, bool)
@@ -805,7 +808,7 @@ class Sequential:
             a = sample_weight if hasattr(sample_weight, "shape") and hasattr(sample_weight, "dtype") else None
             if a is None:
                 try:
-                    a = _host.asarray(sample_weight)
+                    a = _host().asarray(sample_weight)
                 except (TypeError, ValueError) as e:
                     raise ValueError(f"fit: sample_weight: expected an array of shape ({n},), {e}") from None
             a = ops.get(a).to_host(a) if not isinstance(a, np.ndarray) else a
@@ -815,14 +818,14 @@ class Sequential:
                 raise ValueError(
                     f"fit: sample_weight: expected shape ({n},), one weight per row of X, received {a.shape}"
                 )
-            if a.dtype.kind == "f" and not _host.isfinite(a).all():
-                bad = int(_host.flatnonzero(~_host.isfinite(a))[0])
+            if a.dtype.kind == "f" and not _host().isfinite(a).all():
+                bad = int(_host().flatnonzero(~_host().isfinite(a))[0])
                 raise ValueError(f"fit: sample_weight: contains NaN or Inf, the first at index {bad} ({a[bad]})")
             if len(a) and a.min() < 0:
-                bad = int(_host.flatnonzero(a < 0)[0])
+                bad = int(_host().flatnonzero(a < 0)[0])
                 raise ValueError(f"fit: sample_weight: weights must be >= 0, received {a[bad]} at index {bad}")
             w = a.astype(np.float32)
-            if not _host.isfinite(w).all():
+            if not _host().isfinite(w).all():
                 raise ValueError("fit: sample_weight: weights too large for float32")
         if class_weight is not None:
             cw = _class_row_weights(class_weight, y, loss, self.shapes(input_shape)[-1])
