@@ -775,12 +775,7 @@ class Sequential:
                 f"fit: sample_weight: the weights of the {len(w)} training rows are all zero "
                 f"(after class_weight{' and validation_split' if validation_split else ''})"
             )
-        if validation_data is not None:
-            try:
-                Xv, yv = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
-            validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+        validation_data = self._check_validation(validation_data)
         if comm is not None:
             k = comm.size
             bn = _has_batch_norm(self.layers)
@@ -866,13 +861,18 @@ class Sequential:
                 f"of one epoch), as it cannot be started again for the next epoch"
             )
         workers = _parallel.check_workers(self, workers, batch_size)
-        if validation_data is not None:
-            try:
-                Xv, yv = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
-            validation_data = self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
+        validation_data = self._check_validation(validation_data)
         return _Stream(self, X, steps, class_weight), validation_data, workers
+
+    def _check_validation(self, validation_data):
+        """``fit``'s ``validation_data`` checked and cast (None stays None)."""
+        if validation_data is None:
+            return None
+        try:
+            Xv, yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
+        return self._check_Xy(Xv, yv, "validation_data[0]", "validation_data[1]")
 
     def _fit_checked(
         self, X, y, epochs, batch_size, validation_data, callbacks, seed, verbose, shuffle, augment, initial_epoch,
