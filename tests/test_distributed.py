@@ -98,8 +98,10 @@ def max_diff(a: dict, b: dict) -> float:
 
 @needs_mpi
 def test_two_ranks_train_what_one_process_trains(tmp_path):
-    """MLP and CNN, no dropout: 2 ranks with global batch B == 1 process with batch B (1e-5),
-    the epoch losses and sharded validation losses too, and both ranks hold the same model."""
+    """MLP and CNN, no dropout: 2 ranks with global batch B == 1 process with batch B split in
+    the same two shares (``workers=2``), the epoch losses and sharded validation losses too, and
+    both ranks hold the same model. (Against one worker the float32 sums run in another order:
+    see ``test_cli_two_ranks_equal_one_process``.)"""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     ok(run_plain(python(WORKER, "same", one), cwd=tmp_path))
@@ -184,15 +186,32 @@ def test_an_exception_on_one_rank_ends_the_job(tmp_path):
 # -- the CLI -----------------------------------------------------------------------------------
 
 ISSUE_MLP = ["--dataset", "digits", "--model", "dense:64,relu,dense:10", "--seed", "3"]
+SMOOTH_MLP = ["--dataset", "digits", "--model", "dense:64,tanh,dense:10", "--seed", "3"]
 SMALL_CNN = ["--dataset", "digits", "--model", "conv:8:3,relu,maxpool:2,flatten,dense:10", "--seed", "3",
              "--epochs", "4"]  # fmt: skip
+SAME_SHARES = ["--workers", "2"]  # one process, the batch in the same two shares as 2 ranks
 
 
 @needs_mpi
-@pytest.mark.parametrize("args", [ISSUE_MLP, SMALL_CNN], ids=["mlp", "cnn"])
-def test_cli_two_ranks_equal_one_process(tmp_path, args):
+@pytest.mark.parametrize(
+    "args, single",
+    [(ISSUE_MLP, SAME_SHARES), (SMOOTH_MLP, []), (SMALL_CNN, SAME_SHARES)],
+    ids=["mlp", "mlp-tanh-one-worker", "cnn"],
+)
+def test_cli_two_ranks_equal_one_process(tmp_path, args, single):
+    """The issue's 20-epoch command under ``mpiexec -n 2`` and in one process, 1e-5.
+
+    With ``--workers 2`` the one process splits each batch in the same two shares as the ranks
+    and adds the shares' gradients as the Allreduce does: the same float32 operations, so the
+    weights agree to the bit on any BLAS. With one worker (the MLP default) the batch's sums
+    run in another order; for a smooth network that stays at rounding (6e-8 after 20 epochs),
+    but with ReLU and Adam it need not: with OpenBLAS's Sandybridge and SkylakeX kernels
+    a hidden unit that is nearly dead turned on for a sample in one run and not the other in
+    epoch 10 (its pre-activation within rounding of 0), and Adam, which divides by the
+    gradient's own tiny scale, turned that into a step of 1.5e-4 (1.9e-4 after 20 epochs).
+    So the one-worker comparison is made here for the tanh network; the README says the rest."""
     ok(mpirun((2, vecnn_cli("train", *args, "--out", "two")), cwd=tmp_path))
-    ok(run_plain(vecnn_cli("train", *args, "--out", "one"), cwd=tmp_path))
+    ok(run_plain(vecnn_cli("train", *args, *single, "--out", "one"), cwd=tmp_path))
     assert max_diff(tensors(tmp_path / "one/model.vecnn"), tensors(tmp_path / "two/model.vecnn")) < 1e-5
     config = json.loads((tmp_path / "two/config.json").read_text())
     assert config["ranks"] == 2 and json.loads((tmp_path / "one/config.json").read_text())["ranks"] == 1
