@@ -391,3 +391,16 @@ def test_scaling_benchmark_runs(tmp_path):
     assert mlp["one_rank"][0] > 0 and mlp["two_ranks"][0] > 0 and mlp["allreduce_s"] > 0
     assert sorted(mlp["step_s"]) == ["2", "64", "8"]
     assert "weak" in proc.stdout and "BLAS" in proc.stdout
+
+
+@needs_mpi
+def test_overlap_benchmark_reduces_the_same_gradient(tmp_path):
+    """benchmarks/bench_mpi_overlap.py: its per-layer Iallreduce step gives the blocking step's
+    reduced gradient (to the bit: the same sums, in slices), and it reports both timings."""
+    proc = ok(run_plain(
+        python(HERE.parent / "benchmarks/bench_mpi_overlap.py", "--net", "cnn", "--steps", "1", "--rounds", "1",
+               "--batch-size", "16"),
+        cwd=tmp_path, timeout=300,
+    ))  # fmt: skip
+    assert "reduced gradients differ by at most 0\n" in proc.stdout
+    assert "blocking/overlapped" in proc.stdout and "architecture" in proc.stdout

@@ -7,7 +7,12 @@ backward on its own contiguous share of the batch's rows (rank r of K takes rows
 in-place ``Allreduce`` of the flat gradient buffer (buffer form, ``MPI.IN_PLACE``, never pickled
 objects) sums them: every rank then holds the whole batch's mean gradient and takes the same
 optimizer step. With no dropout and no BatchNorm, K ranks and global batch B compute the
-weights one process computes with batch B (to float32 rounding: tested to 1e-5).
+weights one process computes with batch B split in the same K shares (``workers=K``: the same
+float32 operations, equal to the bit, tested for K=2); against one process with one worker the
+batch's sums run in another order, which agrees to float32 rounding unless training amplifies it
+(the README's MPI section measures a case: Adam and a nearly dead ReLU unit). The reduction is
+one blocking Allreduce after the backward pass: an Iallreduce per layer as its gradients are
+ready (PyTorch DDP's buckets) measured slower here (``benchmarks/bench_mpi_overlap.py``).
 
 What else a rank does, and why (the choices a user may want to know):
 
