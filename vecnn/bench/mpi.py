@@ -124,17 +124,23 @@ def job(args) -> dict:
     out["parameters"] = int(model.flat_params.size)
     out["samples_per_s"] = _epochs_per_second(model, X, y, args.batch_size, args.epochs, comm.size > 1)
     if comm.size > 1:
-        buf = np.ones(model.flat_params.size, np.float32)
-        times = []
-        for _ in range(args.reduces):
-            comm.comm.Barrier()
-            t = time.perf_counter()
-            comm.allreduce_(buf)
-            times.append(time.perf_counter() - t)
-        out["allreduce_s"] = median(times)
+        out["allreduce_s"] = allreduce_seconds(comm, model.flat_params.size, args.reduces)
     else:
         out["step_s"] = {b: _step_seconds(args.net, X, y, b) for b in _batches(args.batch_size)}
     return out
+
+
+def allreduce_seconds(comm, size: int, repeats: int) -> float:
+    """Median seconds of one in-place Allreduce of ``size`` float32 values (the flat gradient
+    buffer) across ``comm``'s ranks, each after a Barrier."""
+    buf = np.ones(size, np.float32)
+    times = []
+    for _ in range(repeats):
+        comm.comm.Barrier()
+        t = time.perf_counter()
+        comm.allreduce_(buf)
+        times.append(time.perf_counter() - t)
+    return median(times)
 
 
 def _batches(batch_size):
@@ -152,21 +158,28 @@ def _mpiexec() -> str:
     return path
 
 
-def _run_job(ranks: int, net: str, args) -> dict:
+def launch(ranks: int, argv: list[str], what: str) -> dict:
+    """Run ``mpiexec -n ranks python *argv --job FILE`` (Open MPI allowed as root, ranks beyond
+    the cores allowed) and return the JSON its rank 0 wrote to FILE; a failed job ends the
+    benchmark with its standard error."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "job.json"
-        argv = [_mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, "-m", "vecnn.bench.mpi",
-                "--job", str(out), "--net", net, "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-                "--reduces", str(args.reduces)]  # fmt: skip
-        if args.limit:
-            argv += ["--limit", str(args.limit)]
-        if args.synthetic:
-            argv.append("--synthetic")
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+        cmd = [_mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, *argv, "--job", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
-            raise SystemExit(f"bench_mpi: the {ranks}-rank job failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"{what}: the {ranks}-rank job failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         return json.loads(out.read_text())
+
+
+def _run_job(ranks: int, net: str, args) -> dict:
+    argv = ["-m", "vecnn.bench.mpi", "--net", net, "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+            "--reduces", str(args.reduces)]  # fmt: skip
+    if args.limit:
+        argv += ["--limit", str(args.limit)]
+    if args.synthetic:
+        argv.append("--synthetic")
+    return launch(ranks, argv, "bench_mpi")
 
 
 def predict(parameters: int, step_s: dict, batch_size: int) -> list[dict]:
