@@ -154,6 +154,17 @@ def batchnorm_options_model(rng, **options):
     return model, X
 
 
+#: a BatchNorm that normalizes with its batch's own statistics in inference too
+#: (``track_running_stats=False``), which no exporter can translate: id -> (layers, input shape)
+BATCH_STATISTICS_MODELS = {
+    "1d": (lambda: [L.Dense(3, 4), L.BatchNorm1D(4, track_running_stats=False)], (3,)),
+    "2d-in-residual": (
+        lambda: [L.Conv2D(1, 2, 3), L.Residual([L.BatchNorm2D(2, track_running_stats=False, affine=False)])],
+        (1, 5, 5),
+    ),
+}
+
+
 class Double(L.Layer):
     """A user's own layer: vecnn runs it, no exporter has a translation for it."""
 

@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 from export_cases import (
+    BATCH_STATISTICS_MODELS,
     CASES,
     TOL,
     Double,
@@ -152,24 +153,15 @@ def test_batchnorm_options(options, data_format, rng, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "make, shape, where",
+    "case, where",
     [
-        pytest.param(
-            lambda: [L.Dense(3, 4), L.BatchNorm1D(4, track_running_stats=False)],
-            (3,),
-            r"layer1_batchnorm1d BatchNorm1D\(num_features=4",
-            id="1d",
-        ),
-        pytest.param(
-            lambda: [L.Conv2D(1, 2, 3), L.Residual([L.BatchNorm2D(2, track_running_stats=False, affine=False)])],
-            (1, 5, 5),
-            r"layer1_residual_f0 BatchNorm2D\(num_features=2",
-            id="2d-in-residual",
-        ),
+        ("1d", r"layer1_batchnorm1d BatchNorm1D\(num_features=4"),
+        ("2d-in-residual", r"layer1_residual_f0 BatchNorm2D\(num_features=2"),
     ],
 )
-def test_batchnorm_batch_statistics_refused(make, shape, where):
+def test_batchnorm_batch_statistics_refused(case, where):
     """track_running_stats=False: Keras normalizes with batch statistics only in training mode."""
+    make, shape = BATCH_STATISTICS_MODELS[case]
     model = vn.Sequential(make(), seed=0)
     with pytest.raises(ValueError, match=rf"{where}.*track_running_stats=False.*rest of its batch"):
         to_keras(model, input_shape=shape)

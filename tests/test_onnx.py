@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from export_cases import (
+    BATCH_STATISTICS_MODELS,
     CASES,
     TOL,
     Double,
@@ -141,24 +142,15 @@ def test_batchnorm_options(options, rng):
 
 
 @pytest.mark.parametrize(
-    "make, shape, where",
+    "case, where",
     [
-        pytest.param(
-            lambda: [L.Dense(3, 4), L.BatchNorm1D(4, track_running_stats=False)],
-            (3,),
-            r"layer1\.BatchNorm1D BatchNorm1D\(num_features=4",
-            id="1d",
-        ),
-        pytest.param(
-            lambda: [L.Conv2D(1, 2, 3), L.Residual([L.BatchNorm2D(2, track_running_stats=False, affine=False)])],
-            (1, 5, 5),
-            r"layer1\.Residual\.f0 BatchNorm2D\(num_features=2",
-            id="2d-in-residual",
-        ),
+        ("1d", r"layer1\.BatchNorm1D BatchNorm1D\(num_features=4"),
+        ("2d-in-residual", r"layer1\.Residual\.f0 BatchNorm2D\(num_features=2"),
     ],
 )
-def test_batchnorm_batch_statistics_refused(make, shape, where, tmp_path):
+def test_batchnorm_batch_statistics_refused(case, where, tmp_path):
     """track_running_stats=False: an output depends on the rest of its batch (not a static graph)."""
+    make, shape = BATCH_STATISTICS_MODELS[case]
     model = vn.Sequential(make(), seed=0)
     path = tmp_path / "m.onnx"
     with pytest.raises(ValueError, match=rf"{where}.*track_running_stats=False.*rest of its batch"):
